@@ -1,0 +1,430 @@
+//! The subject index: which subscriptions match a subject.
+//!
+//! A token trie like nats-server's sublist: each level maps literal tokens to
+//! nodes and has at most one `*` node and one `>` node. A node holds the plain
+//! subscriptions whose pattern ends there, its queue groups, and the next
+//! level. Matching walks literal, `*` and `>` branches at once, so its cost is
+//! bounded by the trie nodes that actually exist along the subject, not by the
+//! number of subscriptions.
+//!
+//! The index is generic over what a subscription points at (`T`: a local
+//! connection's subscription, another shard, a route), because each shard of
+//! the runtime keeps one index holding all three. It is a multiset: inserting
+//! the same `(pattern, queue, value)` twice needs two removes, and a match
+//! lists the value twice. A remote shard with three members of a queue group
+//! is therefore listed three times in that group, which is exactly the weight
+//! a uniform pick over the members needs.
+//!
+//! Match results are cached per subject (ahash map, bounded). Inserting or
+//! removing a literal pattern drops just that subject's entry; a wildcard
+//! pattern drops every cached subject it matches. When the cache is full it is
+//! cleared, which keeps the cost of a miss-heavy workload amortised O(1).
+
+mod subset;
+
+use crate::subject::{has_wildcard, is_valid_pattern, is_valid_queue, pattern_matches, tokens};
+use ahash::AHashMap;
+use bytes::Bytes;
+use std::hash::Hash;
+use std::sync::Arc;
+use subset::SubSet;
+use thiserror::Error;
+
+/// Default number of cached match results per index.
+pub const DEFAULT_CACHE_CAPACITY: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum IndexError {
+    #[error("invalid subject")]
+    InvalidSubject,
+    #[error("invalid queue name")]
+    InvalidQueue,
+}
+
+/// The members of one queue group that match a subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueGroup<T> {
+    pub name: Bytes,
+    pub members: Vec<T>,
+}
+
+/// Everything that matches a subject: plain subscribers, and queue
+/// subscribers grouped by queue name (one group per name, even when members
+/// subscribed with different patterns).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matches<T> {
+    pub plain: Vec<T>,
+    pub queues: Vec<QueueGroup<T>>,
+}
+
+impl<T> Default for Matches<T> {
+    fn default() -> Self {
+        Matches {
+            plain: Vec::new(),
+            queues: Vec::new(),
+        }
+    }
+}
+
+impl<T> Matches<T> {
+    pub fn is_empty(&self) -> bool {
+        self.plain.is_empty() && self.queues.is_empty()
+    }
+}
+
+/// Cache effectiveness counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub entries: usize,
+}
+
+#[derive(Debug)]
+struct Node<T> {
+    plain: SubSet<T>,
+    queues: Vec<(Bytes, SubSet<T>)>,
+    next: Option<Box<Level<T>>>,
+}
+
+impl<T> Default for Node<T> {
+    fn default() -> Self {
+        Node {
+            plain: SubSet::default(),
+            queues: Vec::new(),
+            next: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Level<T> {
+    literals: AHashMap<Box<[u8]>, Node<T>>,
+    star: Option<Box<Node<T>>>,
+    full: Option<Box<Node<T>>>,
+}
+
+impl<T> Default for Level<T> {
+    fn default() -> Self {
+        Level {
+            literals: AHashMap::new(),
+            star: None,
+            full: None,
+        }
+    }
+}
+
+impl<T> Level<T> {
+    fn is_empty(&self) -> bool {
+        self.literals.is_empty() && self.star.is_none() && self.full.is_none()
+    }
+}
+
+impl<T: Clone + Eq + Hash> Node<T> {
+    fn is_empty(&self) -> bool {
+        self.plain.is_empty() && self.queues.is_empty() && self.next.is_none()
+    }
+
+    fn add(&mut self, queue: Option<&[u8]>, value: T) {
+        match queue {
+            None => self.plain.insert(value),
+            Some(q) => match self.queues.iter_mut().find(|(n, _)| n.as_ref() == q) {
+                Some((_, set)) => set.insert(value),
+                None => {
+                    let mut set = SubSet::default();
+                    set.insert(value);
+                    self.queues.push((Bytes::copy_from_slice(q), set));
+                }
+            },
+        }
+    }
+
+    fn take(&mut self, queue: Option<&[u8]>, value: &T) -> bool {
+        match queue {
+            None => self.plain.remove(value),
+            Some(q) => {
+                let Some(i) = self.queues.iter().position(|(n, _)| n.as_ref() == q) else {
+                    return false;
+                };
+                let removed = self.queues[i].1.remove(value);
+                if self.queues[i].1.is_empty() {
+                    self.queues.swap_remove(i);
+                }
+                removed
+            }
+        }
+    }
+
+    fn collect_into(&self, out: &mut Matches<T>) {
+        self.plain.extend_into(&mut out.plain);
+        for (name, set) in &self.queues {
+            let group = match out.queues.iter_mut().position(|g| &g.name == name) {
+                Some(i) => &mut out.queues[i],
+                None => {
+                    out.queues.push(QueueGroup {
+                        name: name.clone(),
+                        members: Vec::new(),
+                    });
+                    out.queues.last_mut().expect("just pushed")
+                }
+            };
+            set.extend_into(&mut group.members);
+        }
+    }
+
+    fn has_subs(&self) -> bool {
+        !self.plain.is_empty() || !self.queues.is_empty()
+    }
+}
+
+/// A subject index with a bounded match cache. Not thread-safe by design: each
+/// shard owns its own.
+#[derive(Debug)]
+pub struct SubjectIndex<T> {
+    root: Level<T>,
+    len: usize,
+    cache: AHashMap<Box<[u8]>, Arc<Matches<T>>>,
+    cache_capacity: usize,
+    hits: u64,
+    misses: u64,
+}
+
+impl<T: Clone + Eq + Hash> Default for SubjectIndex<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Clone + Eq + Hash> SubjectIndex<T> {
+    pub fn new() -> Self {
+        Self::with_cache_capacity(DEFAULT_CACHE_CAPACITY)
+    }
+
+    /// An index caching at most `capacity` match results (0 disables the
+    /// cache).
+    pub fn with_cache_capacity(capacity: usize) -> Self {
+        SubjectIndex {
+            root: Level::default(),
+            len: 0,
+            cache: AHashMap::new(),
+            cache_capacity: capacity,
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    /// Number of subscriptions held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn cache_stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits,
+            misses: self.misses,
+            entries: self.cache.len(),
+        }
+    }
+
+    /// Adds a subscription of `value` to `pattern` (in queue group `queue`).
+    pub fn insert(
+        &mut self,
+        pattern: &[u8],
+        queue: Option<&[u8]>,
+        value: T,
+    ) -> Result<(), IndexError> {
+        if !is_valid_pattern(pattern) {
+            return Err(IndexError::InvalidSubject);
+        }
+        if queue.is_some_and(|q| !is_valid_queue(q)) {
+            return Err(IndexError::InvalidQueue);
+        }
+        let mut toks = tokens(pattern).peekable();
+        let mut level = &mut self.root;
+        while let Some(tok) = toks.next() {
+            let node: &mut Node<T> = match tok {
+                b"*" => level.star.get_or_insert_with(Default::default),
+                b">" => level.full.get_or_insert_with(Default::default),
+                _ => {
+                    if !level.literals.contains_key(tok) {
+                        level.literals.insert(tok.into(), Node::default());
+                    }
+                    level.literals.get_mut(tok).expect("inserted above")
+                }
+            };
+            if toks.peek().is_none() {
+                node.add(queue, value);
+                break;
+            }
+            level = node.next.get_or_insert_with(Default::default);
+        }
+        self.len += 1;
+        self.invalidate(pattern);
+        Ok(())
+    }
+
+    /// Removes one subscription of `value` to `pattern` (in `queue`); returns
+    /// whether it was there. Empty trie nodes are pruned.
+    pub fn remove(&mut self, pattern: &[u8], queue: Option<&[u8]>, value: &T) -> bool {
+        if !is_valid_pattern(pattern) {
+            return false;
+        }
+        let toks: Vec<&[u8]> = tokens(pattern).collect();
+        let removed = remove_from_level(&mut self.root, &toks, queue, value);
+        if removed {
+            self.len -= 1;
+            self.invalidate(pattern);
+        }
+        removed
+    }
+
+    fn invalidate(&mut self, pattern: &[u8]) {
+        if self.cache.is_empty() {
+            return;
+        }
+        if has_wildcard(pattern) {
+            self.cache
+                .retain(|subject, _| !pattern_matches(pattern, subject));
+        } else {
+            self.cache.remove(pattern);
+        }
+    }
+
+    /// Everything matching `subject`, from the cache when possible.
+    pub fn matches(&mut self, subject: &[u8]) -> Arc<Matches<T>> {
+        if let Some(m) = self.cache.get(subject) {
+            self.hits += 1;
+            return m.clone();
+        }
+        self.misses += 1;
+        let m = Arc::new(self.matches_uncached(subject));
+        if self.cache_capacity > 0 {
+            if self.cache.len() >= self.cache_capacity {
+                self.cache.clear();
+            }
+            self.cache.insert(subject.into(), m.clone());
+        }
+        m
+    }
+
+    /// Everything matching `subject`, computed from the trie.
+    pub fn matches_uncached(&self, subject: &[u8]) -> Matches<T> {
+        let mut out = Matches::default();
+        if subject.is_empty() {
+            return out;
+        }
+        let toks: Vec<&[u8]> = tokens(subject).collect();
+        collect_level(&self.root, &toks, &mut out);
+        out
+    }
+
+    /// Whether anything matches `subject` (no allocation, no cache).
+    pub fn has_match(&self, subject: &[u8]) -> bool {
+        if subject.is_empty() {
+            return false;
+        }
+        let toks: Vec<&[u8]> = tokens(subject).collect();
+        any_in_level(&self.root, &toks)
+    }
+}
+
+fn collect_level<T: Clone + Eq + Hash>(level: &Level<T>, toks: &[&[u8]], out: &mut Matches<T>) {
+    let (tok, rest) = (toks[0], &toks[1..]);
+    if let Some(n) = level.literals.get(tok) {
+        collect_node(n, rest, out);
+    }
+    if let Some(n) = &level.star {
+        collect_node(n, rest, out);
+    }
+    if let Some(n) = &level.full {
+        n.collect_into(out);
+    }
+}
+
+fn collect_node<T: Clone + Eq + Hash>(node: &Node<T>, rest: &[&[u8]], out: &mut Matches<T>) {
+    if rest.is_empty() {
+        node.collect_into(out);
+    } else if let Some(next) = &node.next {
+        collect_level(next, rest, out);
+    }
+}
+
+fn any_in_level<T: Clone + Eq + Hash>(level: &Level<T>, toks: &[&[u8]]) -> bool {
+    let (tok, rest) = (toks[0], &toks[1..]);
+    level.full.as_ref().is_some_and(|n| n.has_subs())
+        || level
+            .literals
+            .get(tok)
+            .is_some_and(|n| any_in_node(n, rest))
+        || level.star.as_ref().is_some_and(|n| any_in_node(n, rest))
+}
+
+fn any_in_node<T: Clone + Eq + Hash>(node: &Node<T>, rest: &[&[u8]]) -> bool {
+    if rest.is_empty() {
+        node.has_subs()
+    } else {
+        node.next.as_ref().is_some_and(|l| any_in_level(l, rest))
+    }
+}
+
+fn remove_from_level<T: Clone + Eq + Hash>(
+    level: &mut Level<T>,
+    toks: &[&[u8]],
+    queue: Option<&[u8]>,
+    value: &T,
+) -> bool {
+    let (tok, rest) = (toks[0], &toks[1..]);
+    match tok {
+        b"*" | b">" => {
+            let slot = if tok == b"*" {
+                &mut level.star
+            } else {
+                &mut level.full
+            };
+            let Some(node) = slot.as_deref_mut() else {
+                return false;
+            };
+            let removed = remove_from_node(node, rest, queue, value);
+            if node.is_empty() {
+                *slot = None;
+            }
+            removed
+        }
+        _ => {
+            let Some(node) = level.literals.get_mut(tok) else {
+                return false;
+            };
+            let removed = remove_from_node(node, rest, queue, value);
+            if node.is_empty() {
+                level.literals.remove(tok);
+            }
+            removed
+        }
+    }
+}
+
+fn remove_from_node<T: Clone + Eq + Hash>(
+    node: &mut Node<T>,
+    rest: &[&[u8]],
+    queue: Option<&[u8]>,
+    value: &T,
+) -> bool {
+    if rest.is_empty() {
+        return node.take(queue, value);
+    }
+    let Some(next) = node.next.as_deref_mut() else {
+        return false;
+    };
+    let removed = remove_from_level(next, rest, queue, value);
+    if next.is_empty() {
+        node.next = None;
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,116 @@
+//! The subscriptions attached to one trie node (plain, or one queue group).
+
+use ahash::AHashMap;
+use std::hash::Hash;
+
+/// Past this many entries a node switches from a vector to a counted map, so
+/// removing one of 100,000 subscribers of a hot subject is O(1), while the
+/// common case (a handful of subscribers) stays a small, cache-friendly vector.
+const SMALL_MAX: usize = 32;
+
+/// A multiset of subscription targets.
+#[derive(Debug, Clone)]
+pub(super) enum SubSet<T> {
+    Few(Vec<T>),
+    Many {
+        counts: AHashMap<T, u32>,
+        total: usize,
+    },
+}
+
+impl<T> Default for SubSet<T> {
+    fn default() -> Self {
+        SubSet::Few(Vec::new())
+    }
+}
+
+impl<T: Clone + Eq + Hash> SubSet<T> {
+    pub(super) fn insert(&mut self, value: T) {
+        match self {
+            SubSet::Few(v) if v.len() < SMALL_MAX => v.push(value),
+            SubSet::Few(v) => {
+                let mut counts = AHashMap::with_capacity(v.len() * 2);
+                let total = v.len() + 1;
+                for x in v.drain(..).chain(std::iter::once(value)) {
+                    *counts.entry(x).or_insert(0) += 1;
+                }
+                *self = SubSet::Many { counts, total };
+            }
+            SubSet::Many { counts, total } => {
+                *counts.entry(value).or_insert(0) += 1;
+                *total += 1;
+            }
+        }
+    }
+
+    /// Removes one occurrence of `value`; false if there was none.
+    pub(super) fn remove(&mut self, value: &T) -> bool {
+        match self {
+            SubSet::Few(v) => match v.iter().position(|x| x == value) {
+                Some(i) => {
+                    v.swap_remove(i);
+                    true
+                }
+                None => false,
+            },
+            SubSet::Many { counts, total } => {
+                let Some(c) = counts.get_mut(value) else {
+                    return false;
+                };
+                *c -= 1;
+                if *c == 0 {
+                    counts.remove(value);
+                }
+                *total -= 1;
+                true
+            }
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        match self {
+            SubSet::Few(v) => v.len(),
+            SubSet::Many { total, .. } => *total,
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends every occurrence (with multiplicity) to `out`.
+    pub(super) fn extend_into(&self, out: &mut Vec<T>) {
+        match self {
+            SubSet::Few(v) => out.extend_from_slice(v),
+            SubSet::Many { counts, total } => {
+                out.reserve(*total);
+                for (x, &c) in counts {
+                    out.extend(std::iter::repeat_n(x.clone(), c as usize));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_into_a_map_and_keeps_multiplicity() {
+        let mut s = SubSet::default();
+        for i in 0..100u32 {
+            s.insert(i % 40);
+        }
+        assert!(matches!(s, SubSet::Many { .. }));
+        assert_eq!(s.len(), 100);
+        assert!(s.remove(&3));
+        assert!(s.remove(&3));
+        assert!(s.remove(&3));
+        assert!(!s.remove(&3), "3 was inserted three times");
+        let mut out = Vec::new();
+        s.extend_into(&mut out);
+        assert_eq!(out.len(), 97);
+        assert_eq!(out.iter().filter(|&&x| x == 0).count(), 3);
+    }
+}
