@@ -168,3 +168,62 @@ pub fn write_unsub(buf: &mut BytesMut, sid: &[u8], max: Option<u64>) {
     }
     buf.put_slice(b"\r\n");
 }
+
+impl super::ClientOp {
+    /// Appends the wire form of this operation (what a client sends).
+    pub fn write(&self, buf: &mut BytesMut) {
+        use super::ClientOp::*;
+        match self {
+            Connect(json) => {
+                buf.put_slice(b"CONNECT ");
+                buf.put_slice(json);
+                buf.put_slice(b"\r\n");
+            }
+            Pub(p) => write_pub(
+                buf,
+                &p.subject,
+                p.reply.as_deref(),
+                p.headers.as_deref(),
+                &p.payload,
+            ),
+            Sub {
+                subject,
+                queue,
+                sid,
+            } => write_sub(buf, subject, queue.as_deref(), sid),
+            Unsub { sid, max } => write_unsub(buf, sid, *max),
+            Ping => buf.put_slice(PING),
+            Pong => buf.put_slice(PONG),
+        }
+    }
+}
+
+impl super::ServerOp {
+    /// Appends the wire form of this operation (what a server sends).
+    pub fn write(&self, buf: &mut BytesMut) {
+        use super::ServerOp::*;
+        match self {
+            Info(json) => {
+                buf.put_slice(b"INFO ");
+                buf.put_slice(json);
+                buf.put_slice(b"\r\n");
+            }
+            Msg(m) => write_msg(
+                buf,
+                &m.subject,
+                &m.sid,
+                m.reply.as_deref(),
+                m.headers.as_deref(),
+                &m.payload,
+            ),
+            Ok => buf.put_slice(OK),
+            Err(text) => {
+                buf.put_slice(b"-ERR '");
+                buf.put_slice(text);
+                buf.put_slice(b"'\r\n");
+            }
+            Ping => buf.put_slice(PING),
+            Pong => buf.put_slice(PONG),
+        }
+    }
+}
