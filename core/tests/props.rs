@@ -200,7 +200,7 @@ proptest! {
                 }
             }
             // Bounded memory: an incomplete op never exceeds the limits.
-            prop_assert!(buf.len() <= 64 + 1 + 128 + 2);
+            prop_assert!(buf.len() <= 64 + 2 + 128 + 2);
         }
     }
 }

@@ -30,6 +30,25 @@ use std::sync::Arc;
 use subset::SubSet;
 use thiserror::Error;
 
+/// Subjects with up to this many tokens are tokenised on the stack.
+const STACK_TOKENS: usize = 16;
+
+/// Calls `f` with the tokens of `subject`, without allocating for subjects of
+/// up to `STACK_TOKENS` tokens (all realistic ones).
+fn with_tokens<R>(subject: &[u8], f: impl FnOnce(&[&[u8]]) -> R) -> R {
+    let mut stack: [&[u8]; STACK_TOKENS] = [&[]; STACK_TOKENS];
+    let mut n = 0;
+    for t in tokens(subject) {
+        if n == STACK_TOKENS {
+            let all: Vec<&[u8]> = tokens(subject).collect();
+            return f(&all);
+        }
+        stack[n] = t;
+        n += 1;
+    }
+    f(&stack[..n])
+}
+
 /// Default number of cached match results per index.
 pub const DEFAULT_CACHE_CAPACITY: usize = 4096;
 
@@ -158,7 +177,7 @@ impl<T: Clone + Eq + Hash> Node<T> {
     fn collect_into(&self, out: &mut Matches<T>) {
         self.plain.extend_into(&mut out.plain);
         for (name, set) in &self.queues {
-            let group = match out.queues.iter_mut().position(|g| &g.name == name) {
+            let group = match out.queues.iter_mut().position(|g| g.name == name) {
                 Some(i) => &mut out.queues[i],
                 None => {
                     out.queues.push(QueueGroup {
@@ -273,8 +292,9 @@ impl<T: Clone + Eq + Hash> SubjectIndex<T> {
         if !is_valid_pattern(pattern) {
             return false;
         }
-        let toks: Vec<&[u8]> = tokens(pattern).collect();
-        let removed = remove_from_level(&mut self.root, &toks, queue, value);
+        let removed = with_tokens(pattern, |toks| {
+            remove_from_level(&mut self.root, toks, queue, value)
+        });
         if removed {
             self.len -= 1;
             self.invalidate(pattern);
@@ -317,8 +337,7 @@ impl<T: Clone + Eq + Hash> SubjectIndex<T> {
         if subject.is_empty() {
             return out;
         }
-        let toks: Vec<&[u8]> = tokens(subject).collect();
-        collect_level(&self.root, &toks, &mut out);
+        with_tokens(subject, |toks| collect_level(&self.root, toks, &mut out));
         out
     }
 
@@ -327,8 +346,7 @@ impl<T: Clone + Eq + Hash> SubjectIndex<T> {
         if subject.is_empty() {
             return false;
         }
-        let toks: Vec<&[u8]> = tokens(subject).collect();
-        any_in_level(&self.root, &toks)
+        with_tokens(subject, |toks| any_in_level(&self.root, toks))
     }
 }
 

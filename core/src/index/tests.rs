@@ -149,3 +149,17 @@ fn many_subscribers_on_one_subject() {
     }
     assert!(idx.root.is_empty());
 }
+
+#[test]
+fn long_subjects_past_the_stack_token_buffer() {
+    let mut idx = SubjectIndex::new();
+    let long: Vec<String> = (0..40).map(|i| format!("t{i}")).collect();
+    let subject = long.join(".");
+    let pattern = format!("{}.>", long[..20].join("."));
+    idx.insert(subject.as_bytes(), None, 1).unwrap();
+    idx.insert(pattern.as_bytes(), None, 2).unwrap();
+    assert_eq!(sorted(&idx.matches(subject.as_bytes()).plain), [1, 2]);
+    assert!(idx.remove(subject.as_bytes(), None, &1));
+    assert!(idx.remove(pattern.as_bytes(), None, &2));
+    assert!(idx.root.is_empty());
+}

@@ -20,16 +20,30 @@ use bytes::{Buf, Bytes, BytesMut};
 /// one so that "too many" is detected.
 const MAX_ARGS: usize = 6;
 
-/// A control line whose message body has not fully arrived yet.
+/// A `PUB`/`MSG` control line whose message body has not fully arrived yet.
+/// The line stays in the buffer (ranges below index into it) so that the
+/// whole frame is split off in one piece once complete: one reference-count
+/// increment for the frame, which then becomes the payload, plus one per
+/// subject/reply slice.
 #[derive(Debug)]
 struct PendingMsg {
-    line: Bytes,
+    /// Length of the control line including its terminator.
+    line_len: usize,
     subject: (usize, usize),
     sid: Option<(usize, usize)>,
     reply: Option<(usize, usize)>,
     /// Header length for `HPUB`/`HMSG`.
     hdr: Option<usize>,
     total: usize,
+}
+
+/// A complete message frame and the parts of it.
+struct Frame {
+    subject: Bytes,
+    sid: Option<Bytes>,
+    reply: Option<Bytes>,
+    headers: Option<Bytes>,
+    payload: Bytes,
 }
 
 /// The direction-independent part: finding control lines and message bodies.
@@ -92,23 +106,33 @@ impl Framer {
         }
     }
 
-    /// Takes the body of the pending message once all of it (and its CRLF)
-    /// is in the buffer.
-    fn take_body(&mut self, buf: &mut BytesMut) -> Result<Option<(PendingMsg, Bytes)>, ProtoError> {
+    /// Takes the pending message once all of it (and its CRLF) is buffered.
+    fn take_frame(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, ProtoError> {
         let Some(p) = &self.pending else {
             return Ok(None);
         };
-        let need = p.total + 2;
-        if buf.len() < need {
+        let body_end = p.line_len + p.total;
+        if buf.len() < body_end + 2 {
             return Ok(None);
         }
-        if &buf[p.total..need] != b"\r\n" {
+        if &buf[body_end..body_end + 2] != b"\r\n" {
             return Err(ProtoError::MissingTerminator);
         }
-        let body = buf.split_to(p.total).freeze();
-        buf.advance(2);
         let p = self.pending.take().expect("checked above");
-        Ok(Some((p, body)))
+        let mut payload = buf.split_to(body_end + 2).freeze();
+        let subject = slice(&payload, p.subject);
+        let sid = p.sid.map(|r| slice(&payload, r));
+        let reply = p.reply.map(|r| slice(&payload, r));
+        payload.advance(p.line_len);
+        payload.truncate(p.total);
+        let headers = p.hdr.map(|h| payload.split_to(h));
+        Ok(Some(Frame {
+            subject,
+            sid,
+            reply,
+            headers,
+            payload,
+        }))
     }
 
     fn check_size(&self, size: usize) -> Result<(), ProtoError> {
@@ -201,13 +225,12 @@ impl ClientParser {
     pub fn next(&mut self, buf: &mut BytesMut) -> Result<Option<ClientOp>, ProtoError> {
         loop {
             if self.framer.pending.is_some() {
-                return Ok(self.framer.take_body(buf)?.map(|(p, body)| {
-                    let (headers, payload) = split_body(body, p.hdr);
+                return Ok(self.framer.take_frame(buf)?.map(|f| {
                     ClientOp::Pub(Publish {
-                        subject: slice(&p.line, p.subject),
-                        reply: p.reply.map(|r| slice(&p.line, r)),
-                        headers,
-                        payload,
+                        subject: f.subject,
+                        reply: f.reply,
+                        headers: f.headers,
+                        payload: f.payload,
                     })
                 }));
             }
@@ -227,7 +250,7 @@ impl ClientParser {
                 let total = parse_size(&line[size.0..size.1], "PUB")?;
                 self.framer.check_size(total)?;
                 self.framer.pending = Some(PendingMsg {
-                    line: buf.split_to(span.consumed).freeze(),
+                    line_len: span.consumed,
                     subject,
                     sid: None,
                     reply,
@@ -250,7 +273,7 @@ impl ClientParser {
                 }
                 self.framer.check_size(total)?;
                 self.framer.pending = Some(PendingMsg {
-                    line: buf.split_to(span.consumed).freeze(),
+                    line_len: span.consumed,
                     subject,
                     sid: None,
                     reply,
@@ -302,17 +325,6 @@ impl ClientParser {
     }
 }
 
-fn split_body(body: Bytes, hdr: Option<usize>) -> (Option<Bytes>, Bytes) {
-    match hdr {
-        None => (None, body),
-        Some(h) => {
-            let mut payload = body;
-            let headers = payload.split_to(h);
-            (Some(headers), payload)
-        }
-    }
-}
-
 /// Parses what a server sends: `INFO`, `MSG`, `HMSG`, `+OK`, `-ERR`, `PING`,
 /// `PONG`. Used by shoal-bench and the tests.
 #[derive(Debug)]
@@ -331,14 +343,13 @@ impl ServerParser {
     pub fn next(&mut self, buf: &mut BytesMut) -> Result<Option<ServerOp>, ProtoError> {
         loop {
             if self.framer.pending.is_some() {
-                return Ok(self.framer.take_body(buf)?.map(|(p, body)| {
-                    let (headers, payload) = split_body(body, p.hdr);
+                return Ok(self.framer.take_frame(buf)?.map(|f| {
                     ServerOp::Msg(Delivery {
-                        subject: slice(&p.line, p.subject),
-                        sid: slice(&p.line, p.sid.expect("MSG always has a sid")),
-                        reply: p.reply.map(|r| slice(&p.line, r)),
-                        headers,
-                        payload,
+                        subject: f.subject,
+                        sid: f.sid.expect("MSG always has a sid"),
+                        reply: f.reply,
+                        headers: f.headers,
+                        payload: f.payload,
                     })
                 }));
             }
@@ -372,7 +383,7 @@ impl ServerParser {
                 };
                 self.framer.check_size(total)?;
                 self.framer.pending = Some(PendingMsg {
-                    line: buf.split_to(span.consumed).freeze(),
+                    line_len: span.consumed,
                     subject: args[0],
                     sid: Some(args[1]),
                     reply,
