@@ -11,6 +11,7 @@
 //! (`shoal-net`) drives it, which keeps it testable and shard-local.
 
 pub mod auth;
+pub mod config;
 pub mod index;
 pub mod proto;
 pub mod subject;

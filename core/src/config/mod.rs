@@ -1,0 +1,410 @@
+//! The server configuration model, its defaults (nats-server's), and loading
+//! it from a file in nats-server's configuration syntax.
+//!
+//! Every key is checked: an unknown key, or a value of the wrong kind, is an
+//! error naming the key and its line, and the server does not start.
+
+pub mod conf;
+
+use crate::auth::{AuthConfig, Permissions, ResponsePermission, Secret, SubjectPermission, User};
+use crate::proto::{DEFAULT_MAX_CONTROL_LINE, DEFAULT_MAX_PAYLOAD};
+use conf::{Entry, Value};
+use std::time::Duration;
+use thiserror::Error;
+
+/// Route/cluster settings (used once clustering lands).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterConfig {
+    pub name: Option<String>,
+    /// `host:port` to listen for routes on.
+    pub listen: Option<String>,
+    /// Seed route URLs (`nats://host:port`).
+    pub routes: Vec<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub auth_timeout: Option<Duration>,
+    pub sync_interest: bool,
+}
+
+/// Everything the server can be configured with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub host: String,
+    /// Client port; `-1` picks a random free port.
+    pub port: i32,
+    pub server_name: Option<String>,
+    pub http_port: Option<u16>,
+    pub max_payload: usize,
+    pub max_control_line: usize,
+    pub max_connections: usize,
+    /// Per connection; 0 = unlimited.
+    pub max_subscriptions: usize,
+    pub max_pending: usize,
+    pub write_deadline: Duration,
+    pub ping_interval: Duration,
+    pub ping_max: u32,
+    pub auth: AuthConfig,
+    pub auth_timeout: Duration,
+    pub lame_duck_duration: Duration,
+    pub lame_duck_grace_period: Duration,
+    pub cluster: ClusterConfig,
+    pub debug: bool,
+    pub trace: bool,
+    pub log_file: Option<String>,
+    pub pid_file: Option<String>,
+    /// Shards (executors); `None` = CPUs available to the process.
+    pub shards: Option<usize>,
+    /// How long an idle shard spins before parking.
+    pub spin_before_park: Option<Duration>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "0.0.0.0".into(),
+            port: 4222,
+            server_name: None,
+            http_port: None,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_control_line: DEFAULT_MAX_CONTROL_LINE,
+            max_connections: 64 * 1024,
+            max_subscriptions: 0,
+            max_pending: 64 * 1024 * 1024,
+            write_deadline: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(120),
+            ping_max: 2,
+            auth: AuthConfig::default(),
+            auth_timeout: Duration::from_secs(2),
+            lame_duck_duration: Duration::from_secs(120),
+            lame_duck_grace_period: Duration::from_secs(10),
+            cluster: ClusterConfig::default(),
+            debug: false,
+            trace: false,
+            log_file: None,
+            pid_file: None,
+            shards: None,
+            spin_before_park: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Syntax(#[from] conf::SyntaxError),
+    #[error("line {line}: unknown configuration key {key:?}")]
+    UnknownKey { key: String, line: usize },
+    #[error("line {line}: invalid value for {key:?}: {reason}")]
+    Invalid {
+        key: String,
+        line: usize,
+        reason: String,
+    },
+}
+
+fn invalid<T>(e: &Entry, reason: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError::Invalid {
+        key: e.key.clone(),
+        line: e.line,
+        reason: reason.into(),
+    })
+}
+
+fn unknown<T>(e: &Entry) -> Result<T, ConfigError> {
+    Err(ConfigError::UnknownKey {
+        key: e.key.clone(),
+        line: e.line,
+    })
+}
+
+fn string(e: &Entry) -> Result<String, ConfigError> {
+    match &e.value {
+        Value::String(s) => Ok(s.clone()),
+        Value::Int(n) => Ok(n.to_string()),
+        _ => invalid(e, "expected a string"),
+    }
+}
+
+fn boolean(e: &Entry) -> Result<bool, ConfigError> {
+    match e.value {
+        Value::Bool(b) => Ok(b),
+        _ => invalid(e, "expected true or false"),
+    }
+}
+
+fn size(e: &Entry) -> Result<usize, ConfigError> {
+    match e.value {
+        Value::Int(n) if n >= 0 => Ok(n as usize),
+        _ => invalid(
+            e,
+            "expected a non-negative number (size suffixes like 1MB allowed)",
+        ),
+    }
+}
+
+/// A duration: a string like `"10s"`, `"2m"`, `"1m30s"`, `"500ms"`, or a
+/// number of seconds, as nats-server accepts.
+fn duration(e: &Entry) -> Result<Duration, ConfigError> {
+    match &e.value {
+        Value::Int(n) if *n >= 0 => Ok(Duration::from_secs(*n as u64)),
+        Value::Float(f) if *f >= 0.0 && f.is_finite() => Ok(Duration::from_secs_f64(*f)),
+        Value::String(s) => humantime::parse_duration(s)
+            .or_else(|err| invalid(e, format!("bad duration {s:?}: {err}"))),
+        _ => invalid(
+            e,
+            "expected a duration such as \"10s\" or a number of seconds",
+        ),
+    }
+}
+
+fn map(e: &Entry) -> Result<&[Entry], ConfigError> {
+    match &e.value {
+        Value::Map(m) => Ok(m),
+        _ => invalid(e, "expected a block { ... }"),
+    }
+}
+
+fn string_list(e: &Entry) -> Result<Vec<String>, ConfigError> {
+    match &e.value {
+        Value::String(s) => Ok(vec![s.clone()]),
+        Value::Array(items) => items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                _ => invalid(e, "expected a list of strings"),
+            })
+            .collect(),
+        _ => invalid(e, "expected a string or a list of strings"),
+    }
+}
+
+/// `host:port` split for `listen`.
+fn host_port(e: &Entry, s: &str) -> Result<(Option<String>, i32), ConfigError> {
+    if let Ok(p) = s.parse::<i32>() {
+        return Ok((None, p));
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) => match p.parse::<i32>() {
+            Ok(port) => Ok(((!h.is_empty()).then(|| h.to_owned()), port)),
+            Err(_) => invalid(e, "expected host:port"),
+        },
+        None => invalid(e, "expected host:port"),
+    }
+}
+
+impl ServerConfig {
+    /// Loads a configuration file's text over the defaults.
+    pub fn from_conf(text: &str) -> Result<Self, ConfigError> {
+        let mut c = ServerConfig::default();
+        for e in conf::parse(text)? {
+            c.apply(&e)?;
+        }
+        Ok(c)
+    }
+
+    fn apply(&mut self, e: &Entry) -> Result<(), ConfigError> {
+        match e.key.to_ascii_lowercase().as_str() {
+            "listen" => {
+                let (host, port) = host_port(e, &string(e)?)?;
+                if let Some(h) = host {
+                    self.host = h;
+                }
+                self.port = port;
+            }
+            "host" | "net" => self.host = string(e)?,
+            "port" => match e.value {
+                Value::Int(p) if (-1..=65535).contains(&p) => self.port = p as i32,
+                _ => return invalid(e, "expected a port number (or -1 for random)"),
+            },
+            "server_name" => self.server_name = Some(string(e)?),
+            "http" | "monitor_port" | "http_port" => {
+                let s = string(e)?;
+                let port = host_port(e, &s)?.1;
+                self.http_port =
+                    Some(u16::try_from(port).or_else(|_| invalid(e, "expected a port"))?);
+            }
+            "max_payload" => self.max_payload = size(e)?,
+            "max_control_line" => self.max_control_line = size(e)?,
+            "max_connections" | "max_conn" => self.max_connections = size(e)?,
+            "max_subscriptions" | "max_subs" => self.max_subscriptions = size(e)?,
+            "max_pending" => self.max_pending = size(e)?,
+            "write_deadline" => self.write_deadline = duration(e)?,
+            "ping_interval" => self.ping_interval = duration(e)?,
+            "ping_max" => self.ping_max = size(e)? as u32,
+            "lame_duck_duration" => self.lame_duck_duration = duration(e)?,
+            "lame_duck_grace_period" => self.lame_duck_grace_period = duration(e)?,
+            "debug" => self.debug = boolean(e)?,
+            "trace" => self.trace = boolean(e)?,
+            "logfile" | "log_file" => self.log_file = Some(string(e)?),
+            "pidfile" | "pid_file" => self.pid_file = Some(string(e)?),
+            "shards" => self.shards = Some(size(e)?.max(1)),
+            "spin_before_park" => self.spin_before_park = Some(duration(e)?),
+            "authorization" => self.apply_authorization(map(e)?)?,
+            "cluster" => self.apply_cluster(map(e)?)?,
+            _ => return unknown(e),
+        }
+        Ok(())
+    }
+
+    fn apply_authorization(&mut self, entries: &[Entry]) -> Result<(), ConfigError> {
+        let mut user = None;
+        let mut password = None;
+        for e in entries {
+            match e.key.as_str() {
+                "user" | "username" => user = Some(string(e)?),
+                "password" | "pass" => password = Some(string(e)?),
+                "token" => self.auth.token = Some(Secret::new(&string(e)?)),
+                "timeout" => self.auth_timeout = duration(e)?,
+                "users" => {
+                    let Value::Array(items) = &e.value else {
+                        return invalid(e, "expected a list of users");
+                    };
+                    for item in items {
+                        let Value::Map(fields) = item else {
+                            return invalid(e, "expected {user: ..., password: ...}");
+                        };
+                        self.auth.users.push(parse_user(e, fields)?);
+                    }
+                }
+                _ => return unknown(e),
+            }
+        }
+        if let Some(name) = user {
+            self.auth.users.push(User {
+                name,
+                password: Secret::new(password.as_deref().unwrap_or("")),
+                permissions: None,
+            });
+        }
+        Ok(())
+    }
+
+    fn apply_cluster(&mut self, entries: &[Entry]) -> Result<(), ConfigError> {
+        for e in entries {
+            match e.key.as_str() {
+                "name" => self.cluster.name = Some(string(e)?),
+                "listen" => self.cluster.listen = Some(string(e)?),
+                "host" => {
+                    let port = self
+                        .cluster
+                        .listen
+                        .as_deref()
+                        .and_then(|l| l.rsplit_once(':'))
+                        .map(|(_, p)| p.to_owned());
+                    self.cluster.listen = Some(format!(
+                        "{}:{}",
+                        string(e)?,
+                        port.unwrap_or_else(|| "6222".into())
+                    ));
+                }
+                "port" => {
+                    let host = self
+                        .cluster
+                        .listen
+                        .as_deref()
+                        .and_then(|l| l.rsplit_once(':'))
+                        .map(|(h, _)| h.to_owned());
+                    self.cluster.listen = Some(format!(
+                        "{}:{}",
+                        host.unwrap_or_else(|| "0.0.0.0".into()),
+                        size(e)?
+                    ));
+                }
+                "routes" => self.cluster.routes = string_list(e)?,
+                "sync_interest" => self.cluster.sync_interest = boolean(e)?,
+                "authorization" => {
+                    for a in map(e)? {
+                        match a.key.as_str() {
+                            "user" | "username" => self.cluster.user = Some(string(a)?),
+                            "password" | "pass" => self.cluster.password = Some(string(a)?),
+                            "timeout" => self.cluster.auth_timeout = Some(duration(a)?),
+                            _ => return unknown(a),
+                        }
+                    }
+                }
+                _ => return unknown(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_user(list: &Entry, fields: &[Entry]) -> Result<User, ConfigError> {
+    let mut name = None;
+    let mut password = None;
+    let mut permissions = None;
+    for f in fields {
+        match f.key.as_str() {
+            "user" | "username" => name = Some(string(f)?),
+            "password" | "pass" => password = Some(string(f)?),
+            "permissions" => permissions = Some(parse_permissions(map(f)?)?),
+            _ => return unknown(f),
+        }
+    }
+    let Some(name) = name else {
+        return invalid(list, "a user entry has no 'user'");
+    };
+    Ok(User {
+        name,
+        password: Secret::new(password.as_deref().unwrap_or("")),
+        permissions,
+    })
+}
+
+fn parse_permissions(fields: &[Entry]) -> Result<Permissions, ConfigError> {
+    let mut p = Permissions::default();
+    for f in fields {
+        match f.key.as_str() {
+            "publish" | "pub" => p.publish = parse_subject_permission(f)?,
+            "subscribe" | "sub" => p.subscribe = parse_subject_permission(f)?,
+            "allow_responses" => {
+                p.allow_responses = match &f.value {
+                    Value::Bool(false) => None,
+                    Value::Bool(true) => Some(ResponsePermission::default()),
+                    Value::Map(m) => {
+                        let mut rp = ResponsePermission::default();
+                        for r in m {
+                            match r.key.as_str() {
+                                "max" | "max_msgs" => rp.max_msgs = size(r)?,
+                                "expires" | "ttl" => {
+                                    let d = duration(r)?;
+                                    rp.expires = (!d.is_zero()).then_some(d);
+                                }
+                                _ => return unknown(r),
+                            }
+                        }
+                        Some(rp)
+                    }
+                    _ => return invalid(f, "expected true, false or {max, expires}"),
+                }
+            }
+            _ => return unknown(f),
+        }
+    }
+    Ok(p)
+}
+
+/// `publish: "foo"`, `publish: ["a", "b"]` (allow lists) or
+/// `publish: { allow: [...], deny: [...] }`.
+fn parse_subject_permission(e: &Entry) -> Result<SubjectPermission, ConfigError> {
+    match &e.value {
+        Value::Map(m) => {
+            let mut sp = SubjectPermission::default();
+            for f in m {
+                match f.key.as_str() {
+                    "allow" => sp.allow = Some(string_list(f)?),
+                    "deny" => sp.deny = string_list(f)?,
+                    _ => return unknown(f),
+                }
+            }
+            Ok(sp)
+        }
+        _ => Ok(SubjectPermission {
+            allow: Some(string_list(e)?),
+            deny: Vec::new(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

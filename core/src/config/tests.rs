@@ -1,0 +1,124 @@
+use super::*;
+
+#[test]
+fn defaults_are_nats_servers() {
+    let c = ServerConfig::default();
+    assert_eq!(c.port, 4222);
+    assert_eq!(c.max_payload, 1 << 20);
+    assert_eq!(c.max_pending, 64 << 20);
+    assert_eq!(c.write_deadline, Duration::from_secs(10));
+    assert_eq!(c.ping_interval, Duration::from_secs(120));
+    assert_eq!(c.ping_max, 2);
+}
+
+#[test]
+fn full_file() {
+    let c = ServerConfig::from_conf(
+        r#"
+listen: 127.0.0.1:4333
+server_name: "edge-1"
+max_payload: 512KB
+max_connections: 100
+max_subscriptions: 10
+max_pending: 1MB
+write_deadline: "2s"
+ping_interval: "30s"
+ping_max: 3
+lame_duck_duration: "1m30s"
+authorization {
+  timeout: 1
+  users: [
+    {user: alice, password: secret}
+    {user: bob, password: pw, permissions: {
+        publish: {allow: ["orders.>"], deny: "orders.secret"}
+        subscribe: "replies.*"
+        allow_responses: {max: 2, expires: "5s"}
+    }}
+  ]
+}
+cluster {
+  name: c1
+  listen: 0.0.0.0:6222
+  routes: [nats://127.0.0.1:6223]
+  authorization { user: r, password: p, timeout: 2 }
+}
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.host, "127.0.0.1");
+    assert_eq!(c.port, 4333);
+    assert_eq!(c.server_name.as_deref(), Some("edge-1"));
+    assert_eq!(c.max_payload, 512 * 1024);
+    assert_eq!(c.max_connections, 100);
+    assert_eq!(c.max_subscriptions, 10);
+    assert_eq!(c.max_pending, 1 << 20);
+    assert_eq!(c.write_deadline, Duration::from_secs(2));
+    assert_eq!(c.ping_interval, Duration::from_secs(30));
+    assert_eq!(c.ping_max, 3);
+    assert_eq!(c.lame_duck_duration, Duration::from_secs(90));
+    assert_eq!(c.auth_timeout, Duration::from_secs(1));
+    assert_eq!(c.auth.users.len(), 2);
+    let bob = &c.auth.users[1];
+    let p = bob.permissions.as_ref().unwrap();
+    assert_eq!(p.publish.allow, Some(vec!["orders.>".to_string()]));
+    assert_eq!(p.publish.deny, vec!["orders.secret".to_string()]);
+    assert_eq!(p.subscribe.allow, Some(vec!["replies.*".to_string()]));
+    assert_eq!(
+        p.allow_responses,
+        Some(ResponsePermission {
+            max_msgs: 2,
+            expires: Some(Duration::from_secs(5))
+        })
+    );
+    assert_eq!(c.cluster.name.as_deref(), Some("c1"));
+    assert_eq!(c.cluster.routes, vec!["nats://127.0.0.1:6223".to_string()]);
+    assert_eq!(c.cluster.user.as_deref(), Some("r"));
+}
+
+#[test]
+fn single_user_and_token() {
+    let c = ServerConfig::from_conf("authorization { user: a, password: b }").unwrap();
+    assert_eq!(c.auth.users.len(), 1);
+    assert!(c.auth.users[0].password.verify("b"));
+    let c = ServerConfig::from_conf("authorization { token: s3cr3t }").unwrap();
+    assert!(c.auth.token.unwrap().verify("s3cr3t"));
+}
+
+#[test]
+fn unknown_keys_are_errors_naming_key_and_line() {
+    let e = ServerConfig::from_conf("port: 4222\nmax_paylod: 1MB\n").unwrap_err();
+    assert_eq!(
+        e,
+        ConfigError::UnknownKey {
+            key: "max_paylod".into(),
+            line: 2
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "line 2: unknown configuration key \"max_paylod\""
+    );
+    let e = ServerConfig::from_conf("authorization {\n  usr: x\n}").unwrap_err();
+    assert_eq!(
+        e,
+        ConfigError::UnknownKey {
+            key: "usr".into(),
+            line: 2
+        }
+    );
+}
+
+#[test]
+fn invalid_values_are_errors_naming_key_and_line() {
+    let e = ServerConfig::from_conf("\n\nmax_payload: lots\n").unwrap_err();
+    assert!(
+        matches!(e, ConfigError::Invalid { ref key, line: 3, .. } if key == "max_payload"),
+        "{e}"
+    );
+    let e = ServerConfig::from_conf("write_deadline: \"soon\"").unwrap_err();
+    assert!(matches!(e, ConfigError::Invalid { ref key, .. } if key == "write_deadline"));
+    let e = ServerConfig::from_conf("port: 70000").unwrap_err();
+    assert!(matches!(e, ConfigError::Invalid { ref key, .. } if key == "port"));
+    let e = ServerConfig::from_conf("debug: 3").unwrap_err();
+    assert!(matches!(e, ConfigError::Invalid { ref key, .. } if key == "debug"));
+}
