@@ -1,40 +1,38 @@
-//! The `shoal` server binary: command-line flags named like nats-server's, so
-//! scripts that start `nats-server` can start `shoal` instead.
+//! The `shoal` server binary: flags named like nats-server's, so scripts and
+//! client test suites that start `nats-server` can start `shoal` instead;
+//! nats-server's configuration file syntax; nats-server's log line shape.
+
+mod logging;
 
 use clap::Parser;
+use shoal_core::auth::{Secret, User};
+use shoal_core::config::ServerConfig;
+use shoal_net::Server;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+use tracing::{error, warn};
 
 /// Shoal: a NATS-protocol message broker for bare-metal Linux.
 #[derive(Debug, Parser)]
 #[command(name = "shoal", version, about)]
 struct Flags {
     /// Bind to host address (default 0.0.0.0).
-    #[arg(
-        short = 'a',
-        long = "addr",
-        visible_alias = "net",
-        default_value = "0.0.0.0"
-    )]
-    addr: String,
+    #[arg(short = 'a', long = "addr", visible_alias = "net")]
+    addr: Option<String>,
     /// Client port (default 4222; -1 picks a random free port).
-    #[arg(
-        short = 'p',
-        long = "port",
-        default_value_t = 4222,
-        allow_negative_numbers = true
-    )]
-    port: i32,
+    #[arg(short = 'p', long = "port", allow_negative_numbers = true)]
+    port: Option<i32>,
     /// Server name (default: the server id).
     #[arg(short = 'n', long = "name", visible_alias = "server_name")]
     name: Option<String>,
-    /// HTTP port for monitoring.
+    /// HTTP port for monitoring (lands with the operations work; accepted now).
     #[arg(short = 'm', long = "http_port")]
     http_port: Option<u16>,
     /// User required for connections.
     #[arg(long)]
     user: Option<String>,
-    /// Password required for connections.
+    /// Password required for connections (plain or bcrypt).
     #[arg(long)]
     pass: Option<String>,
     /// Authorization token required for connections.
@@ -43,10 +41,10 @@ struct Flags {
     /// Configuration file (nats-server syntax).
     #[arg(short = 'c', long = "config")]
     config: Option<PathBuf>,
-    /// Enable debug output.
+    /// Enable debug output (connection open/close lines).
     #[arg(short = 'D', long = "debug")]
     debug: bool,
-    /// Trace the raw protocol.
+    /// Trace the protocol.
     #[arg(short = 'V', long = "trace")]
     trace: bool,
     /// File to redirect log output to.
@@ -55,29 +53,159 @@ struct Flags {
     /// File to store the process id in.
     #[arg(short = 'P', long = "pid")]
     pid: Option<PathBuf>,
-    /// Cluster URL for solicited routes (nats://host:port).
+    /// Cluster URL to listen for routes on (nats://host:port; with clustering).
     #[arg(long = "cluster", visible_alias = "cluster_listen")]
     cluster: Option<String>,
-    /// Routes to solicit and connect (comma separated nats:// URLs).
+    /// Routes to solicit and connect (comma separated nats:// URLs; with clustering).
     #[arg(long = "routes")]
     routes: Option<String>,
-    /// Cluster name.
+    /// Cluster name (with clustering).
     #[arg(long = "cluster_name")]
     cluster_name: Option<String>,
-    /// Number of shards (one executor per core; default: CPUs available).
+    /// Number of shards, one executor pinned per CPU (default: CPUs available).
     #[arg(long)]
     shards: Option<usize>,
-    /// Microseconds an idle shard spins before parking (latency for CPU).
-    #[arg(long = "spin_before_park")]
-    spin_before_park: Option<u64>,
+    /// How long an idle shard spins before parking, e.g. 50us (trades CPU for latency).
+    #[arg(long = "spin_before_park", value_parser = humantime::parse_duration)]
+    spin_before_park: Option<Duration>,
+}
+
+/// Builds the configuration: the file first, then flags override it (as in
+/// nats-server).
+fn configure(flags: &Flags) -> Result<ServerConfig, String> {
+    let mut c = match &flags.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            ServerConfig::from_conf(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => ServerConfig::default(),
+    };
+    if let Some(a) = &flags.addr {
+        c.host = a.clone();
+    }
+    if let Some(p) = flags.port {
+        c.port = p;
+    }
+    if let Some(n) = &flags.name {
+        c.server_name = Some(n.clone());
+    }
+    if flags.http_port.is_some() {
+        c.http_port = flags.http_port;
+    }
+    if let Some(user) = &flags.user {
+        c.auth.users.retain(|u| &u.name != user);
+        c.auth.users.push(User {
+            name: user.clone(),
+            password: Secret::new(flags.pass.as_deref().unwrap_or("")),
+            permissions: None,
+        });
+    } else if flags.pass.is_some() {
+        return Err("--pass needs --user".into());
+    }
+    if let Some(token) = &flags.auth {
+        c.auth.token = Some(Secret::new(token));
+    }
+    c.debug |= flags.debug;
+    c.trace |= flags.trace;
+    if let Some(l) = &flags.log {
+        c.log_file = Some(l.display().to_string());
+    }
+    if let Some(p) = &flags.pid {
+        c.pid_file = Some(p.display().to_string());
+    }
+    if let Some(url) = &flags.cluster {
+        c.cluster.listen = Some(url.clone());
+    }
+    if let Some(routes) = &flags.routes {
+        c.cluster.routes = routes
+            .split(',')
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty())
+            .collect();
+    }
+    if let Some(n) = &flags.cluster_name {
+        c.cluster.name = Some(n.clone());
+    }
+    if let Some(s) = flags.shards {
+        c.shards = Some(s.max(1));
+    }
+    if let Some(s) = flags.spin_before_park {
+        c.spin_before_park = Some(s);
+    }
+    Ok(c)
 }
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
-    eprintln!(
-        "shoal: the broker runtime is not built yet (it lands with the single-node broker issue); \
-         flags parsed for {}:{}",
-        flags.addr, flags.port
-    );
-    ExitCode::from(2)
+    let config = match configure(&flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("shoal: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = logging::init(&config) {
+        eprintln!("shoal: {e}");
+        return ExitCode::from(1);
+    }
+    if config.http_port.is_some() {
+        warn!("monitoring (-m/http_port) is not available yet; ignored");
+    }
+    if config.cluster.listen.is_some() || !config.cluster.routes.is_empty() {
+        warn!("clustering (--cluster/--routes) is not available yet; running standalone");
+    }
+    if let Some(pid) = &config.pid_file {
+        if let Err(e) = std::fs::write(pid, std::process::id().to_string()) {
+            error!("cannot write pid file {pid}: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let server = match Server::start(config) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let control = server.control();
+    let mut signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGUSR2,
+    ]) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let signal_handle = signals.handle();
+    std::thread::spawn(move || {
+        let mut stopping = false;
+        for sig in signals.forever() {
+            match sig {
+                signal_hook::consts::SIGUSR2 => control.lame_duck(),
+                _ if stopping => {
+                    // A second TERM/INT: the operator wants out now.
+                    std::process::exit(1);
+                }
+                _ => {
+                    stopping = true;
+                    tracing::info!(
+                        "Trapped \"{}\" signal",
+                        if sig == signal_hook::consts::SIGINT {
+                            "interrupt"
+                        } else {
+                            "terminated"
+                        }
+                    );
+                    control.shutdown();
+                }
+            }
+        }
+    });
+    server.wait();
+    signal_handle.close();
+    ExitCode::SUCCESS
 }

@@ -1,5 +1,32 @@
-//! shoal-net: the runtime (one glommio executor per shard, listeners, client
-//! connections, the cross-shard bus). It depends on `shoal-core` only.
+//! shoal-net: the runtime. One glommio executor per shard, pinned to a CPU;
+//! every shard binds the client port (SO_REUSEPORT), owns the connections it
+//! accepts for their whole life, keeps its partition of the subject index and
+//! the interest of the other shards, and exchanges interest and message
+//! batches with them over flume channels. No locks on the message path.
 //!
-//! This crate is intentionally empty until the single-node broker issue lands;
-//! see `docs/ARCHITECTURE.md` for what it will own.
+//! Modules, each owning one thing:
+//! - `server`: start (bind, executors, channels) and the stop handle;
+//! - `shard`: a shard's index, interest, routing and inbox;
+//! - `client`: a connection's protocol handling;
+//! - `outbound`: a connection's outbound buffer, flushing, closing;
+//! - `bus`: what shards send each other;
+//! - `lifecycle`: accepting, lame duck, shutdown;
+//! - `listen`: binding the port once per shard;
+//! - `runtime`: the seam to glommio;
+//! - `stats`: per-shard counters.
+
+mod bus;
+mod client;
+mod lifecycle;
+mod listen;
+mod outbound;
+pub mod runtime;
+mod server;
+mod shard;
+pub mod stats;
+
+pub use outbound::CloseReason;
+pub use server::{Server, ServerControl, StartError, MAX_SHARDS};
+
+/// The version reported in INFO.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

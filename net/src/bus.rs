@@ -1,0 +1,87 @@
+//! What shards send each other. Two channels per shard: an unbounded control
+//! channel (interest, barriers, lifecycle; FIFO per sender, never blocks, so
+//! inbox tasks answering barriers can never deadlock each other) and a bounded
+//! data channel (message batches; a full channel makes the publishing
+//! connection wait, which is the backpressure).
+
+use bytes::Bytes;
+use shoal_core::proto::Publish;
+
+pub(crate) type ShardId = u16;
+
+/// A control message between shards.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// A subscription on shard `from`: the first plain subscriber of a
+    /// subject there, or one more member of a queue group (its weight).
+    InterestAdd {
+        from: ShardId,
+        subject: Bytes,
+        queue: Option<Bytes>,
+    },
+    InterestRemove {
+        from: ShardId,
+        subject: Bytes,
+        queue: Option<Bytes>,
+    },
+    /// Answer with `BarrierAck` once everything sent before it is applied.
+    Barrier {
+        from: ShardId,
+        token: u64,
+    },
+    BarrierAck {
+        token: u64,
+    },
+    /// Enter lame duck mode (sent by the server to every shard).
+    LameDuck,
+    /// Flush and close every connection, stop accepting, end the shard.
+    Shutdown,
+}
+
+/// One message forwarded to another shard.
+#[derive(Debug)]
+pub(crate) struct Remote {
+    pub publish: Publish,
+    /// Deliver to the shard's plain subscribers.
+    pub plain: bool,
+    /// Deliver to one local member of each of these queue groups (the
+    /// publishing shard already picked this shard for them).
+    pub queues: Vec<Bytes>,
+}
+
+/// All messages for one shard from one processed read buffer.
+pub(crate) type Batch = Vec<Remote>;
+
+/// The sending ends to one shard.
+#[derive(Clone)]
+pub(crate) struct PeerLink {
+    pub control: flume::Sender<Control>,
+    pub data: flume::Sender<Batch>,
+}
+
+/// The receiving ends of one shard.
+pub(crate) struct Inbox {
+    pub control: flume::Receiver<Control>,
+    pub data: flume::Receiver<Batch>,
+}
+
+/// Capacity of each shard's data channel, in batches.
+pub(crate) const DATA_CHANNEL_BATCHES: usize = 1024;
+
+pub(crate) fn channels(shards: usize) -> (Vec<PeerLink>, Vec<Inbox>) {
+    let mut links = Vec::with_capacity(shards);
+    let mut inboxes = Vec::with_capacity(shards);
+    for _ in 0..shards {
+        let (ctx, crx) = flume::unbounded();
+        let (dtx, drx) = flume::bounded(DATA_CHANNEL_BATCHES);
+        links.push(PeerLink {
+            control: ctx,
+            data: dtx,
+        });
+        inboxes.push(Inbox {
+            control: crx,
+            data: drx,
+        });
+    }
+    (links, inboxes)
+}

@@ -1,0 +1,437 @@
+//! A client connection's task: the NATS client protocol as nats-server
+//! speaks it (INFO/CONNECT handshake, PUB/HPUB, SUB/UNSUB, PING/PONG), its
+//! limits and its error texts.
+//!
+//! The task owns the read side: it reads into one buffer, parses every
+//! complete operation in it, routes each message (local subscribers get it
+//! queued at once, other shards get one batch each), then flushes every
+//! connection that got data and sends the batches: one write per connection
+//! and one channel send per shard per read.
+
+use crate::outbound::{Client, ClientFlags, CloseReason, LocalSub};
+use crate::runtime::{self, TcpStream};
+use crate::shard::{Outgoing, Shard};
+use bytes::{Bytes, BytesMut};
+use shoal_core::auth::ClientPermissions;
+use shoal_core::proto::{
+    self, ClientOp, ClientParser, ConnectOptions, Limits, ProtoError, Publish,
+};
+use shoal_core::subject::{has_wildcard, is_valid_pattern, is_valid_publish, is_valid_queue};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+use tracing::{debug, trace};
+
+/// Smallest and largest read; the read size adapts between them (the buffer
+/// is zero-filled before each read, so small reads stay cheap).
+const MIN_READ: usize = 512;
+const MAX_READ: usize = 64 * 1024;
+
+/// Serves one accepted connection until it closes.
+pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let shared = shard.shared.clone();
+    let Ok(addr) = stream.peer_addr() else { return };
+    let _ = stream.set_nodelay(true);
+    let id = shared.next_client_id.fetch_add(1, Relaxed);
+    let stream = Rc::new(RefCell::new(stream));
+    let client = Rc::new(Client::new(
+        id,
+        addr,
+        stream,
+        shared.config.max_pending,
+        shared.config.write_deadline,
+    ));
+    client.flags.set(ClientFlags {
+        // nats-server's defaults before CONNECT.
+        verbose: true,
+        pedantic: true,
+        ..ClientFlags::default()
+    });
+    debug!("{addr} - cid:{id} - Client connection created");
+    let info = shared.info_for(id, addr);
+    let res = client.queue(|b| proto::write_info(b, &info));
+    shard.mark_dirty(&client, res);
+
+    let total = shared.connections.fetch_add(1, Relaxed) + 1;
+    if total > shared.config.max_connections {
+        shared.connections.fetch_sub(1, Relaxed);
+        let _ = client.queue(|b| proto::write_err(b, "maximum connections exceeded"));
+        client.close_after_flush(CloseReason::MaxConnectionsExceeded);
+        shard.flush_dirty();
+        debug!(
+            "{addr} - cid:{id} - Client connection closed: {}",
+            CloseReason::MaxConnectionsExceeded
+        );
+        return;
+    }
+    shard.stats.connections.fetch_add(1, Relaxed);
+    shard.stats.total_connections.fetch_add(1, Relaxed);
+    shard.clients.borrow_mut().insert(id, client.clone());
+    shard.flush_dirty();
+
+    if shared.auth.required() {
+        runtime::spawn_detached(auth_timer(
+            shard.clone(),
+            client.clone(),
+            shared.config.auth_timeout,
+        ));
+    }
+    runtime::spawn_detached(ping_timer(shard.clone(), client.clone()));
+
+    let reason = Connection::new(shard.clone(), client.clone()).run().await;
+    client.close(reason);
+    let reason = client.close_reason().unwrap_or(reason);
+
+    // Clean up: every subscription goes, with its interest.
+    let subs: Vec<Rc<LocalSub>> = client.subs.borrow().values().cloned().collect();
+    for s in &subs {
+        shard.unsubscribe(s);
+    }
+    shard.clients.borrow_mut().remove(&id);
+    shard.stats.connections.fetch_sub(1, Relaxed);
+    shared.connections.fetch_sub(1, Relaxed);
+    if matches!(
+        reason,
+        CloseReason::SlowConsumerPendingBytes | CloseReason::SlowConsumerWriteDeadline
+    ) {
+        shard.stats.slow_consumers.fetch_add(1, Relaxed);
+        tracing::warn!("{addr} - cid:{id} - Slow Consumer Detected");
+    }
+    debug!("{addr} - cid:{id} - Client connection closed: {reason}");
+}
+
+/// Closes a connection that did not authenticate in time.
+async fn auth_timer(shard: Rc<Shard>, client: Rc<Client>, timeout: Duration) {
+    runtime::sleep(timeout).await;
+    if !client.authenticated.get() && !client.is_closing() {
+        let res = client.queue(|b| proto::write_err(b, "Authentication Timeout"));
+        shard.mark_dirty(&client, res);
+        client.close_after_flush(CloseReason::AuthenticationTimeout);
+    }
+}
+
+/// Sends a PING every `ping_interval`; after `ping_max` unanswered, the
+/// connection is stale.
+async fn ping_timer(shard: Rc<Shard>, client: Rc<Client>) {
+    let cfg = &shard.shared.config;
+    let (interval, max) = (cfg.ping_interval, cfg.ping_max);
+    loop {
+        runtime::sleep(interval).await;
+        if client.is_closing() {
+            return;
+        }
+        if client.pings_out.get() >= max {
+            let res = client.queue(|b| proto::write_err(b, "Stale Connection"));
+            shard.mark_dirty(&client, res);
+            client.close_after_flush(CloseReason::StaleConnection);
+            return;
+        }
+        client.pings_out.set(client.pings_out.get() + 1);
+        let res = client.queue(|b| b.extend_from_slice(proto::PING));
+        shard.mark_dirty(&client, res);
+        shard.flush_dirty();
+    }
+}
+
+/// An operation's outcome: keep going, or close for this reason.
+type Step = Result<(), CloseReason>;
+
+struct Connection {
+    shard: Rc<Shard>,
+    client: Rc<Client>,
+    parser: ClientParser,
+    out: Outgoing,
+    read_size: Cell<usize>,
+}
+
+impl Connection {
+    fn new(shard: Rc<Shard>, client: Rc<Client>) -> Self {
+        let cfg = &shard.shared.config;
+        let parser = ClientParser::new(Limits {
+            max_control_line: cfg.max_control_line,
+            max_payload: cfg.max_payload,
+        });
+        let out = Outgoing::new(shard.shards);
+        Connection {
+            shard,
+            client,
+            parser,
+            out,
+            read_size: Cell::new(4096),
+        }
+    }
+
+    async fn run(mut self) -> CloseReason {
+        let mut buf = BytesMut::with_capacity(MAX_READ);
+        loop {
+            let start = buf.len();
+            let want = self.read_size.get();
+            buf.resize(start + want, 0);
+            let stream = self.client.stream().clone();
+            let read = futures_lite::future::poll_fn(|cx| {
+                let mut s = stream.borrow_mut();
+                futures_lite::AsyncRead::poll_read(
+                    std::pin::Pin::new(&mut *s),
+                    cx,
+                    &mut buf[start..],
+                )
+            })
+            .await;
+            let n = match read {
+                Ok(0) => {
+                    return self
+                        .client
+                        .close_reason()
+                        .unwrap_or(CloseReason::ClientClosed)
+                }
+                Ok(n) => n,
+                Err(_) => return self.client.close_reason().unwrap_or(CloseReason::ReadError),
+            };
+            buf.truncate(start + n);
+            self.read_size.set(if n == want {
+                (want * 2).min(MAX_READ)
+            } else {
+                (n * 2).clamp(MIN_READ, MAX_READ)
+            });
+            if let Err(reason) = self.process(&mut buf).await {
+                self.finish_batch().await;
+                return reason;
+            }
+            self.finish_batch().await;
+            if let Some(reason) = self.client.close_reason() {
+                return reason;
+            }
+            runtime::yield_if_needed().await;
+        }
+    }
+
+    async fn finish_batch(&mut self) {
+        if !self.out.is_empty() {
+            self.shard.send_batches(&mut self.out).await;
+        }
+        self.shard.flush_dirty();
+    }
+
+    async fn process(&mut self, buf: &mut BytesMut) -> Step {
+        loop {
+            let op = match self.parser.next(buf) {
+                Ok(Some(op)) => op,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(self.protocol_error(&e)),
+            };
+            self.handle(op).await?;
+            if let Some(reason) = self.client.close_reason() {
+                return Err(reason);
+            }
+        }
+    }
+
+    fn protocol_error(&self, e: &ProtoError) -> CloseReason {
+        debug!(
+            "{} - cid:{} - protocol error: {e}",
+            self.client.addr, self.client.id
+        );
+        let reason = match e {
+            ProtoError::MaxPayload { .. } => CloseReason::MaxPayloadExceeded,
+            _ => CloseReason::ParseError,
+        };
+        self.send_err(e.err_text());
+        self.client.close_after_flush(reason);
+        reason
+    }
+
+    fn send_err(&self, text: &str) {
+        let res = self.client.queue(|b| proto::write_err(b, text));
+        self.shard.mark_dirty(&self.client, res);
+    }
+
+    fn ok(&self) {
+        if self.client.flags.get().verbose {
+            let res = self.client.queue(|b| b.extend_from_slice(proto::OK));
+            self.shard.mark_dirty(&self.client, res);
+        }
+    }
+
+    async fn handle(&mut self, op: ClientOp) -> Step {
+        if !self.client.authenticated.get()
+            && self.shard.shared.auth.required()
+            && !matches!(op, ClientOp::Connect(_))
+        {
+            self.send_err(shoal_core::auth::AUTHORIZATION_VIOLATION);
+            self.client
+                .close_after_flush(CloseReason::AuthenticationViolation);
+            return Err(CloseReason::AuthenticationViolation);
+        }
+        match op {
+            ClientOp::Pub(p) => {
+                self.publish(p);
+                Ok(())
+            }
+            ClientOp::Ping => {
+                trace!("cid:{} <<- PING", self.client.id);
+                if self.client.needs_barrier.replace(false) {
+                    // Everything this connection sent so far must be visible
+                    // on every shard before the PONG.
+                    self.shard.send_batches(&mut self.out).await;
+                    self.shard.barrier().await;
+                }
+                let res = self.client.queue(|b| b.extend_from_slice(proto::PONG));
+                self.shard.mark_dirty(&self.client, res);
+                Ok(())
+            }
+            ClientOp::Pong => {
+                self.client.pings_out.set(0);
+                Ok(())
+            }
+            ClientOp::Sub {
+                subject,
+                queue,
+                sid,
+            } => {
+                self.subscribe(subject, queue, sid);
+                Ok(())
+            }
+            ClientOp::Unsub { sid, max } => {
+                self.unsubscribe(&sid, max);
+                Ok(())
+            }
+            ClientOp::Connect(json) => self.connect(&json),
+        }
+    }
+
+    fn connect(&mut self, json: &[u8]) -> Step {
+        let shared = &self.shard.shared;
+        let opts = match ConnectOptions::from_json(json) {
+            Ok(o) => o,
+            Err(e) => {
+                debug!(
+                    "{} - cid:{} - bad CONNECT: {e}",
+                    self.client.addr, self.client.id
+                );
+                self.send_err("Unknown Protocol Operation");
+                self.client.close_after_flush(CloseReason::ParseError);
+                return Err(CloseReason::ParseError);
+            }
+        };
+        if !self.client.authenticated.get() {
+            match shared.auth.authenticate(&opts) {
+                Ok(session) => {
+                    *self.client.perms.borrow_mut() =
+                        session.permissions.map(ClientPermissions::new);
+                    self.client.authenticated.set(true);
+                }
+                Err(e) => {
+                    debug!(
+                        "{} - cid:{} - authentication failed for user {:?}",
+                        self.client.addr, self.client.id, opts.user
+                    );
+                    self.send_err(e.err_text());
+                    self.client
+                        .close_after_flush(CloseReason::AuthenticationViolation);
+                    return Err(CloseReason::AuthenticationViolation);
+                }
+            }
+        }
+        self.client.flags.set(ClientFlags {
+            verbose: opts.verbose,
+            pedantic: opts.pedantic,
+            echo: opts.echo,
+            headers: opts.headers,
+            no_responders: opts.no_responders,
+        });
+        *self.client.name.borrow_mut() = opts.name;
+        self.ok();
+        Ok(())
+    }
+
+    fn publish(&mut self, p: Publish) {
+        let flags = self.client.flags.get();
+        if flags.pedantic && !is_valid_publish(&p.subject) {
+            self.send_err("Invalid Publish Subject");
+            return;
+        }
+        let allowed = match self.client.perms.borrow_mut().as_mut() {
+            Some(perms) => perms.may_publish(&p.subject, std::time::Instant::now()),
+            None => true,
+        };
+        if !allowed {
+            let text = format!(
+                "Permissions Violation for Publish to \"{}\"",
+                String::from_utf8_lossy(&p.subject)
+            );
+            debug!("{} - cid:{} - {text}", self.client.addr, self.client.id);
+            self.send_err(&text);
+            return;
+        }
+        self.ok();
+        self.shard.publish(&self.client, &p, &mut self.out);
+    }
+
+    fn subscribe(&mut self, subject: Bytes, queue: Option<Bytes>, sid: Bytes) {
+        if !is_valid_pattern(&subject) || queue.as_deref().is_some_and(|q| !is_valid_queue(q)) {
+            self.send_err("Invalid Subject");
+            return;
+        }
+        let deny_filter = {
+            let perms = self.client.perms.borrow();
+            if let Some(perms) = perms.as_ref() {
+                if !perms.may_subscribe(&subject) {
+                    let subject = String::from_utf8_lossy(&subject);
+                    let text = match &queue {
+                        Some(q) => format!(
+                            "Permissions Violation for Subscription to \"{subject}\" using queue \"{}\"",
+                            String::from_utf8_lossy(q)
+                        ),
+                        None => format!("Permissions Violation for Subscription to \"{subject}\""),
+                    };
+                    debug!("{} - cid:{} - {text}", self.client.addr, self.client.id);
+                    self.send_err(&text);
+                    return;
+                }
+                has_wildcard(&subject)
+            } else {
+                false
+            }
+        };
+        if self.client.subs.borrow().contains_key(&sid) {
+            // nats-server ignores a SUB whose sid is already in use.
+            self.ok();
+            return;
+        }
+        let max = self.shard.shared.config.max_subscriptions;
+        if max > 0 && self.client.subs.borrow().len() >= max {
+            self.send_err("maximum subscriptions exceeded");
+            return;
+        }
+        let sub = Rc::new(LocalSub {
+            client: self.client.clone(),
+            subject,
+            queue,
+            sid,
+            max: Cell::new(None),
+            delivered: Cell::new(0),
+            deny_filter,
+        });
+        if self.shard.subscribe(sub).is_err() {
+            self.send_err("Invalid Subject");
+            return;
+        }
+        self.client.needs_barrier.set(true);
+        self.ok();
+    }
+
+    fn unsubscribe(&mut self, sid: &[u8], max: Option<u64>) {
+        let sub = self.client.subs.borrow().get(sid).cloned();
+        if let Some(sub) = sub {
+            match max {
+                Some(max) if sub.delivered.get() < max => sub.max.set(Some(max)),
+                _ => {
+                    self.shard.unsubscribe(&sub);
+                    self.client.needs_barrier.set(true);
+                }
+            }
+        }
+        self.ok();
+    }
+}

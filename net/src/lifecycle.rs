@@ -1,0 +1,93 @@
+//! A shard's life: accepting connections, lame duck mode, shutdown.
+
+use crate::client;
+use crate::outbound::CloseReason;
+use crate::runtime::{self, TcpListener};
+use crate::shard::Shard;
+use shoal_core::proto;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+use tracing::{error, info};
+
+/// Accepts connections until the shard stops accepting.
+pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shard.stop_accepting.wait().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => break,
+            Some(Ok(stream)) => runtime::spawn_detached(client::serve(shard.clone(), stream)),
+            Some(Err(e)) => {
+                // Out of file descriptors and similar: back off, keep serving.
+                error!("error accepting client connection: {e}");
+                runtime::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(listener);
+}
+
+/// Lame duck mode: stop accepting, tell every client (`ldm` in INFO) so it
+/// can reconnect elsewhere, wait the grace period, then close the clients
+/// spread over the rest of `lame_duck_duration` (no thundering herd), then
+/// stop.
+pub(crate) fn enter_lame_duck(shard: Rc<Shard>) {
+    if shard.stop_accepting.is_set() {
+        return;
+    }
+    shard.stop_accepting.set();
+    let clients: Vec<_> = shard.clients.borrow().values().cloned().collect();
+    for c in &clients {
+        let info = shard.shared.info_for(c.id, c.addr);
+        let res = c.queue(|b| proto::write_info(b, &info));
+        shard.mark_dirty(c, res);
+    }
+    shard.flush_dirty();
+    runtime::spawn_detached(async move {
+        let cfg = &shard.shared.config;
+        let grace = cfg.lame_duck_grace_period.min(cfg.lame_duck_duration);
+        runtime::sleep(grace).await;
+        let clients: Vec<_> = shard.clients.borrow().values().cloned().collect();
+        let spread = cfg.lame_duck_duration.saturating_sub(grace);
+        let step = if clients.is_empty() {
+            Duration::ZERO
+        } else {
+            spread / clients.len() as u32
+        };
+        for c in clients {
+            c.close_after_flush(CloseReason::LameDuck);
+            shard.flush_dirty();
+            runtime::sleep(step).await;
+        }
+        finish(shard).await;
+    });
+}
+
+/// Shutdown: stop accepting, flush and close every client, stop.
+pub(crate) fn shutdown(shard: &Rc<Shard>) {
+    shard.stop_accepting.set();
+    let clients: Vec<_> = shard.clients.borrow().values().cloned().collect();
+    for c in clients {
+        c.close_after_flush(CloseReason::ServerShutdown);
+    }
+    shard.flush_dirty();
+    runtime::spawn_detached(finish(shard.clone()));
+}
+
+/// Waits (bounded) for the connection tasks to clean up, then ends the shard.
+async fn finish(shard: Rc<Shard>) {
+    let deadline = std::time::Instant::now() + shard.shared.config.write_deadline;
+    while !shard.clients.borrow().is_empty() && std::time::Instant::now() < deadline {
+        runtime::sleep(Duration::from_millis(5)).await;
+    }
+    if shard.id == 0 {
+        info!("Server Exiting..");
+    }
+    shard.stats.connections.store(0, Relaxed);
+    shard.stopped.set();
+    shard.wake_barriers();
+}

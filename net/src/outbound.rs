@@ -1,0 +1,319 @@
+//! A client connection's shared half: its outbound buffer and how it gets
+//! written, and how the connection is closed from anywhere on the shard.
+//!
+//! Every frame for a connection is appended to ONE contiguous buffer (glommio's
+//! `TcpStream` has no real vectored write). The shard flushes each connection
+//! that got data once per processed read buffer or inbox batch, with a direct
+//! non-blocking `send(2)` (no task switch on the fast path). Only when the
+//! socket is full does a writer task take over; it waits for writability,
+//! bounded by `write_deadline`. Pending bytes over `max_pending` or a write
+//! stuck past the deadline close this connection only (slow consumer): a slow
+//! subscriber never stalls the publisher or anyone else.
+
+use crate::runtime::{self, TcpStream};
+use ahash::AHashMap;
+use bytes::{Buf, Bytes, BytesMut};
+use shoal_core::auth::ClientPermissions;
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Why a connection was closed (logged; nats-server's wording).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    ClientClosed,
+    ReadError,
+    WriteError,
+    SlowConsumerPendingBytes,
+    SlowConsumerWriteDeadline,
+    StaleConnection,
+    AuthenticationTimeout,
+    AuthenticationViolation,
+    ParseError,
+    MaxPayloadExceeded,
+    MaxConnectionsExceeded,
+    ServerShutdown,
+    LameDuck,
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CloseReason::ClientClosed => "Client Closed",
+            CloseReason::ReadError => "Read Error",
+            CloseReason::WriteError => "Write Error",
+            CloseReason::SlowConsumerPendingBytes => "Slow Consumer (Pending Bytes)",
+            CloseReason::SlowConsumerWriteDeadline => "Slow Consumer (Write Deadline)",
+            CloseReason::StaleConnection => "Stale Connection",
+            CloseReason::AuthenticationTimeout => "Authentication Timeout",
+            CloseReason::AuthenticationViolation => "Authentication Failure",
+            CloseReason::ParseError => "Parse Error",
+            CloseReason::MaxPayloadExceeded => "Maximum Payload Exceeded",
+            CloseReason::MaxConnectionsExceeded => "Maximum Connections Exceeded",
+            CloseReason::ServerShutdown => "Server Shutdown",
+            CloseReason::LameDuck => "Lame Duck Mode",
+        })
+    }
+}
+
+/// Options a client set in CONNECT that the delivery path needs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientFlags {
+    pub verbose: bool,
+    pub pedantic: bool,
+    pub echo: bool,
+    pub headers: bool,
+    pub no_responders: bool,
+}
+
+impl Default for ClientFlags {
+    fn default() -> Self {
+        ClientFlags {
+            verbose: false,
+            pedantic: false,
+            echo: true,
+            headers: false,
+            no_responders: false,
+        }
+    }
+}
+
+/// One subscription of a local client.
+#[derive(Debug)]
+pub(crate) struct LocalSub {
+    pub client: Rc<Client>,
+    pub subject: Bytes,
+    pub queue: Option<Bytes>,
+    pub sid: Bytes,
+    /// Auto-unsubscribe after this many deliveries.
+    pub max: Cell<Option<u64>>,
+    pub delivered: Cell<u64>,
+    /// A wildcard subscription overlapping the user's subscribe deny list:
+    /// denied subjects are filtered at delivery.
+    pub deny_filter: bool,
+}
+
+/// The shared half of a client connection (the connection task owns the
+/// other half: the read buffer and the parser).
+pub(crate) struct Client {
+    pub id: u64,
+    pub addr: SocketAddr,
+    fd: RawFd,
+    stream: Rc<RefCell<TcpStream>>,
+    out: RefCell<BytesMut>,
+    dirty: Cell<bool>,
+    /// A writer task is waiting for the socket to become writable.
+    blocked: Cell<bool>,
+    closing: Cell<Option<CloseReason>>,
+    /// Shut the socket down once the outbound buffer drained.
+    close_when_flushed: Cell<bool>,
+    max_pending: usize,
+    write_deadline: Duration,
+    pub flags: Cell<ClientFlags>,
+    pub perms: RefCell<Option<ClientPermissions>>,
+    pub subs: RefCell<AHashMap<Bytes, Rc<LocalSub>>>,
+    pub pings_out: Cell<u32>,
+    /// Interest changed since the last PONG: the next PONG waits for the
+    /// other shards to apply it.
+    pub needs_barrier: Cell<bool>,
+    pub authenticated: Cell<bool>,
+    pub name: RefCell<Option<String>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Client(cid:{} {})", self.id, self.addr)
+    }
+}
+
+impl Client {
+    pub(crate) fn new(
+        id: u64,
+        addr: SocketAddr,
+        stream: Rc<RefCell<TcpStream>>,
+        max_pending: usize,
+        write_deadline: Duration,
+    ) -> Self {
+        let fd = stream.borrow().as_raw_fd();
+        Client {
+            id,
+            addr,
+            fd,
+            stream,
+            out: RefCell::new(BytesMut::with_capacity(4096)),
+            dirty: Cell::new(false),
+            blocked: Cell::new(false),
+            closing: Cell::new(None),
+            close_when_flushed: Cell::new(false),
+            max_pending,
+            write_deadline,
+            flags: Cell::new(ClientFlags::default()),
+            perms: RefCell::new(None),
+            subs: RefCell::new(AHashMap::new()),
+            pings_out: Cell::new(0),
+            needs_barrier: Cell::new(false),
+            authenticated: Cell::new(false),
+            name: RefCell::new(None),
+        }
+    }
+
+    pub(crate) fn stream(&self) -> &Rc<RefCell<TcpStream>> {
+        &self.stream
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.get().is_some()
+    }
+
+    pub(crate) fn close_reason(&self) -> Option<CloseReason> {
+        self.closing.get()
+    }
+
+    /// Appends to the outbound buffer. Returns true when this made the
+    /// connection dirty (the caller adds it to the shard's flush list).
+    /// Appending past `max_pending` closes the connection as a slow consumer.
+    pub(crate) fn queue(&self, write: impl FnOnce(&mut BytesMut)) -> QueueResult {
+        if self.is_closing() {
+            return QueueResult::Closed;
+        }
+        let len = {
+            let mut out = self.out.borrow_mut();
+            write(&mut out);
+            out.len()
+        };
+        if len > self.max_pending {
+            self.out.borrow_mut().clear();
+            self.close(CloseReason::SlowConsumerPendingBytes);
+            return QueueResult::SlowConsumer;
+        }
+        if self.dirty.replace(true) {
+            QueueResult::Queued
+        } else {
+            QueueResult::NewlyDirty
+        }
+    }
+
+    /// Writes what is pending without blocking. When the socket is full, a
+    /// writer task finishes the job.
+    pub(crate) fn flush(self: &Rc<Self>) {
+        self.dirty.set(false);
+        if self.blocked.get() {
+            return;
+        }
+        loop {
+            let mut out = self.out.borrow_mut();
+            if out.is_empty() {
+                break;
+            }
+            // SAFETY: `fd` stays open while `self` holds the stream; the
+            // buffer pointer and length describe initialised bytes.
+            let n = unsafe {
+                libc::send(
+                    self.fd,
+                    out.as_ptr().cast(),
+                    out.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n >= 0 {
+                out.advance(n as usize);
+                continue;
+            }
+            let err = std::io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) => {
+                    drop(out);
+                    self.blocked.set(true);
+                    runtime::spawn_detached(writer(self.clone()));
+                    return;
+                }
+                _ => {
+                    out.clear();
+                    drop(out);
+                    self.close(CloseReason::WriteError);
+                    return;
+                }
+            }
+        }
+        if self.close_when_flushed.get() {
+            self.shutdown_socket();
+        }
+    }
+
+    /// Closes the connection now: the socket is shut down, which ends the
+    /// connection task's read, and the task cleans up (subscriptions,
+    /// interest, counters). Idempotent; the first reason wins.
+    pub(crate) fn close(&self, reason: CloseReason) {
+        if self.closing.get().is_some() {
+            return;
+        }
+        self.closing.set(Some(reason));
+        self.shutdown_socket();
+    }
+
+    /// Closes after what is already queued (an `-ERR`, a lame duck INFO, the
+    /// messages of a graceful shutdown) has been written, bounded by the write
+    /// deadline.
+    pub(crate) fn close_after_flush(self: &Rc<Self>, reason: CloseReason) {
+        if self.closing.get().is_some() {
+            return;
+        }
+        self.closing.set(Some(reason));
+        self.close_when_flushed.set(true);
+        self.flush();
+    }
+
+    fn shutdown_socket(&self) {
+        // SAFETY: see `flush`.
+        unsafe {
+            libc::shutdown(self.fd, libc::SHUT_RDWR);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QueueResult {
+    NewlyDirty,
+    Queued,
+    SlowConsumer,
+    Closed,
+}
+
+/// The slow path: wait for writability and write, until the buffer drains.
+async fn writer(client: Rc<Client>) {
+    let deadline = client.write_deadline;
+    loop {
+        if client.out.borrow().is_empty() {
+            break;
+        }
+        let write = futures_lite::future::poll_fn(|cx| {
+            let out = client.out.borrow();
+            let mut stream = client.stream.borrow_mut();
+            futures_lite::AsyncWrite::poll_write(std::pin::Pin::new(&mut *stream), cx, &out)
+        });
+        let timed = futures_lite::future::or(async { Some(write.await) }, async {
+            runtime::sleep(deadline).await;
+            None
+        });
+        match timed.await {
+            Some(Ok(n)) => client.out.borrow_mut().advance(n),
+            Some(Err(_)) => {
+                client.out.borrow_mut().clear();
+                client.close(CloseReason::WriteError);
+                break;
+            }
+            None => {
+                client.out.borrow_mut().clear();
+                client.close(CloseReason::SlowConsumerWriteDeadline);
+                break;
+            }
+        }
+    }
+    client.blocked.set(false);
+    if client.close_when_flushed.get() {
+        client.shutdown_socket();
+    }
+}

@@ -1,0 +1,151 @@
+//! The seam to the executor. Everything glommio-specific that is not socket
+//! I/O lives here, so moving to the maintained glommio fork (or another
+//! thread-per-core runtime) stays a local change.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+pub(crate) use glommio::net::{TcpListener, TcpStream};
+
+/// Runs a task on the current shard without awaiting it.
+pub(crate) fn spawn_detached(fut: impl Future<Output = ()> + 'static) {
+    glommio::spawn_local(fut).detach();
+}
+
+/// Runs a task on the current shard's latency-sensitive queue (the shard
+/// inboxes): it preempts the connection tasks within `INBOX_LATENCY`, so
+/// cross-shard messages are not held back by a busy shard.
+pub(crate) fn spawn_latency_sensitive(fut: impl Future<Output = ()> + 'static) {
+    let tq = glommio::executor().create_task_queue(
+        glommio::Shares::default(),
+        glommio::Latency::Matters(INBOX_LATENCY),
+        "inbox",
+    );
+    glommio::spawn_local_into(fut, tq)
+        .expect("task queue just created")
+        .detach();
+}
+
+const INBOX_LATENCY: Duration = Duration::from_micros(200);
+
+pub(crate) async fn sleep(d: Duration) {
+    glommio::timer::sleep(d).await;
+}
+
+/// Lets other tasks run if this one has had the CPU for its slice.
+pub(crate) async fn yield_if_needed() {
+    glommio::yield_if_needed().await;
+}
+
+/// The CPUs this process may run on.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity fills it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return vec![0];
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+/// Settings for one shard's executor.
+#[derive(Debug, Clone)]
+pub(crate) struct ExecutorSpec {
+    pub name: String,
+    pub cpu: Option<usize>,
+    pub spin_before_park: Option<Duration>,
+}
+
+/// Starts an executor on its own thread and runs `main` on it. Fails with a
+/// clear message when io_uring is not available.
+pub(crate) fn start_executor<F, Fut>(
+    spec: ExecutorSpec,
+    main: F,
+) -> io::Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
+    let name = spec.name.clone();
+    let handle = std::thread::Builder::new().name(name).spawn(move || {
+        let placement = match spec.cpu {
+            Some(cpu) => glommio::Placement::Fixed(cpu),
+            None => glommio::Placement::Unbound,
+        };
+        let mut builder = glommio::LocalExecutorBuilder::new(placement)
+            .name(&spec.name)
+            // Shoal does no file I/O: keep the locked io_uring buffer small so
+            // the default memlock limit is enough.
+            .io_memory(64 << 10)
+            .preempt_timer(Duration::from_millis(1));
+        if let Some(spin) = spec.spin_before_park {
+            builder = builder.spin_before_park(spin);
+        }
+        let ex = match builder.make() {
+            Ok(ex) => ex,
+            Err(e) => {
+                let _ = ready_tx.send(Err(explain_executor_error(e)));
+                return;
+            }
+        };
+        let _ = ready_tx.send(Ok(()));
+        ex.run(main());
+    })?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(handle),
+        Ok(Err(e)) => {
+            let _ = handle.join();
+            Err(e)
+        }
+        Err(_) => Err(io::Error::other("executor thread died while starting")),
+    }
+}
+
+fn explain_executor_error(e: glommio::GlommioError<()>) -> io::Error {
+    let text = e.to_string();
+    io::Error::other(format!(
+        "cannot start an io_uring executor ({text}). Shoal needs io_uring: check that \
+         the kernel is 5.8 or newer, that the sysctl kernel.io_uring_disabled is 0, that a \
+         container's seccomp profile allows io_uring_setup/io_uring_enter, and that the \
+         locked-memory limit (ulimit -l) is at least 1 MiB"
+    ))
+}
+
+/// A one-shot, shard-local event: tasks wait until it is set.
+#[derive(Default)]
+pub(crate) struct LocalEvent {
+    set: Cell<bool>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl LocalEvent {
+    pub(crate) fn set(&self) {
+        self.set.set(true);
+        for w in self.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn is_set(&self) -> bool {
+        self.set.get()
+    }
+
+    pub(crate) async fn wait(&self) {
+        futures_lite::future::poll_fn(|cx| {
+            if self.set.get() {
+                Poll::Ready(())
+            } else {
+                self.waiters.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}

@@ -1,0 +1,249 @@
+//! Starting the server: bind the client port once per shard, start one
+//! pinned executor per shard, connect the shards with channels; and the
+//! handle used to stop it.
+
+use crate::bus::{self, Control, PeerLink};
+use crate::lifecycle;
+use crate::listen;
+use crate::runtime::{self, ExecutorSpec, TcpListener};
+use crate::shard::Shard;
+use crate::stats::{ShardStats, StatsSnapshot};
+use shoal_core::auth::{AuthConfigError, Authenticator};
+use shoal_core::config::ServerConfig;
+use shoal_core::proto::ServerInfo;
+use std::net::SocketAddr;
+use std::os::fd::FromRawFd;
+use std::os::fd::IntoRawFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+use thiserror::Error;
+use tracing::info;
+
+/// Most shards supported (a shard set is a 64-bit mask on the hot path).
+pub const MAX_SHARDS: usize = 64;
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("invalid authorization configuration: {0}")]
+    Auth(#[from] AuthConfigError),
+    #[error("cannot listen for client connections on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Executor(std::io::Error),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// Immutable state shared by every shard (plus counters).
+pub(crate) struct Shared {
+    pub config: ServerConfig,
+    pub auth: Authenticator,
+    pub server_id: String,
+    pub server_name: String,
+    pub addr: SocketAddr,
+    pub next_client_id: AtomicU64,
+    /// Client connections on all shards (for `max_connections`).
+    pub connections: AtomicUsize,
+    pub shard_stats: Vec<Arc<ShardStats>>,
+    pub lame_duck: AtomicBool,
+    pub started: Instant,
+}
+
+impl Shared {
+    /// The INFO a client gets.
+    pub(crate) fn info_for(&self, client_id: u64, addr: SocketAddr) -> ServerInfo {
+        ServerInfo {
+            server_id: self.server_id.clone(),
+            server_name: self.server_name.clone(),
+            version: crate::VERSION.into(),
+            proto: 1,
+            host: self.addr.ip().to_string(),
+            port: self.addr.port(),
+            headers: true,
+            max_payload: self.config.max_payload,
+            client_id: Some(client_id),
+            client_ip: Some(addr.ip().to_string()),
+            auth_required: self.auth.required(),
+            ldm: self.lame_duck.load(Relaxed),
+            ..Default::default()
+        }
+    }
+}
+
+/// A running server.
+pub struct Server {
+    shared: Arc<Shared>,
+    links: Vec<PeerLink>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn server_id() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    (0..56)
+        .map(|i| {
+            if i == 0 {
+                'N'
+            } else {
+                ALPHABET[fastrand::usize(..32)] as char
+            }
+        })
+        .collect()
+}
+
+impl Server {
+    /// Binds, starts every shard, and returns once all accept connections.
+    pub fn start(config: ServerConfig) -> Result<Server, StartError> {
+        let auth = Authenticator::new(&config.auth)?;
+        let cpus = runtime::allowed_cpus();
+        let shards = config.shards.unwrap_or(cpus.len()).max(1);
+        if shards > MAX_SHARDS {
+            return Err(StartError::Config(format!(
+                "at most {MAX_SHARDS} shards are supported"
+            )));
+        }
+        let port = match config.port {
+            -1 => 0,
+            p if (0..=65535).contains(&p) => p as u16,
+            p => return Err(StartError::Config(format!("invalid port {p}"))),
+        };
+        let listen_err = |source| StartError::Listen {
+            addr: format!("{}:{}", config.host, config.port),
+            source,
+        };
+        let addr = listen::resolve(&config.host, port).map_err(listen_err)?;
+        let (sockets, bound) = listen::bind_all(addr, shards).map_err(listen_err)?;
+        let id = server_id();
+        let shared = Arc::new(Shared {
+            server_name: config.server_name.clone().unwrap_or_else(|| id.clone()),
+            server_id: id,
+            auth,
+            addr: bound,
+            next_client_id: AtomicU64::new(1),
+            connections: AtomicUsize::new(0),
+            shard_stats: (0..shards)
+                .map(|_| Arc::new(ShardStats::default()))
+                .collect(),
+            lame_duck: AtomicBool::new(false),
+            started: Instant::now(),
+            config,
+        });
+        let (links, inboxes) = bus::channels(shards);
+        let mut threads = Vec::with_capacity(shards);
+        for (i, (socket, inbox)) in sockets.into_iter().zip(inboxes).enumerate() {
+            let shared = shared.clone();
+            let peers = links.clone();
+            let fd = socket.into_raw_fd();
+            let spec = ExecutorSpec {
+                name: format!("shoal-shard-{i}"),
+                cpu: Some(cpus[i % cpus.len()]),
+                spin_before_park: shared.config.spin_before_park,
+            };
+            let handle = runtime::start_executor(spec, move || async move {
+                // SAFETY: `fd` is a bound, listening socket this closure owns.
+                let listener = unsafe { TcpListener::from_raw_fd(fd) };
+                let shard = Rc::new(Shard::new(i as u16, shared, peers));
+                shard.start_inbox(inbox);
+                runtime::spawn_detached(lifecycle::accept_loop(shard.clone(), listener));
+                shard.stopped.wait().await;
+            });
+            match handle {
+                Ok(h) => threads.push(h),
+                Err(e) => {
+                    for l in &links {
+                        let _ = l.control.send(Control::Shutdown);
+                    }
+                    return Err(StartError::Executor(e));
+                }
+            }
+        }
+        info!("Listening for client connections on {bound}");
+        info!("Server is ready");
+        Ok(Server {
+            shared,
+            links,
+            threads,
+        })
+    }
+
+    /// The address clients connect to (with the real port when `-p -1`).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    pub fn server_id(&self) -> &str {
+        &self.shared.server_id
+    }
+
+    /// Time since the server started.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.shared.started.elapsed()
+    }
+
+    /// A handle that can stop the server from another thread (signals).
+    pub fn control(&self) -> ServerControl {
+        ServerControl {
+            shared: self.shared.clone(),
+            links: self.links.clone(),
+        }
+    }
+
+    pub fn shards(&self) -> usize {
+        self.links.len()
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        StatsSnapshot::sum(&self.shared.shard_stats)
+    }
+
+    pub fn shutdown(&self) {
+        self.control().shutdown();
+    }
+
+    pub fn lame_duck(&self) {
+        self.control().lame_duck();
+    }
+
+    /// Whether every shard has stopped.
+    pub fn is_finished(&self) -> bool {
+        self.threads.iter().all(|t| t.is_finished())
+    }
+
+    /// Waits for every shard to stop.
+    pub fn wait(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Stops a running server; cheap to clone and usable from any thread.
+#[derive(Clone)]
+pub struct ServerControl {
+    shared: Arc<Shared>,
+    links: Vec<PeerLink>,
+}
+
+impl ServerControl {
+    /// Flushes and closes every connection, then stops every shard.
+    pub fn shutdown(&self) {
+        info!("Initiating Shutdown...");
+        for l in &self.links {
+            let _ = l.control.send(Control::Shutdown);
+        }
+    }
+
+    /// Lame duck mode: stop accepting, tell clients (`ldm` in INFO), close
+    /// them spread over `lame_duck_duration`, then stop.
+    pub fn lame_duck(&self) {
+        info!("Entering lame duck mode, stop accepting new clients");
+        self.shared.lame_duck.store(true, Relaxed);
+        for l in &self.links {
+            let _ = l.control.send(Control::LameDuck);
+        }
+    }
+}

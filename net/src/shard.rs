@@ -1,0 +1,600 @@
+//! One shard: the connections it accepted, its partition of the subject
+//! index, the interest of the other shards, and the inbox tasks that apply
+//! what the other shards send.
+//!
+//! Everything here is touched by this shard's thread only (`Rc`, `RefCell`,
+//! `Cell`); other shards are reached through channels. Borrows of the
+//! `RefCell`s never live across an `.await`.
+
+use crate::bus::{Batch, Control, Inbox, PeerLink, Remote, ShardId};
+use crate::outbound::{Client, LocalSub, QueueResult};
+use crate::runtime::{self, LocalEvent};
+use crate::server::Shared;
+use crate::stats::ShardStats;
+use ahash::AHashMap;
+use bytes::Bytes;
+use shoal_core::index::{IndexError, Matches, SubjectIndex};
+use shoal_core::proto::{headers::NO_RESPONDERS, write_msg, Publish};
+use std::cell::{Cell, RefCell};
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+/// What a subscription in a shard's index points at.
+#[derive(Clone, Debug)]
+pub(crate) enum Target {
+    /// A subscription of a client on this shard.
+    Local(Rc<LocalSub>),
+    /// Interest of another shard (one entry per plain subject, one per queue
+    /// member: the multiplicity is the queue weight).
+    Shard(ShardId),
+}
+
+impl PartialEq for Target {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Target::Local(a), Target::Local(b)) => Rc::ptr_eq(a, b),
+            (Target::Shard(a), Target::Shard(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Target {}
+
+impl Hash for Target {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self {
+            Target::Local(s) => (Rc::as_ptr(s) as usize).hash(state),
+            Target::Shard(id) => (usize::MAX - *id as usize).hash(state),
+        }
+    }
+}
+
+/// Counters kept in `Cell`s on the hot path and published to the shared
+/// atomics once per processed batch.
+#[derive(Default)]
+struct LocalCounters {
+    in_msgs: Cell<u64>,
+    in_bytes: Cell<u64>,
+    out_msgs: Cell<u64>,
+    out_bytes: Cell<u64>,
+}
+
+/// Messages for other shards gathered while processing one read buffer.
+pub(crate) struct Outgoing {
+    batches: Vec<Batch>,
+}
+
+impl Outgoing {
+    pub(crate) fn new(shards: usize) -> Self {
+        Outgoing {
+            batches: (0..shards).map(|_| Vec::new()).collect(),
+        }
+    }
+
+    fn push(&mut self, shard: ShardId, remote: Remote) {
+        self.batches[shard as usize].push(remote);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.batches.iter().all(Vec::is_empty)
+    }
+}
+
+struct BarrierWait {
+    remaining: usize,
+    waker: Option<Waker>,
+}
+
+pub(crate) struct Shard {
+    pub id: ShardId,
+    pub shards: usize,
+    pub shared: Arc<Shared>,
+    pub stats: Arc<ShardStats>,
+    index: RefCell<SubjectIndex<Target>>,
+    /// Local plain subscribers per subject: only the first announces interest
+    /// to the other shards and only the last retracts it.
+    plain_refs: RefCell<AHashMap<Bytes, u32>>,
+    peers: Vec<PeerLink>,
+    dirty: RefCell<Vec<Rc<Client>>>,
+    barriers: RefCell<AHashMap<u64, BarrierWait>>,
+    next_token: Cell<u64>,
+    pub clients: RefCell<AHashMap<u64, Rc<Client>>>,
+    counters: LocalCounters,
+    /// Set when the shard stops accepting (lame duck or shutdown).
+    pub stop_accepting: LocalEvent,
+    /// Set when the shard must end.
+    pub stopped: LocalEvent,
+}
+
+impl Shard {
+    pub(crate) fn new(id: ShardId, shared: Arc<Shared>, peers: Vec<PeerLink>) -> Self {
+        let stats = shared.shard_stats[id as usize].clone();
+        Shard {
+            id,
+            shards: peers.len(),
+            shared,
+            stats,
+            index: RefCell::new(SubjectIndex::new()),
+            plain_refs: RefCell::new(AHashMap::new()),
+            peers,
+            dirty: RefCell::new(Vec::new()),
+            barriers: RefCell::new(AHashMap::new()),
+            next_token: Cell::new(0),
+            clients: RefCell::new(AHashMap::new()),
+            counters: LocalCounters::default(),
+            stop_accepting: LocalEvent::default(),
+            stopped: LocalEvent::default(),
+        }
+    }
+
+    fn other_shards(&self) -> impl Iterator<Item = (ShardId, &PeerLink)> {
+        self.peers
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| *i != self.id as usize)
+            .map(|(i, p)| (i as ShardId, p))
+    }
+
+    fn broadcast(&self, make: impl Fn() -> Control) {
+        for (_, peer) in self.other_shards() {
+            // Unbounded: never blocks. A closed channel means that shard has
+            // stopped, when nothing needs its interest any more.
+            let _ = peer.control.send(make());
+        }
+    }
+
+    // ----- subscriptions -----
+
+    /// Adds a client's subscription and announces the interest.
+    pub(crate) fn subscribe(&self, sub: Rc<LocalSub>) -> Result<(), IndexError> {
+        self.index.borrow_mut().insert(
+            &sub.subject,
+            sub.queue.as_deref(),
+            Target::Local(sub.clone()),
+        )?;
+        let subject = sub.subject.clone();
+        let queue = sub.queue.clone();
+        let client = sub.client.clone();
+        client.subs.borrow_mut().insert(sub.sid.clone(), sub);
+        self.stats.subscriptions.fetch_add(1, Relaxed);
+        let announce = match &queue {
+            Some(_) => true,
+            None => {
+                let mut refs = self.plain_refs.borrow_mut();
+                let n = refs.entry(subject.clone()).or_insert(0);
+                *n += 1;
+                *n == 1
+            }
+        };
+        if announce && self.shards > 1 {
+            let from = self.id;
+            self.broadcast(|| Control::InterestAdd {
+                from,
+                subject: subject.clone(),
+                queue: queue.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Removes a subscription (from the index and its client) and retracts
+    /// the interest when it was the last of its kind here.
+    pub(crate) fn unsubscribe(&self, sub: &Rc<LocalSub>) {
+        if !self.index.borrow_mut().remove(
+            &sub.subject,
+            sub.queue.as_deref(),
+            &Target::Local(sub.clone()),
+        ) {
+            return;
+        }
+        {
+            let mut subs = sub.client.subs.borrow_mut();
+            if subs.get(&sub.sid).is_some_and(|s| Rc::ptr_eq(s, sub)) {
+                subs.remove(&sub.sid);
+            }
+        }
+        self.stats.subscriptions.fetch_sub(1, Relaxed);
+        let retract = match &sub.queue {
+            Some(_) => true,
+            None => {
+                let mut refs = self.plain_refs.borrow_mut();
+                match refs.get_mut(&sub.subject) {
+                    Some(n) if *n > 1 => {
+                        *n -= 1;
+                        false
+                    }
+                    Some(_) => {
+                        refs.remove(&sub.subject);
+                        true
+                    }
+                    None => false,
+                }
+            }
+        };
+        if retract && self.shards > 1 {
+            let from = self.id;
+            self.broadcast(|| Control::InterestRemove {
+                from,
+                subject: sub.subject.clone(),
+                queue: sub.queue.clone(),
+            });
+        }
+    }
+
+    /// Waits until every other shard has applied everything this shard sent
+    /// it before (the visibility barrier behind `PONG`).
+    pub(crate) async fn barrier(&self) {
+        if self.shards <= 1 {
+            return;
+        }
+        let token = self.next_token.get();
+        self.next_token.set(token + 1);
+        self.barriers.borrow_mut().insert(
+            token,
+            BarrierWait {
+                remaining: self.shards - 1,
+                waker: None,
+            },
+        );
+        let from = self.id;
+        self.broadcast(|| Control::Barrier { from, token });
+        futures_lite::future::poll_fn(|cx| {
+            let mut barriers = self.barriers.borrow_mut();
+            let Some(b) = barriers.get_mut(&token) else {
+                return Poll::Ready(());
+            };
+            if b.remaining == 0 || self.stopped.is_set() {
+                barriers.remove(&token);
+                Poll::Ready(())
+            } else {
+                b.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    // ----- the publish path -----
+
+    /// Routes one message published by a local client: local subscribers
+    /// get it now, other shards through `out`. Returns whether anyone got it.
+    pub(crate) fn publish(&self, from: &Rc<Client>, p: &Publish, out: &mut Outgoing) -> bool {
+        self.counters.in_msgs.set(self.counters.in_msgs.get() + 1);
+        self.counters.in_bytes.set(
+            self.counters.in_bytes.get()
+                + p.payload.len() as u64
+                + p.headers.as_ref().map_or(0, |h| h.len() as u64),
+        );
+        let m = self.index.borrow_mut().matches(&p.subject);
+        let echo = from.flags.get().echo;
+        let mut delivered = false;
+        let mut remote_plain = 0u64;
+        for t in &m.plain {
+            match t {
+                Target::Local(s) => {
+                    if echo || !Rc::ptr_eq(&s.client, from) {
+                        delivered |= self.deliver(s, p);
+                    }
+                }
+                Target::Shard(j) => remote_plain |= 1 << j,
+            }
+        }
+        let mut remote_queues: Vec<(ShardId, Bytes)> = Vec::new();
+        for g in &m.queues {
+            let eligible = |t: &Target| match t {
+                Target::Local(s) => {
+                    (echo || !Rc::ptr_eq(&s.client, from)) && !s.client.is_closing()
+                }
+                Target::Shard(_) => true,
+            };
+            let Some(pick) = pick_weighted(&g.members, eligible) else {
+                continue;
+            };
+            match pick {
+                Target::Local(s) => delivered |= self.deliver(s, p),
+                Target::Shard(j) => remote_queues.push((*j, g.name.clone())),
+            }
+        }
+        if remote_plain != 0 || !remote_queues.is_empty() {
+            delivered = true;
+            for (j, _) in self.other_shards() {
+                let plain = remote_plain & (1 << j) != 0;
+                let queues: Vec<Bytes> = remote_queues
+                    .iter()
+                    .filter(|(s, _)| *s == j)
+                    .map(|(_, q)| q.clone())
+                    .collect();
+                if plain || !queues.is_empty() {
+                    out.push(
+                        j,
+                        Remote {
+                            publish: p.clone(),
+                            plain,
+                            queues,
+                        },
+                    );
+                }
+            }
+        }
+        if !delivered {
+            self.no_responders(from, p);
+        }
+        delivered
+    }
+
+    /// A request nobody can answer: tell a client that asked for it with a
+    /// `503` status on its reply subject, as nats-server does.
+    fn no_responders(&self, from: &Rc<Client>, p: &Publish) {
+        let flags = from.flags.get();
+        let Some(reply) = &p.reply else { return };
+        if !(flags.no_responders && flags.headers) {
+            return;
+        }
+        let m = self.index.borrow_mut().matches(reply);
+        let own = all_targets(&m).find_map(|t| match t {
+            Target::Local(s) if Rc::ptr_eq(&s.client, from) => Some(s.clone()),
+            _ => None,
+        });
+        if let Some(sub) = own {
+            let res =
+                from.queue(|buf| write_msg(buf, reply, &sub.sid, None, Some(NO_RESPONDERS), b""));
+            if res == QueueResult::NewlyDirty {
+                self.dirty.borrow_mut().push(from.clone());
+            }
+        }
+    }
+
+    /// Delivers to one local subscription. False if it could not take it.
+    fn deliver(&self, s: &Rc<LocalSub>, p: &Publish) -> bool {
+        let c = &s.client;
+        if let Some(max) = s.max.get() {
+            if s.delivered.get() >= max {
+                return false;
+            }
+        }
+        if s.deny_filter
+            && c.perms
+                .borrow()
+                .as_ref()
+                .is_some_and(|perms| perms.compiled().deny_delivery(&p.subject))
+        {
+            return false;
+        }
+        // A client that did not announce header support gets the payload
+        // only, as from nats-server.
+        let headers = if c.flags.get().headers {
+            p.headers.as_deref()
+        } else {
+            None
+        };
+        let res = c.queue(|buf| {
+            write_msg(
+                buf,
+                &p.subject,
+                &s.sid,
+                p.reply.as_deref(),
+                headers,
+                &p.payload,
+            )
+        });
+        match res {
+            QueueResult::NewlyDirty => self.dirty.borrow_mut().push(c.clone()),
+            QueueResult::Queued => {}
+            QueueResult::SlowConsumer | QueueResult::Closed => return false,
+        }
+        self.counters.out_msgs.set(self.counters.out_msgs.get() + 1);
+        self.counters.out_bytes.set(
+            self.counters.out_bytes.get()
+                + p.payload.len() as u64
+                + headers.map_or(0, |h| h.len() as u64),
+        );
+        if let Some(reply) = &p.reply {
+            if let Some(perms) = c.perms.borrow_mut().as_mut() {
+                if perms.compiled().allows_responses().is_some() {
+                    perms.note_request(reply, Instant::now());
+                }
+            }
+        }
+        let n = s.delivered.get() + 1;
+        s.delivered.set(n);
+        if s.max.get() == Some(n) {
+            self.unsubscribe(s);
+        }
+        true
+    }
+
+    /// Writes every connection that got data since the last flush and
+    /// publishes the counters.
+    pub(crate) fn flush_dirty(&self) {
+        loop {
+            let batch = std::mem::take(&mut *self.dirty.borrow_mut());
+            if batch.is_empty() {
+                break;
+            }
+            for c in &batch {
+                c.flush();
+            }
+        }
+        let c = &self.counters;
+        for (cell, atomic) in [
+            (&c.in_msgs, &self.stats.in_msgs),
+            (&c.in_bytes, &self.stats.in_bytes),
+            (&c.out_msgs, &self.stats.out_msgs),
+            (&c.out_bytes, &self.stats.out_bytes),
+        ] {
+            let v = cell.replace(0);
+            if v != 0 {
+                atomic.fetch_add(v, Relaxed);
+            }
+        }
+    }
+
+    /// Marks a client as needing a flush (for frames queued outside the
+    /// delivery path: PONG, +OK, -ERR, INFO).
+    pub(crate) fn mark_dirty(&self, c: &Rc<Client>, res: QueueResult) {
+        if res == QueueResult::NewlyDirty {
+            self.dirty.borrow_mut().push(c.clone());
+        }
+    }
+
+    /// Sends the batches gathered for other shards: one channel send per
+    /// shard. Waits when a shard's channel is full (backpressure).
+    pub(crate) async fn send_batches(&self, out: &mut Outgoing) {
+        for (j, batch) in out.batches.iter_mut().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            let b = std::mem::take(batch);
+            self.stats.batches_out.fetch_add(1, Relaxed);
+            if self.peers[j].data.send_async(b).await.is_err() {
+                // That shard has stopped (shutdown): nobody there to deliver to.
+            }
+        }
+    }
+
+    // ----- the inbox -----
+
+    /// Starts the tasks that apply what other shards send.
+    pub(crate) fn start_inbox(self: &Rc<Self>, inbox: Inbox) {
+        let me = self.clone();
+        let control = inbox.control;
+        runtime::spawn_latency_sensitive(async move {
+            while let Ok(msg) = control.recv_async().await {
+                if !me.apply_control(msg) {
+                    break;
+                }
+            }
+        });
+        let me = self.clone();
+        let data = inbox.data;
+        runtime::spawn_latency_sensitive(async move {
+            loop {
+                let batch =
+                    futures_lite::future::or(async { data.recv_async().await.ok() }, async {
+                        me.stopped.wait().await;
+                        None
+                    })
+                    .await;
+                let Some(batch) = batch else { break };
+                me.stats.batches_in.fetch_add(1, Relaxed);
+                for r in &batch {
+                    me.deliver_remote(r);
+                }
+                me.flush_dirty();
+                runtime::yield_if_needed().await;
+            }
+        });
+    }
+
+    /// Returns false when the shard must stop.
+    fn apply_control(self: &Rc<Self>, msg: Control) -> bool {
+        match msg {
+            Control::InterestAdd {
+                from,
+                subject,
+                queue,
+            } => {
+                // Interest from another shard was validated there.
+                let _ =
+                    self.index
+                        .borrow_mut()
+                        .insert(&subject, queue.as_deref(), Target::Shard(from));
+            }
+            Control::InterestRemove {
+                from,
+                subject,
+                queue,
+            } => {
+                self.index
+                    .borrow_mut()
+                    .remove(&subject, queue.as_deref(), &Target::Shard(from));
+            }
+            Control::Barrier { from, token } => {
+                let _ = self.peers[from as usize]
+                    .control
+                    .send(Control::BarrierAck { token });
+            }
+            Control::BarrierAck { token } => {
+                if let Some(b) = self.barriers.borrow_mut().get_mut(&token) {
+                    b.remaining -= 1;
+                    if b.remaining == 0 {
+                        if let Some(w) = b.waker.take() {
+                            w.wake();
+                        }
+                    }
+                }
+            }
+            Control::LameDuck => crate::lifecycle::enter_lame_duck(self.clone()),
+            Control::Shutdown => {
+                crate::lifecycle::shutdown(self);
+                return false;
+            }
+        }
+        true
+    }
+
+    fn deliver_remote(&self, r: &Remote) {
+        let m = self.index.borrow_mut().matches(&r.publish.subject);
+        if r.plain {
+            for t in &m.plain {
+                if let Target::Local(s) = t {
+                    self.deliver(s, &r.publish);
+                }
+            }
+        }
+        for q in &r.queues {
+            let Some(g) = m.queues.iter().find(|g| g.name == q) else {
+                // The last member left after the publisher picked this shard.
+                continue;
+            };
+            let local = |t: &Target| matches!(t, Target::Local(s) if !s.client.is_closing());
+            if let Some(Target::Local(s)) = pick_weighted(&g.members, local) {
+                self.deliver(s, &r.publish);
+            }
+        }
+    }
+
+    /// Wakes everything waiting on this shard so it can end.
+    pub(crate) fn wake_barriers(&self) {
+        for (_, b) in self.barriers.borrow_mut().iter_mut() {
+            if let Some(w) = b.waker.take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+fn all_targets<T>(m: &Matches<T>) -> impl Iterator<Item = &T> {
+    m.plain
+        .iter()
+        .chain(m.queues.iter().flat_map(|g| g.members.iter()))
+}
+
+/// Picks one member uniformly among those `eligible` (each entry counts once,
+/// so a shard listed three times is three times as likely), in one pass
+/// without allocating (reservoir sampling).
+fn pick_weighted(members: &[Target], eligible: impl Fn(&Target) -> bool) -> Option<&Target> {
+    // Fast path: the common case of every member being eligible.
+    if !members.is_empty() {
+        let first = &members[fastrand::usize(..members.len())];
+        if eligible(first) {
+            return Some(first);
+        }
+    }
+    let mut seen = 0usize;
+    let mut pick = None;
+    for m in members {
+        if eligible(m) {
+            seen += 1;
+            if fastrand::usize(..seen) == 0 {
+                pick = Some(m);
+            }
+        }
+    }
+    pick
+}

@@ -1,0 +1,50 @@
+//! Counters. Each shard writes only its own `ShardStats` (no cache-line
+//! sharing on the hot path); readers sum over shards.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    pub connections: AtomicU64,
+    pub total_connections: AtomicU64,
+    pub in_msgs: AtomicU64,
+    pub in_bytes: AtomicU64,
+    pub out_msgs: AtomicU64,
+    pub out_bytes: AtomicU64,
+    pub slow_consumers: AtomicU64,
+    pub subscriptions: AtomicU64,
+    /// Message batches sent to other shards.
+    pub batches_out: AtomicU64,
+    /// Message batches received from other shards.
+    pub batches_in: AtomicU64,
+}
+
+/// A point-in-time sum over all shards.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub connections: u64,
+    pub total_connections: u64,
+    pub in_msgs: u64,
+    pub in_bytes: u64,
+    pub out_msgs: u64,
+    pub out_bytes: u64,
+    pub slow_consumers: u64,
+    pub subscriptions: u64,
+}
+
+impl StatsSnapshot {
+    pub fn sum(shards: &[std::sync::Arc<ShardStats>]) -> Self {
+        let mut s = StatsSnapshot::default();
+        for st in shards {
+            s.connections += st.connections.load(Relaxed);
+            s.total_connections += st.total_connections.load(Relaxed);
+            s.in_msgs += st.in_msgs.load(Relaxed);
+            s.in_bytes += st.in_bytes.load(Relaxed);
+            s.out_msgs += st.out_msgs.load(Relaxed);
+            s.out_bytes += st.out_bytes.load(Relaxed);
+            s.slow_consumers += st.slow_consumers.load(Relaxed);
+            s.subscriptions += st.subscriptions.load(Relaxed);
+        }
+        s
+    }
+}
