@@ -6,6 +6,8 @@
 
 use bytes::Bytes;
 use shoal_core::proto::Publish;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 pub(crate) type ShardId = u16;
 
@@ -55,14 +57,29 @@ pub(crate) type Batch = Vec<Remote>;
 /// The sending ends to one shard.
 #[derive(Clone)]
 pub(crate) struct PeerLink {
-    pub control: flume::Sender<Control>,
+    control: flume::Sender<Control>,
     pub data: flume::Sender<Batch>,
+    /// Control messages sent to that shard and not yet applied by it: lets
+    /// the shard check, with one atomic load, whether interest is in flight
+    /// to it before it routes a read buffer of messages.
+    pending: Arc<AtomicUsize>,
+}
+
+impl PeerLink {
+    /// Sends a control message (never blocks). Err when that shard stopped.
+    pub(crate) fn send_control(&self, msg: Control) -> Result<(), ()> {
+        self.pending.fetch_add(1, Ordering::Release);
+        self.control.send(msg).map_err(|_| {
+            self.pending.fetch_sub(1, Ordering::Release);
+        })
+    }
 }
 
 /// The receiving ends of one shard.
 pub(crate) struct Inbox {
     pub control: flume::Receiver<Control>,
     pub data: flume::Receiver<Batch>,
+    pub pending: Arc<AtomicUsize>,
 }
 
 /// Capacity of each shard's data channel, in batches.
@@ -74,13 +91,16 @@ pub(crate) fn channels(shards: usize) -> (Vec<PeerLink>, Vec<Inbox>) {
     for _ in 0..shards {
         let (ctx, crx) = flume::unbounded();
         let (dtx, drx) = flume::bounded(DATA_CHANNEL_BATCHES);
+        let pending = Arc::new(AtomicUsize::new(0));
         links.push(PeerLink {
             control: ctx,
             data: dtx,
+            pending: pending.clone(),
         });
         inboxes.push(Inbox {
             control: crx,
             data: drx,
+            pending,
         });
     }
     (links, inboxes)

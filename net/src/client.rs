@@ -214,6 +214,7 @@ impl Connection {
     }
 
     async fn process(&mut self, buf: &mut BytesMut) -> Step {
+        self.shard.apply_pending_control();
         loop {
             let op = match self.parser.next(buf) {
                 Ok(Some(op)) => op,

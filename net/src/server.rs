@@ -155,7 +155,7 @@ impl Server {
                 Ok(h) => threads.push(h),
                 Err(e) => {
                     for l in &links {
-                        let _ = l.control.send(Control::Shutdown);
+                        let _ = l.send_control(Control::Shutdown);
                     }
                     return Err(StartError::Executor(e));
                 }
@@ -233,7 +233,7 @@ impl ServerControl {
     pub fn shutdown(&self) {
         info!("Initiating Shutdown...");
         for l in &self.links {
-            let _ = l.control.send(Control::Shutdown);
+            let _ = l.send_control(Control::Shutdown);
         }
     }
 
@@ -243,7 +243,7 @@ impl ServerControl {
         info!("Entering lame duck mode, stop accepting new clients");
         self.shared.lame_duck.store(true, Relaxed);
         for l in &self.links {
-            let _ = l.control.send(Control::LameDuck);
+            let _ = l.send_control(Control::LameDuck);
         }
     }
 }

@@ -109,6 +109,12 @@ pub(crate) struct Shard {
     pub stop_accepting: LocalEvent,
     /// Set when the shard must end.
     pub stopped: LocalEvent,
+    /// This shard's control inbox, also drained synchronously by
+    /// `apply_pending_control` on the message path.
+    control_rx: std::cell::OnceCell<(
+        flume::Receiver<Control>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    )>,
 }
 
 impl Shard {
@@ -129,6 +135,7 @@ impl Shard {
             counters: LocalCounters::default(),
             stop_accepting: LocalEvent::default(),
             stopped: LocalEvent::default(),
+            control_rx: std::cell::OnceCell::new(),
         }
     }
 
@@ -144,7 +151,7 @@ impl Shard {
         for (_, peer) in self.other_shards() {
             // Unbounded: never blocks. A closed channel means that shard has
             // stopped, when nothing needs its interest any more.
-            let _ = peer.control.send(make());
+            let _ = peer.send_control(make());
         }
     }
 
@@ -461,10 +468,15 @@ impl Shard {
 
     /// Starts the tasks that apply what other shards send.
     pub(crate) fn start_inbox(self: &Rc<Self>, inbox: Inbox) {
+        let _ = self
+            .control_rx
+            .set((inbox.control.clone(), inbox.pending.clone()));
         let me = self.clone();
         let control = inbox.control;
+        let pending = inbox.pending;
         runtime::spawn_latency_sensitive(async move {
             while let Ok(msg) = control.recv_async().await {
+                pending.fetch_sub(1, Relaxed);
                 if !me.apply_control(msg) {
                     break;
                 }
@@ -491,6 +503,24 @@ impl Shard {
         });
     }
 
+    /// Applies interest changes already sent to this shard before routing a
+    /// read buffer. A subscription another shard has processed is then
+    /// visible here even when this shard's inbox task has not run yet, which
+    /// keeps the window in which a fresh subscription can miss a message as
+    /// small as in a single-threaded server (the time to read the SUB).
+    pub(crate) fn apply_pending_control(self: &Rc<Self>) {
+        let Some((rx, pending)) = self.control_rx.get() else {
+            return;
+        };
+        if pending.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            return;
+        }
+        while let Ok(msg) = rx.try_recv() {
+            pending.fetch_sub(1, Relaxed);
+            self.apply_control(msg);
+        }
+    }
+
     /// Returns false when the shard must stop.
     fn apply_control(self: &Rc<Self>, msg: Control) -> bool {
         match msg {
@@ -515,9 +545,7 @@ impl Shard {
                     .remove(&subject, queue.as_deref(), &Target::Shard(from));
             }
             Control::Barrier { from, token } => {
-                let _ = self.peers[from as usize]
-                    .control
-                    .send(Control::BarrierAck { token });
+                let _ = self.peers[from as usize].send_control(Control::BarrierAck { token });
             }
             Control::BarrierAck { token } => {
                 if let Some(b) = self.barriers.borrow_mut().get_mut(&token) {

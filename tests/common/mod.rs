@@ -1,0 +1,271 @@
+//! Test harness: spawns a real `shoal` process on a random loopback port,
+//! waits for its readiness line, and kills it when dropped. Plus a raw
+//! protocol client for checking exact bytes and error texts.
+
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Shard counts every behaviour is tested with.
+pub const SHARDS: [usize; 2] = [1, 2];
+
+pub struct Shoal {
+    child: Child,
+    pub addr: String,
+    pub log: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Shoal {
+    /// Starts `shoal -a 127.0.0.1 -p -1 --shards N [args]`, with `conf` as its
+    /// configuration file when given.
+    pub fn start(shards: usize, args: &[&str], conf: Option<&str>) -> Shoal {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        cmd.args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            "-1",
+            "--shards",
+            &shards.to_string(),
+        ]);
+        if let Some(conf) = conf {
+            let path = dir.path().join("shoal.conf");
+            std::fs::write(&path, conf).unwrap();
+            cmd.arg("-c").arg(path);
+        }
+        cmd.args(args).stderr(Stdio::piped()).stdout(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn shoal");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            let mut addr = None;
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(a) = line.split("Listening for client connections on ").nth(1) {
+                    addr = Some(a.trim().to_string());
+                }
+                if line.contains("Server is ready") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr.clone());
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+            if let Some(tx) = tx.take() {
+                let _ = tx.send(None);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(10))
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| {
+                panic!("shoal did not become ready; log: {:?}", log.lock().unwrap())
+            });
+        Shoal {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://{}", self.addr)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    pub fn log_contains(&self, text: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(text))
+    }
+
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(self.url()).await.expect("connect")
+    }
+
+    pub async fn raw(&self) -> Raw {
+        Raw::connect(&self.addr).await
+    }
+}
+
+pub use libc::{SIGKILL, SIGTERM, SIGUSR2};
+
+impl Drop for Shoal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw protocol connection for exact-bytes assertions.
+pub struct Raw {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    pub async fn connect(addr: &str) -> Raw {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let mut raw = Raw {
+            stream,
+            buf: Vec::new(),
+        };
+        let info = raw.line().await.expect("INFO");
+        assert!(info.starts_with("INFO {"), "{info}");
+        raw
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// Next CRLF-terminated line (without CRLF); None on EOF or after 5 s.
+    pub async fn line(&mut self) -> Option<String> {
+        self.line_within(Duration::from_secs(5)).await
+    }
+
+    pub async fn line_within(&mut self, within: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..i]).into_owned();
+                self.buf.drain(..i + 2);
+                return Some(line);
+            }
+            let mut chunk = [0u8; 65536];
+            let n = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk))
+                .await
+                .ok()?
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads exactly `n` bytes (a message payload plus CRLF).
+    pub async fn bytes(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            let mut chunk = [0u8; 65536];
+            let r = tokio::time::timeout(Duration::from_secs(5), self.stream.read(&mut chunk))
+                .await
+                .expect("timed out")
+                .unwrap();
+            assert!(r > 0, "EOF");
+            self.buf.extend_from_slice(&chunk[..r]);
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    /// Whether the server closed the connection (EOF) within `within`.
+    pub async fn closed_within(&mut self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let mut chunk = [0u8; 4096];
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Err(_) => return false,
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Sends PING and waits for PONG, returning the lines seen before it.
+    pub async fn ping(&mut self) -> Vec<String> {
+        self.send(b"PING\r\n").await;
+        let mut seen = Vec::new();
+        loop {
+            let l = self.line().await.expect("PONG");
+            if l == "PONG" {
+                return seen;
+            }
+            seen.push(l);
+        }
+    }
+}
+
+/// Receives the next message or fails after 5 s.
+pub async fn next_msg(sub: &mut async_nats::Subscriber) -> async_nats::Message {
+    use futures::StreamExt;
+    tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("timed out waiting for a message")
+        .expect("subscription ended")
+}
+
+/// Asserts no message arrives within `within`.
+pub async fn no_msg(sub: &mut async_nats::Subscriber, within: Duration) {
+    use futures::StreamExt;
+    if let Ok(Some(m)) = tokio::time::timeout(within, sub.next()).await {
+        panic!("unexpected message on {}: {:?}", m.subject, m.payload);
+    }
+}
+
+/// Waits until `publisher`'s shard sees every subscription `subscriber` made
+/// so far.
+///
+/// Shoal guarantees cross-shard visibility of a subscription after the
+/// subscriber's next PING/PONG (what `Flush` does in nats.go, nats.py and
+/// most clients). async-nats' `flush()` only flushes its socket, so tests
+/// that publish from another connection right after subscribing use this:
+/// the subscriber subscribes to a probe subject, which travels to the other
+/// shards behind its earlier subscriptions (interest is FIFO per shard
+/// pair); once the publisher's probe arrives, the earlier interest has too.
+pub async fn sync_interest(subscriber: &async_nats::Client, publisher: &async_nats::Client) {
+    use futures::StreamExt;
+    let probe = format!("_SYNC.{}", fastrand_u64());
+    let mut s = subscriber.subscribe(probe.clone()).await.unwrap();
+    subscriber.flush().await.unwrap();
+    for _ in 0..500 {
+        publisher
+            .publish(probe.clone(), Bytes::new())
+            .await
+            .unwrap();
+        publisher.flush().await.unwrap();
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(10), s.next()).await {
+            s.unsubscribe().await.unwrap();
+            return;
+        }
+    }
+    panic!("subscription never became visible to the publisher");
+}
+
+fn fastrand_u64() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed) ^ (std::process::id() as u64) << 32
+}

@@ -1,0 +1,290 @@
+//! Pub/sub, wildcards, queue groups, request-reply, headers, auto-unsubscribe
+//! and echo, through a real client (async-nats) against a spawned `shoal`,
+//! with one shard and with two.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::time::Duration;
+
+#[tokio::test]
+async fn publish_reaches_subscriber() {
+    for shards in SHARDS {
+        let s = Shoal::start(shards, &[], None);
+        let sub_client = s.client().await;
+        let pub_client = s.client().await;
+        let mut sub = sub_client.subscribe("greet.joe").await.unwrap();
+        sync_interest(&sub_client, &pub_client).await;
+        for i in 0..100 {
+            pub_client
+                .publish("greet.joe", format!("hello {i}").into())
+                .await
+                .unwrap();
+        }
+        pub_client.flush().await.unwrap();
+        for i in 0..100 {
+            let m = next_msg(&mut sub).await;
+            assert_eq!(
+                m.payload,
+                Bytes::from(format!("hello {i}")),
+                "in order, shards={shards}"
+            );
+        }
+        no_msg(&mut sub, Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn wildcards_match_like_nats_server() {
+    for shards in SHARDS {
+        let s = Shoal::start(shards, &[], None);
+        let c = s.client().await;
+        let p = s.client().await;
+        let mut star = c.subscribe("a.*.c").await.unwrap();
+        let mut full = c.subscribe("a.>").await.unwrap();
+        sync_interest(&c, &p).await;
+        for subj in ["a.b.c", "a.x.c", "a.b", "a.b.c.d", "a", "b.b.c"] {
+            p.publish(subj, subj.into()).await.unwrap();
+        }
+        p.flush().await.unwrap();
+        let mut got_star = vec![];
+        for _ in 0..2 {
+            got_star.push(next_msg(&mut star).await.subject.to_string());
+        }
+        assert_eq!(got_star, ["a.b.c", "a.x.c"]);
+        no_msg(&mut star, Duration::from_millis(100)).await;
+        let mut got_full = vec![];
+        for _ in 0..4 {
+            got_full.push(next_msg(&mut full).await.subject.to_string());
+        }
+        assert_eq!(
+            got_full,
+            ["a.b.c", "a.x.c", "a.b", "a.b.c.d"],
+            "a.> does not match a"
+        );
+        no_msg(&mut full, Duration::from_millis(100)).await;
+    }
+}
+
+/// Exactly one member of a queue group gets each message, whatever shard the
+/// members and the publisher are on; plain subscribers all get it.
+#[tokio::test]
+async fn queue_group_exactly_once_across_shards() {
+    for shards in SHARDS {
+        let s = Shoal::start(shards, &[], None);
+        // Many connections so that, with two shards, members land on both.
+        let publisher = s.client().await;
+        let mut members = Vec::new();
+        for _ in 0..8 {
+            let c = s.client().await;
+            let sub = c.queue_subscribe("work", "workers".into()).await.unwrap();
+            sync_interest(&c, &publisher).await;
+            members.push((c, sub));
+        }
+        let watcher_client = s.client().await;
+        let mut watcher = watcher_client.subscribe("work").await.unwrap();
+        sync_interest(&watcher_client, &publisher).await;
+        let n = 2000;
+        for i in 0..n {
+            publisher
+                .publish("work", i.to_string().into())
+                .await
+                .unwrap();
+        }
+        publisher.flush().await.unwrap();
+        for _ in 0..n {
+            next_msg(&mut watcher).await;
+        }
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut per_member = Vec::new();
+        for (_, sub) in members.iter_mut() {
+            let mut count = 0;
+            while let Ok(Some(m)) =
+                tokio::time::timeout(Duration::from_millis(300), sub.next()).await
+            {
+                *seen
+                    .entry(String::from_utf8(m.payload.to_vec()).unwrap())
+                    .or_default() += 1;
+                count += 1;
+            }
+            per_member.push(count);
+        }
+        assert_eq!(
+            seen.len(),
+            n,
+            "every message delivered to the group (shards={shards})"
+        );
+        assert!(
+            seen.values().all(|&c| c == 1),
+            "exactly once (shards={shards})"
+        );
+        assert!(
+            per_member.iter().filter(|&&c| c > 0).count() >= 6,
+            "spread over the members: {per_member:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn request_reply_and_no_responders() {
+    for shards in SHARDS {
+        let s = Shoal::start(shards, &[], None);
+        let responder = s.client().await;
+        let mut service = responder.subscribe("svc.echo").await.unwrap();
+        let r2 = responder.clone();
+        tokio::spawn(async move {
+            while let Some(m) = service.next().await {
+                if let Some(reply) = m.reply {
+                    r2.publish(reply, m.payload).await.unwrap();
+                }
+            }
+        });
+        let requesters: Vec<_> = futures::future::join_all((0..4).map(|_| s.client())).await;
+        for c in &requesters {
+            sync_interest(&responder, c).await;
+        }
+        for (i, c) in requesters.iter().enumerate() {
+            for j in 0..20 {
+                let body = format!("{i}-{j}");
+                let resp = c.request("svc.echo", body.clone().into()).await.unwrap();
+                assert_eq!(resp.payload, Bytes::from(body));
+            }
+        }
+        let err = requesters[0]
+            .request("svc.nobody", "x".into())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            async_nats::RequestErrorKind::NoResponders,
+            "shards={shards}: {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn headers_round_trip() {
+    for shards in SHARDS {
+        let s = Shoal::start(shards, &[], None);
+        let c = s.client().await;
+        let p = s.client().await;
+        let mut sub = c.subscribe("h").await.unwrap();
+        sync_interest(&c, &p).await;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Trace-Id", "abc123");
+        headers.append("Multi", "one");
+        headers.append("Multi", "two");
+        p.publish_with_headers("h", headers, "body".into())
+            .await
+            .unwrap();
+        p.flush().await.unwrap();
+        let m = next_msg(&mut sub).await;
+        let h = m.headers.expect("headers delivered");
+        assert_eq!(h.get("Trace-Id").map(|v| v.as_str()), Some("abc123"));
+        let multi: Vec<&str> = h.get_all("Multi").map(|v| v.as_str()).collect();
+        assert_eq!(multi, ["one", "two"]);
+        assert_eq!(m.payload, Bytes::from("body"));
+    }
+}
+
+#[tokio::test]
+async fn auto_unsubscribe_after_max() {
+    for shards in SHARDS {
+        let s = Shoal::start(shards, &[], None);
+        let c = s.client().await;
+        let p = s.client().await;
+        let mut sub = c.subscribe("limited").await.unwrap();
+        sub.unsubscribe_after(3).await.unwrap();
+        sync_interest(&c, &p).await;
+        for i in 0..10 {
+            p.publish("limited", i.to_string().into()).await.unwrap();
+        }
+        p.flush().await.unwrap();
+        let mut got = vec![];
+        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(300), sub.next()).await {
+            got.push(m.payload);
+        }
+        assert_eq!(
+            got,
+            vec![Bytes::from("0"), Bytes::from("1"), Bytes::from("2")]
+        );
+    }
+}
+
+#[tokio::test]
+async fn raw_unsub_with_max_and_dup_sid() {
+    for shards in SHARDS {
+        let s = Shoal::start(shards, &[], None);
+        let mut r = s.raw().await;
+        r.send(b"CONNECT {\"verbose\":false}\r\nSUB x 1\r\nSUB y 1\r\nUNSUB 1 2\r\n")
+            .await;
+        r.ping().await;
+        let mut p = s.raw().await;
+        p.send(b"CONNECT {\"verbose\":false}\r\nPUB y 1\r\nY\r\nPUB x 1\r\na\r\nPUB x 1\r\nb\r\nPUB x 1\r\nc\r\n").await;
+        p.ping().await;
+        // The second SUB with sid 1 was ignored: nothing for y.
+        assert_eq!(r.line().await.unwrap(), "MSG x 1 1");
+        assert_eq!(r.bytes(3).await, b"a\r\n");
+        assert_eq!(r.line().await.unwrap(), "MSG x 1 1");
+        assert_eq!(r.bytes(3).await, b"b\r\n");
+        assert!(
+            r.ping().await.is_empty(),
+            "no third message after UNSUB 1 2"
+        );
+    }
+}
+
+#[tokio::test]
+async fn echo_false_skips_own_messages() {
+    for shards in SHARDS {
+        let s = Shoal::start(shards, &[], None);
+        let quiet = async_nats::ConnectOptions::new()
+            .no_echo()
+            .connect(s.url())
+            .await
+            .unwrap();
+        let other = s.client().await;
+        let mut own = quiet.subscribe("e").await.unwrap();
+        let mut theirs = other.subscribe("e").await.unwrap();
+        sync_interest(&other, &quiet).await;
+        sync_interest(&quiet, &other).await;
+        quiet.publish("e", "from-quiet".into()).await.unwrap();
+        quiet.flush().await.unwrap();
+        assert_eq!(
+            next_msg(&mut theirs).await.payload,
+            Bytes::from("from-quiet")
+        );
+        no_msg(&mut own, Duration::from_millis(200)).await;
+        other.publish("e", "from-other".into()).await.unwrap();
+        other.flush().await.unwrap();
+        assert_eq!(next_msg(&mut own).await.payload, Bytes::from("from-other"));
+    }
+}
+
+#[tokio::test]
+async fn unsubscribe_stops_delivery() {
+    for shards in SHARDS {
+        let s = Shoal::start(shards, &[], None);
+        let c = s.client().await;
+        let p = s.client().await;
+        let mut sub = c.subscribe("u").await.unwrap();
+        sync_interest(&c, &p).await;
+        p.publish("u", "1".into()).await.unwrap();
+        p.flush().await.unwrap();
+        next_msg(&mut sub).await;
+        sub.unsubscribe().await.unwrap();
+        let mut fresh = c.subscribe("u.check").await.unwrap();
+        sync_interest(&c, &p).await;
+        p.publish("u", "2".into()).await.unwrap();
+        p.publish("u.check", "after".into()).await.unwrap();
+        p.flush().await.unwrap();
+        assert_eq!(next_msg(&mut fresh).await.payload, Bytes::from("after"));
+        assert!(
+            sub.next().await.is_none(),
+            "unsubscribed stream ends without the message"
+        );
+    }
+}
