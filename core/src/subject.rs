@@ -66,6 +66,26 @@ pub fn pattern_matches(pattern: &[u8], subject: &[u8]) -> bool {
     }
 }
 
+/// Whether every subject `pattern` can match is also matched by `cover`
+/// (both valid patterns): `foo.>` covers `foo.*` and `foo.bar.>`, `foo.*`
+/// covers `foo.bar` but not `foo.>`. Subscribe permissions use this, so a
+/// wildcard subscription is allowed only where all it could receive is.
+pub fn pattern_covers(cover: &[u8], pattern: &[u8]) -> bool {
+    let mut c = tokens(cover);
+    let mut p = tokens(pattern);
+    loop {
+        match (c.next(), p.next()) {
+            (None, None) => return true,
+            // `>` covers one or more remaining tokens, whatever they are.
+            (Some(b">"), Some(_)) => return true,
+            // `*` covers any single token except a `>` (which is many).
+            (Some(b"*"), Some(pt)) if pt != b">" => {}
+            (Some(ct), Some(pt)) if ct == pt && ct != b"*" && ct != b">" => {}
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +119,21 @@ mod tests {
         assert!(is_valid_queue(b"workers"));
         assert!(!is_valid_queue(b""));
         assert!(!is_valid_queue(b"a b"));
+    }
+
+    #[test]
+    fn covering() {
+        assert!(pattern_covers(b"foo.>", b"foo.*"));
+        assert!(pattern_covers(b"foo.>", b"foo.bar.>"));
+        assert!(pattern_covers(b"foo.>", b"foo.>"));
+        assert!(pattern_covers(b">", b"a.*.>"));
+        assert!(pattern_covers(b"foo.*", b"foo.bar"));
+        assert!(pattern_covers(b"foo.*", b"foo.*"));
+        assert!(!pattern_covers(b"foo.*", b"foo.>"));
+        assert!(!pattern_covers(b"foo.bar", b"foo.*"));
+        assert!(!pattern_covers(b"foo.>", b"foo"));
+        assert!(!pattern_covers(b"foo.*", b"foo.bar.baz"));
+        assert!(pattern_covers(b"a.b", b"a.b"));
     }
 
     #[test]

@@ -316,3 +316,21 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    /// If `cover` covers `pattern`, every subject `pattern` matches is matched
+    /// by `cover`; and every pattern covers itself.
+    #[test]
+    fn covering_is_sound(cover in pattern(), p in pattern(), subjects in prop::collection::vec(literal(), 1..20)) {
+        prop_assert!(shoal_core::subject::pattern_covers(&p.as_bytes(), p.as_bytes()));
+        if shoal_core::subject::pattern_covers(cover.as_bytes(), p.as_bytes()) {
+            for s in &subjects {
+                if pattern_matches(p.as_bytes(), s.as_bytes()) {
+                    prop_assert!(pattern_matches(cover.as_bytes(), s.as_bytes()), "{} covers {} but not {}", cover, p, s);
+                }
+            }
+        }
+    }
+}

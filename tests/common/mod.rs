@@ -246,8 +246,18 @@ pub async fn no_msg(sub: &mut async_nats::Subscriber, within: Duration) {
 /// shards behind its earlier subscriptions (interest is FIFO per shard
 /// pair); once the publisher's probe arrives, the earlier interest has too.
 pub async fn sync_interest(subscriber: &async_nats::Client, publisher: &async_nats::Client) {
+    sync_interest_via(subscriber, publisher, "_SYNC").await
+}
+
+/// As [`sync_interest`], with probe subjects under `prefix` (for users whose
+/// permissions allow only some subjects).
+pub async fn sync_interest_via(
+    subscriber: &async_nats::Client,
+    publisher: &async_nats::Client,
+    prefix: &str,
+) {
     use futures::StreamExt;
-    let probe = format!("_SYNC.{}", fastrand_u64());
+    let probe = format!("{prefix}.{}", fastrand_u64());
     let mut s = subscriber.subscribe(probe.clone()).await.unwrap();
     subscriber.flush().await.unwrap();
     for _ in 0..500 {

@@ -6,13 +6,16 @@
 //!   (`foo.>` allows `SUB foo.*`, `foo.bar` does not) and no deny pattern
 //!   covers it; a wildcard subscription that merely overlaps a deny pattern is
 //!   allowed, and the runtime filters denied subjects at delivery
-//!   ([`CompiledPermissions::deny_delivery`]);
+//!   ([`CompiledPermissions::deny_delivery`]). Stricter than nats-server,
+//!   whose check matches the pattern as if it were a subject, so that an
+//!   allow of `foo.*` lets a client subscribe to `foo.>` and receive
+//!   `foo.a.b`, which the allow list never granted;
 //! - `allow_responses` lets a client publish to the reply subject of a request
 //!   it received (at most `max_msgs` times within `expires`), and, as in
 //!   nats-server, turns a missing publish allow list into an empty one.
 
 use super::super::index::SubjectIndex;
-use crate::subject::is_valid_pattern;
+use crate::subject::{is_valid_pattern, pattern_covers};
 use ahash::AHashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,6 +67,10 @@ pub struct Permissions {
 struct CompiledList {
     allow: Option<SubjectIndex<()>>,
     deny: Option<SubjectIndex<()>>,
+    /// The patterns themselves, for the subscribe check (coverage, not
+    /// matching: see `covers`).
+    allow_patterns: Option<Vec<Vec<u8>>>,
+    deny_patterns: Vec<Vec<u8>>,
 }
 
 fn compile_patterns(patterns: &[String]) -> Result<SubjectIndex<()>, PermissionError> {
@@ -87,7 +94,26 @@ impl CompiledList {
             } else {
                 Some(compile_patterns(&p.deny)?)
             },
+            allow_patterns: p
+                .allow
+                .as_ref()
+                .map(|a| a.iter().map(|s| s.as_bytes().to_vec()).collect()),
+            deny_patterns: p.deny.iter().map(|s| s.as_bytes().to_vec()).collect(),
         })
+    }
+
+    /// For a subscription pattern: allowed when an allow pattern covers it
+    /// (everything it can receive is allowed) and no deny pattern covers it.
+    /// A pattern that merely overlaps a deny pattern is allowed; the runtime
+    /// filters the denied subjects at delivery.
+    fn covers(&self, pattern: &[u8]) -> bool {
+        self.allow_patterns
+            .as_ref()
+            .is_none_or(|a| a.iter().any(|c| pattern_covers(c, pattern)))
+            && !self
+                .deny_patterns
+                .iter()
+                .any(|d| pattern_covers(d, pattern))
     }
 
     fn allows(&self, subject: &[u8]) -> bool {
@@ -124,7 +150,7 @@ impl CompiledPermissions {
 
     /// Whether the lists allow subscribing to `pattern`.
     pub fn may_subscribe(&self, pattern: &[u8]) -> bool {
-        self.subscribe.allows(pattern)
+        self.subscribe.covers(pattern)
     }
 
     /// Whether a message on `subject` must not be delivered to this user's

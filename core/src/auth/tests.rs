@@ -177,6 +177,25 @@ fn subscribe_allow_must_cover_the_pattern() {
     assert!(c.may_subscribe(b"bar.baz"));
     assert!(!c.may_subscribe(b"bar.*"), "bar.baz does not cover bar.*");
     assert!(!c.may_subscribe(b">"));
+    assert!(!c.may_subscribe(b"bar.>"));
+}
+
+#[test]
+fn star_allow_does_not_grant_full_wildcard() {
+    let c = perms(Permissions {
+        subscribe: SubjectPermission {
+            allow: Some(list(&["orders.*"])),
+            deny: list(&["orders.hidden"]),
+        },
+        ..Default::default()
+    });
+    assert!(c.may_subscribe(b"orders.new"));
+    assert!(
+        c.may_subscribe(b"orders.*"),
+        "overlaps the deny, filtered at delivery"
+    );
+    assert!(!c.may_subscribe(b"orders.>"), "would receive orders.a.b");
+    assert!(!c.may_subscribe(b"orders.hidden"));
 }
 
 #[test]
