@@ -1,8 +1,8 @@
 //! What shards send each other. Two channels per shard: an unbounded control
-//! channel (interest, barriers, lifecycle; FIFO per sender, never blocks, so
-//! inbox tasks answering barriers can never deadlock each other) and a bounded
-//! data channel (message batches; a full channel makes the publishing
-//! connection wait, which is the backpressure).
+//! channel (interest and lifecycle; FIFO per sender, never blocks, so an
+//! inbox task can never deadlock on another shard) and a bounded data channel
+//! (message batches; a full channel makes the publishing connection wait,
+//! which is the backpressure).
 
 use bytes::Bytes;
 use shoal_core::proto::Publish;
@@ -25,14 +25,6 @@ pub(crate) enum Control {
         from: ShardId,
         subject: Bytes,
         queue: Option<Bytes>,
-    },
-    /// Answer with `BarrierAck` once everything sent before it is applied.
-    Barrier {
-        from: ShardId,
-        token: u64,
-    },
-    BarrierAck {
-        token: u64,
     },
     /// Enter lame duck mode (sent by the server to every shard).
     LameDuck,

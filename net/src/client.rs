@@ -194,7 +194,7 @@ impl Connection {
             } else {
                 (n * 2).clamp(MIN_READ, MAX_READ)
             });
-            if let Err(reason) = self.process(&mut buf).await {
+            if let Err(reason) = self.process(&mut buf) {
                 self.finish_batch().await;
                 return reason;
             }
@@ -213,7 +213,7 @@ impl Connection {
         self.shard.flush_dirty();
     }
 
-    async fn process(&mut self, buf: &mut BytesMut) -> Step {
+    fn process(&mut self, buf: &mut BytesMut) -> Step {
         self.shard.apply_pending_control();
         loop {
             let op = match self.parser.next(buf) {
@@ -221,7 +221,7 @@ impl Connection {
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(self.protocol_error(&e)),
             };
-            self.handle(op).await?;
+            self.handle(op)?;
             if let Some(reason) = self.client.close_reason() {
                 return Err(reason);
             }
@@ -254,7 +254,7 @@ impl Connection {
         }
     }
 
-    async fn handle(&mut self, op: ClientOp) -> Step {
+    fn handle(&mut self, op: ClientOp) -> Step {
         if !self.client.authenticated.get()
             && self.shard.shared.auth.required()
             && !matches!(op, ClientOp::Connect(_))
@@ -271,12 +271,10 @@ impl Connection {
             }
             ClientOp::Ping => {
                 trace!("cid:{} <<- PING", self.client.id);
-                if self.client.needs_barrier.replace(false) {
-                    // Everything this connection sent so far must be visible
-                    // on every shard before the PONG.
-                    self.shard.send_batches(&mut self.out).await;
-                    self.shard.barrier().await;
-                }
+                // No cross-shard barrier is needed before the PONG: every
+                // shard applies the interest already sent to it before it
+                // routes the next read buffer (`apply_pending_control`), and
+                // this connection's SUBs were sent before this point.
                 let res = self.client.queue(|b| b.extend_from_slice(proto::PONG));
                 self.shard.mark_dirty(&self.client, res);
                 Ok(())
@@ -418,7 +416,6 @@ impl Connection {
             self.send_err("Invalid Subject");
             return;
         }
-        self.client.needs_barrier.set(true);
         self.ok();
     }
 
@@ -427,10 +424,7 @@ impl Connection {
         if let Some(sub) = sub {
             match max {
                 Some(max) if sub.delivered.get() < max => sub.max.set(Some(max)),
-                _ => {
-                    self.shard.unsubscribe(&sub);
-                    self.client.needs_barrier.set(true);
-                }
+                _ => self.shard.unsubscribe(&sub),
             }
         }
         self.ok();

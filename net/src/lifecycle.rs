@@ -70,6 +70,7 @@ pub(crate) fn enter_lame_duck(shard: Rc<Shard>) {
 /// Shutdown: stop accepting, flush and close every client, stop.
 pub(crate) fn shutdown(shard: &Rc<Shard>) {
     shard.stop_accepting.set();
+    shard.drain_data();
     let clients: Vec<_> = shard.clients.borrow().values().cloned().collect();
     for c in clients {
         c.close_after_flush(CloseReason::ServerShutdown);
@@ -89,5 +90,4 @@ async fn finish(shard: Rc<Shard>) {
     }
     shard.stats.connections.store(0, Relaxed);
     shard.stopped.set();
-    shard.wake_barriers();
 }

@@ -115,9 +115,6 @@ pub(crate) struct Client {
     pub perms: RefCell<Option<ClientPermissions>>,
     pub subs: RefCell<AHashMap<Bytes, Rc<LocalSub>>>,
     pub pings_out: Cell<u32>,
-    /// Interest changed since the last PONG: the next PONG waits for the
-    /// other shards to apply it.
-    pub needs_barrier: Cell<bool>,
     pub authenticated: Cell<bool>,
     pub name: RefCell<Option<String>>,
 }
@@ -153,7 +150,6 @@ impl Client {
             perms: RefCell::new(None),
             subs: RefCell::new(AHashMap::new()),
             pings_out: Cell::new(0),
-            needs_barrier: Cell::new(false),
             authenticated: Cell::new(false),
             name: RefCell::new(None),
         }

@@ -52,6 +52,11 @@ pub(crate) struct Shared {
     pub shard_stats: Vec<Arc<ShardStats>>,
     pub lame_duck: AtomicBool,
     pub started: Instant,
+    /// Test hook (environment variable `SHOAL_TEST_CONTROL_DELAY_MS`): each
+    /// shard's control inbox task waits this long before taking each
+    /// message, simulating a shard too busy to run its inbox. Tests use it to
+    /// prove that subscriptions are visible without the inbox task's help.
+    pub test_control_delay: Option<std::time::Duration>,
 }
 
 impl Shared {
@@ -130,6 +135,10 @@ impl Server {
                 .collect(),
             lame_duck: AtomicBool::new(false),
             started: Instant::now(),
+            test_control_delay: std::env::var("SHOAL_TEST_CONTROL_DELAY_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(std::time::Duration::from_millis),
             config,
         });
         let (links, inboxes) = bus::channels(shards);

@@ -20,7 +20,6 @@ use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
 use std::time::Instant;
 
 /// What a subscription in a shard's index points at.
@@ -85,11 +84,6 @@ impl Outgoing {
     }
 }
 
-struct BarrierWait {
-    remaining: usize,
-    waker: Option<Waker>,
-}
-
 pub(crate) struct Shard {
     pub id: ShardId,
     pub shards: usize,
@@ -101,8 +95,6 @@ pub(crate) struct Shard {
     plain_refs: RefCell<AHashMap<Bytes, u32>>,
     peers: Vec<PeerLink>,
     dirty: RefCell<Vec<Rc<Client>>>,
-    barriers: RefCell<AHashMap<u64, BarrierWait>>,
-    next_token: Cell<u64>,
     pub clients: RefCell<AHashMap<u64, Rc<Client>>>,
     counters: LocalCounters,
     /// Set when the shard stops accepting (lame duck or shutdown).
@@ -115,6 +107,8 @@ pub(crate) struct Shard {
         flume::Receiver<Control>,
         Arc<std::sync::atomic::AtomicUsize>,
     )>,
+    /// This shard's data inbox, drained synchronously at shutdown.
+    data_rx: std::cell::OnceCell<flume::Receiver<Batch>>,
 }
 
 impl Shard {
@@ -129,13 +123,12 @@ impl Shard {
             plain_refs: RefCell::new(AHashMap::new()),
             peers,
             dirty: RefCell::new(Vec::new()),
-            barriers: RefCell::new(AHashMap::new()),
-            next_token: Cell::new(0),
             clients: RefCell::new(AHashMap::new()),
             counters: LocalCounters::default(),
             stop_accepting: LocalEvent::default(),
             stopped: LocalEvent::default(),
             control_rx: std::cell::OnceCell::new(),
+            data_rx: std::cell::OnceCell::new(),
         }
     }
 
@@ -231,39 +224,6 @@ impl Shard {
                 queue: sub.queue.clone(),
             });
         }
-    }
-
-    /// Waits until every other shard has applied everything this shard sent
-    /// it before (the visibility barrier behind `PONG`).
-    pub(crate) async fn barrier(&self) {
-        if self.shards <= 1 {
-            return;
-        }
-        let token = self.next_token.get();
-        self.next_token.set(token + 1);
-        self.barriers.borrow_mut().insert(
-            token,
-            BarrierWait {
-                remaining: self.shards - 1,
-                waker: None,
-            },
-        );
-        let from = self.id;
-        self.broadcast(|| Control::Barrier { from, token });
-        futures_lite::future::poll_fn(|cx| {
-            let mut barriers = self.barriers.borrow_mut();
-            let Some(b) = barriers.get_mut(&token) else {
-                return Poll::Ready(());
-            };
-            if b.remaining == 0 || self.stopped.is_set() {
-                barriers.remove(&token);
-                Poll::Ready(())
-            } else {
-                b.waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await
     }
 
     // ----- the publish path -----
@@ -471,11 +431,20 @@ impl Shard {
         let _ = self
             .control_rx
             .set((inbox.control.clone(), inbox.pending.clone()));
+        let _ = self.data_rx.set(inbox.data.clone());
         let me = self.clone();
         let control = inbox.control;
         let pending = inbox.pending;
+        let delay = self.shared.test_control_delay;
         runtime::spawn_latency_sensitive(async move {
-            while let Ok(msg) = control.recv_async().await {
+            loop {
+                if let Some(d) = delay {
+                    // Test hook: a lagging inbox (see `Shared::test_control_delay`).
+                    runtime::sleep(d).await;
+                }
+                let Ok(msg) = control.recv_async().await else {
+                    break;
+                };
                 pending.fetch_sub(1, Relaxed);
                 if !me.apply_control(msg) {
                     break;
@@ -544,19 +513,6 @@ impl Shard {
                     .borrow_mut()
                     .remove(&subject, queue.as_deref(), &Target::Shard(from));
             }
-            Control::Barrier { from, token } => {
-                let _ = self.peers[from as usize].send_control(Control::BarrierAck { token });
-            }
-            Control::BarrierAck { token } => {
-                if let Some(b) = self.barriers.borrow_mut().get_mut(&token) {
-                    b.remaining -= 1;
-                    if b.remaining == 0 {
-                        if let Some(w) = b.waker.take() {
-                            w.wake();
-                        }
-                    }
-                }
-            }
             Control::LameDuck => crate::lifecycle::enter_lame_duck(self.clone()),
             Control::Shutdown => {
                 crate::lifecycle::shutdown(self);
@@ -564,6 +520,18 @@ impl Shard {
             }
         }
         true
+    }
+
+    /// Delivers every batch already waiting in the data inbox (at shutdown,
+    /// so messages other shards routed here before it are not dropped).
+    pub(crate) fn drain_data(&self) {
+        let Some(rx) = self.data_rx.get() else { return };
+        while let Ok(batch) = rx.try_recv() {
+            for r in &batch {
+                self.deliver_remote(r);
+            }
+        }
+        self.flush_dirty();
     }
 
     fn deliver_remote(&self, r: &Remote) {
@@ -583,15 +551,6 @@ impl Shard {
             let local = |t: &Target| matches!(t, Target::Local(s) if !s.client.is_closing());
             if let Some(Target::Local(s)) = pick_weighted(&g.members, local) {
                 self.deliver(s, &r.publish);
-            }
-        }
-    }
-
-    /// Wakes everything waiting on this shard so it can end.
-    pub(crate) fn wake_barriers(&self) {
-        for (_, b) in self.barriers.borrow_mut().iter_mut() {
-            if let Some(w) = b.waker.take() {
-                w.wake();
             }
         }
     }

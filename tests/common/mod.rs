@@ -26,8 +26,18 @@ impl Shoal {
     /// Starts `shoal -a 127.0.0.1 -p -1 --shards N [args]`, with `conf` as its
     /// configuration file when given.
     pub fn start(shards: usize, args: &[&str], conf: Option<&str>) -> Shoal {
+        Self::start_with_env(shards, args, conf, &[])
+    }
+
+    pub fn start_with_env(
+        shards: usize,
+        args: &[&str],
+        conf: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Shoal {
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        cmd.envs(env.iter().copied());
         cmd.args([
             "-a",
             "127.0.0.1",
@@ -121,6 +131,7 @@ impl Shoal {
     }
 }
 
+#[allow(unused_imports)]
 pub use libc::{SIGKILL, SIGTERM, SIGUSR2};
 
 impl Drop for Shoal {

@@ -1,0 +1,208 @@
+//! Start-up, shutdown, lame duck mode, configuration errors, and the
+//! visibility barrier across shards.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+use std::time::Duration;
+
+#[test]
+fn unknown_config_key_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.conf");
+    std::fs::write(&path, "port: 4222\nmax_paylod: 1MB\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 2") && err.contains("max_paylod"),
+        "{err}"
+    );
+}
+
+#[test]
+fn help_documents_the_nats_server_flags() {
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--addr",
+        "--port",
+        "--name",
+        "--http_port",
+        "--user",
+        "--pass",
+        "--auth",
+        "--config",
+        "--debug",
+        "--trace",
+        "--log",
+        "--pid",
+        "--cluster",
+        "--routes",
+        "--cluster_name",
+        "--shards",
+        "--spin_before_park",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+}
+
+#[test]
+fn port_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["-a", "127.0.0.1", "-p", &port])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot listen for client connections"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_flushes_and_exits_cleanly() {
+    for shards in SHARDS {
+        let mut s = Shoal::start(shards, &["-D"], None);
+        let mut sub = s.raw().await;
+        sub.send(b"CONNECT {\"verbose\":false}\r\nSUB q 1\r\n")
+            .await;
+        sub.ping().await;
+        let mut p = s.raw().await;
+        // Same connection as the subscriber's? No: another one, after the barrier.
+        p.send(b"CONNECT {\"verbose\":false}\r\n").await;
+        for _ in 0..100 {
+            p.send(b"PUB q 2\r\nhi\r\n").await;
+        }
+        p.ping().await;
+        s.signal(SIGTERM);
+        let mut got = 0;
+        while let Some(line) = sub.line().await {
+            if line.starts_with("MSG q 1 2") {
+                got += 1;
+            }
+        }
+        assert_eq!(
+            got, 100,
+            "every message published before the signal was delivered"
+        );
+        assert_eq!(s.wait_exit(Duration::from_secs(5)), Some(0));
+        assert!(s.log_contains("Server Exiting"));
+    }
+}
+
+#[tokio::test]
+async fn lame_duck_mode_moves_clients_off() {
+    let conf = "lame_duck_duration: \"1s\"\nlame_duck_grace_period: \"200ms\"";
+    for shards in SHARDS {
+        let mut s = Shoal::start(shards, &[], Some(conf));
+        let mut clients = Vec::new();
+        for _ in 0..4 {
+            let mut r = s.raw().await;
+            r.send(b"CONNECT {\"verbose\":false}\r\n").await;
+            r.ping().await;
+            clients.push(r);
+        }
+        s.signal(SIGUSR2);
+        for r in clients.iter_mut() {
+            let info = r.line().await.expect("INFO with ldm");
+            assert!(
+                info.starts_with("INFO ") && info.contains("\"ldm\":true"),
+                "{info}"
+            );
+        }
+        // No new connections once in lame duck mode.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let refused = tokio::time::timeout(Duration::from_secs(1), async {
+            match tokio::net::TcpStream::connect(&s.addr).await {
+                Err(_) => true,
+                Ok(mut stream) => {
+                    use tokio::io::AsyncReadExt;
+                    let mut b = [0u8; 16];
+                    matches!(stream.read(&mut b).await, Ok(0) | Err(_))
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        assert!(refused, "lame duck server still accepts clients");
+        for r in clients.iter_mut() {
+            assert!(
+                r.closed_within(Duration::from_secs(3)).await,
+                "client closed within the duration"
+            );
+        }
+        assert_eq!(s.wait_exit(Duration::from_secs(5)), Some(0));
+    }
+}
+
+/// SUB then PING on one connection; once the PONG is back, a publish from
+/// any other connection, on any shard, must reach the subscription — while
+/// both shards are busy with other traffic, and with every shard's inbox
+/// task lagging 100 ms behind (the test hook), so that only the guarantee
+/// itself, not a fast inbox, can make it pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visibility_barrier_with_busy_shards() {
+    let s = Shoal::start_with_env(2, &[], None, &[("SHOAL_TEST_CONTROL_DELAY_MS", "100")]);
+    // Background load on both shards: publishers and a subscriber.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let c = s.client().await;
+        let _sink = c.subscribe("load").await.unwrap();
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            let _keep = _sink;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for _ in 0..100 {
+                    c.publish("load", "x".into()).await.unwrap();
+                }
+                c.flush().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    let mut publishers = Vec::new();
+    for _ in 0..6 {
+        let mut p = s.raw().await;
+        p.send(b"CONNECT {\"verbose\":false}\r\n").await;
+        p.ping().await;
+        publishers.push(p);
+    }
+    for round in 0..30 {
+        let mut sub = s.raw().await;
+        let subject = format!("barrier.{round}");
+        sub.send(format!("CONNECT {{\"verbose\":false}}\r\nSUB {subject} 1\r\n").as_bytes())
+            .await;
+        sub.ping().await;
+        // Immediately publish from every other connection.
+        for p in publishers.iter_mut() {
+            p.send(format!("PUB {subject} 1\r\nx\r\n").as_bytes()).await;
+        }
+        let mut got = 0;
+        while got < publishers.len() {
+            let line = sub
+                .line()
+                .await
+                .unwrap_or_else(|| panic!("round {round}: only {got} arrived"));
+            if line.starts_with("MSG ") {
+                got += 1;
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for l in load {
+        let _ = l.await;
+    }
+}
