@@ -149,6 +149,15 @@ fn main() -> ExitCode {
         eprintln!("shoal: {e}");
         return ExitCode::from(1);
     }
+    // A panic on a shard thread would leave that shard's clients hanging
+    // while the rest of the server runs on: log it and stop the process, so
+    // clients reconnect elsewhere and the supervisor restarts it.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        error!("fatal: {info}");
+        default_hook(info);
+        std::process::abort();
+    }));
     if config.http_port.is_some() {
         warn!("monitoring (-m/http_port) is not available yet; ignored");
     }

@@ -1,5 +1,11 @@
-//! shoal-bench: the capacity-planning load generator. It may reuse
-//! `shoal-core`'s codec but depends on nothing of the server runtime.
+//! shoal-bench: a NATS-protocol load generator that measures any server
+//! (Shoal, nats-server, ...). It reuses `shoal-core`'s codec and nothing of
+//! the server runtime.
 //!
-//! Intentionally empty until the shoal-bench issue lands; see
-//! `docs/ARCHITECTURE.md`.
+//! Connections are blocking sockets on plain threads: a load generator's job
+//! is to be simple and not the bottleneck, and one thread per connection with
+//! large batched writes does that on a few cores.
+
+pub mod conn;
+pub mod pubsub;
+pub mod reqrep;

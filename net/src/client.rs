@@ -77,7 +77,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             shared.config.auth_timeout,
         ));
     }
-    runtime::spawn_detached(ping_timer(shard.clone(), client.clone()));
+    runtime::spawn_detached(ping_timer(shard.clone(), Rc::downgrade(&client)));
 
     let reason = Connection::new(shard.clone(), client.clone()).run().await;
     client.close(reason);
@@ -112,12 +112,16 @@ async fn auth_timer(shard: Rc<Shard>, client: Rc<Client>, timeout: Duration) {
 }
 
 /// Sends a PING every `ping_interval`; after `ping_max` unanswered, the
-/// connection is stale.
-async fn ping_timer(shard: Rc<Shard>, client: Rc<Client>) {
+/// connection is stale. Holds the client weakly: a closed connection's socket
+/// is released when its task ends, not when this timer next fires.
+async fn ping_timer(shard: Rc<Shard>, client: std::rc::Weak<Client>) {
     let cfg = &shard.shared.config;
     let (interval, max) = (cfg.ping_interval, cfg.ping_max);
     loop {
         runtime::sleep(interval).await;
+        let Some(client) = client.upgrade() else {
+            return;
+        };
         if client.is_closing() {
             return;
         }

@@ -18,6 +18,9 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             None
         })
         .await;
+        if shard.stop_accepting.is_set() {
+            break;
+        }
         match accepted {
             None => break,
             Some(Ok(stream)) => runtime::spawn_detached(client::serve(shard.clone(), stream)),

@@ -159,6 +159,11 @@ impl Client {
         &self.stream
     }
 
+    /// Whether a writer task waits for the socket, and the bytes queued.
+    pub(crate) fn pending(&self) -> (bool, usize) {
+        (self.blocked.get(), self.out.borrow().len())
+    }
+
     pub(crate) fn is_closing(&self) -> bool {
         self.closing.get().is_some()
     }

@@ -140,12 +140,65 @@ impl LocalEvent {
     pub(crate) async fn wait(&self) {
         futures_lite::future::poll_fn(|cx| {
             if self.set.get() {
-                Poll::Ready(())
-            } else {
-                self.waiters.borrow_mut().push(cx.waker().clone());
-                Poll::Pending
+                return Poll::Ready(());
             }
+            // One entry per waiting task, however often it polls (a task
+            // that waits in a loop must not grow this list).
+            let mut waiters = self.waiters.borrow_mut();
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+            Poll::Pending
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A task that waits on an event in a loop (as the accept loop does)
+    /// must not add itself again on every poll: glommio counts wakers in an
+    /// i16 and panics past 32,767.
+    #[test]
+    fn waiting_in_a_loop_registers_once() {
+        let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(64 << 10)
+            .make()
+            .expect("executor");
+        ex.run(async {
+            let event = std::rc::Rc::new(LocalEvent::default());
+            let (tx, rx) = flume::unbounded::<u32>();
+            let e = event.clone();
+            let waiter = glommio::spawn_local(async move {
+                let mut n = 0;
+                loop {
+                    let got =
+                        futures_lite::future::or(async { rx.recv_async().await.ok() }, async {
+                            e.wait().await;
+                            None
+                        })
+                        .await;
+                    match got {
+                        Some(_) => n += 1,
+                        None => return n,
+                    }
+                }
+            });
+            for i in 0..40_000 {
+                tx.send(i).unwrap();
+                glommio::yield_if_needed().await;
+                glommio::executor().yield_task_queue_now().await;
+            }
+            assert!(
+                event.waiters.borrow().len() <= 1,
+                "{} wakers held",
+                event.waiters.borrow().len()
+            );
+            event.set();
+            let n = waiter.await;
+            assert_eq!(n, 40_000);
+        });
     }
 }

@@ -470,6 +470,9 @@ impl Shard {
                 runtime::yield_if_needed().await;
             }
         });
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            runtime::spawn_detached(debug_report(self.clone()));
+        }
     }
 
     /// Applies interest changes already sent to this shard before routing a
@@ -584,4 +587,37 @@ fn pick_weighted(members: &[Target], eligible: impl Fn(&Target) -> bool) -> Opti
         }
     }
     pick
+}
+
+/// With `-D`: once a second, a line per shard with its traffic and anything
+/// waiting (channel depth, connections whose socket is full, bytes queued),
+/// so a stall is visible in the log.
+async fn debug_report(shard: Rc<Shard>) {
+    let mut last = (0, 0, 0, 0);
+    loop {
+        runtime::sleep(std::time::Duration::from_secs(1)).await;
+        let st = &shard.stats;
+        let now = (
+            st.in_msgs.load(Relaxed),
+            st.out_msgs.load(Relaxed),
+            st.batches_in.load(Relaxed),
+            st.batches_out.load(Relaxed),
+        );
+        let (blocked, queued) = shard.clients.borrow().values().fold((0, 0), |(b, q), c| {
+            let (is_blocked, bytes) = c.pending();
+            (b + usize::from(is_blocked), q + bytes)
+        });
+        let depth = shard.data_rx.get().map_or(0, |r| r.len());
+        if now != last || blocked > 0 || queued > 0 || depth > 0 {
+            tracing::debug!(
+                "shard {}: in {} out {} batches in {} out {}; data inbox depth {depth}, blocked writers {blocked}, queued bytes {queued}",
+                shard.id,
+                now.0 - last.0,
+                now.1 - last.1,
+                now.2 - last.2,
+                now.3 - last.3
+            );
+        }
+        last = now;
+    }
 }

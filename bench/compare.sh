@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Shoal vs nats-server on loopback, measured by the same load generator
+# (shoal-bench) in one run, alternating between the two servers, ROUNDS times
+# per scenario; prints a markdown table of medians and ratios.
+#
+#   bash bench/compare.sh            # both modes
+#   MODES=pinned ROUNDS=5 bash bench/compare.sh
+#
+# Modes:
+#   pinned   each server on CPU 0 (taskset), Shoal --shards 1, nats-server
+#            GOMAXPROCS=1; the load generator on CPU 1: per-core comparison.
+#   unpinned Shoal --shards 2, nats-server default; nothing pinned.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v nats-server >/dev/null 2>&1; then
+  apt-get install -y nats-server >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y nats-server >/dev/null; }
+fi
+cargo build --release -p shoal -p shoal-bench
+
+ROUNDS=${ROUNDS:-3}
+MODES=${MODES:-"pinned unpinned"}
+SHOAL_PORT=${SHOAL_PORT:-14222}
+NATS_PORT=${NATS_PORT:-14223}
+BENCH=./target/release/shoal-bench
+OUT=$(mktemp)
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -f "$OUT"; }
+trap cleanup EXIT
+
+wait_port() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "server on $1 did not start" >&2; exit 1; }
+
+SCENARIOS=(
+  "pub->sub 16B|pubsub --subs 1 --size 16 --msgs 2000000"
+  "pub->10 subs 16B|pubsub --subs 10 --size 16 --msgs 300000"
+  "pub->sub 1KiB|pubsub --subs 1 --size 1024 --msgs 500000"
+  "request-reply sequential|reqrep --requesters 1 --size 16 --requests 20000"
+  "request-reply 8 concurrent|reqrep --requesters 8 --size 16 --requests 5000"
+)
+
+for mode in $MODES; do
+  if [ "$mode" = pinned ]; then
+    SRV="taskset -c 0"; GEN="taskset -c 1"; SHARDS=1; export GOMAXPROCS=1
+  else
+    SRV=""; GEN=""; SHARDS=2; unset GOMAXPROCS || true
+  fi
+  # shellcheck disable=SC2086
+  $SRV ./target/release/shoal -a 127.0.0.1 -p "$SHOAL_PORT" --shards "$SHARDS" ${SHOAL_ARGS:-} 2>>"${SHOAL_LOG:-/dev/null}" & PIDS+=($!)
+  $SRV nats-server -a 127.0.0.1 -p "$NATS_PORT" 2>/dev/null & PIDS+=($!)
+  wait_port "$SHOAL_PORT"; wait_port "$NATS_PORT"
+  for sc in "${SCENARIOS[@]}"; do
+    name=${sc%%|*}; args=${sc#*|}
+    if [ -n "${ONLY:-}" ] && [ "$name" != "$ONLY" ]; then continue; fi
+    for round in $(seq 1 "$ROUNDS"); do
+      for server in shoal nats; do
+        port=$SHOAL_PORT; [ "$server" = nats ] && port=$NATS_PORT
+        # shellcheck disable=SC2086
+        res=$($GEN $BENCH --url "nats://127.0.0.1:$port" --json $args) || { echo "$server failed: $name" >&2; exit 1; }
+        echo "{\"mode\":\"$mode\",\"scenario\":\"$name\",\"server\":\"$server\",\"round\":$round,\"r\":$res}" >> "$OUT"
+      done
+    done
+  done
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  PIDS=()
+done
+
+python3 - "$OUT" "$ROUNDS" <<'PY'
+import json, sys, statistics, os
+rows = [json.loads(l) for l in open(sys.argv[1])]
+rounds = sys.argv[2]
+cpu = os.popen("grep -m1 'model name' /proc/cpuinfo").read().split(':')[-1].strip()
+print(f"Machine: {os.cpu_count()} CPUs, {cpu}; medians of {rounds} alternating rounds.\n")
+print("| mode | scenario | metric | Shoal | nats-server | Shoal / nats |")
+print("|---|---|---|---:|---:|---:|")
+seen = []
+for r in rows:
+    k = (r["mode"], r["scenario"])
+    if k not in seen: seen.append(k)
+def med(mode, sc, srv, key):
+    return statistics.median(x["r"][key] for x in rows if x["mode"]==mode and x["scenario"]==sc and x["server"]==srv)
+for mode, sc in seen:
+    if sc.startswith("request"):
+        metrics = [("req/s", "requests_per_sec", "{:,.0f}"), ("p50 µs", "p50_us", "{:.0f}"), ("p99 µs", "p99_us", "{:.0f}"), ("p99.9 µs", "p999_us", "{:.0f}")]
+    else:
+        metrics = [("delivered msgs/s", "delivered_per_sec", "{:,.0f}"), ("MB/s", "delivered_mb_per_sec", "{:,.1f}")]
+        lost = sum(x["r"]["lost"] for x in rows if x["mode"]==mode and x["scenario"]==sc)
+        if lost: metrics.append(("lost", "lost", "{:.0f}"))
+    for label, key, fmt in metrics:
+        a, b = med(mode, sc, "shoal", key), med(mode, sc, "nats", key)
+        ratio = f"{a/b:.2f}x" if b else "-"
+        print(f"| {mode} | {sc} | {label} | {fmt.format(a)} | {fmt.format(b)} | {ratio} |")
+PY

@@ -1,0 +1,238 @@
+//! Request-reply: C requesters, each waiting for its reply before sending
+//! the next request (closed loop), against R responders in a queue group.
+//! Latency is recorded per request in an HDR histogram.
+
+use crate::conn::Conn;
+use hdrhistogram::Histogram;
+use shoal_core::proto::{self, ServerOp};
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct ReqRepParams {
+    pub url: String,
+    pub subject: String,
+    pub requesters: usize,
+    pub responders: usize,
+    pub size: usize,
+    /// Requests per requester.
+    pub requests: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReqRepResult {
+    pub requests: u64,
+    pub requests_per_sec: f64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+    pub server_version: String,
+}
+
+fn responder(
+    url: &str,
+    subject: &str,
+    stop: Arc<AtomicBool>,
+) -> io::Result<std::thread::JoinHandle<io::Result<()>>> {
+    let mut c = Conn::connect(url)?;
+    c.subscribe(subject, Some("responders"), 1);
+    c.ping()?;
+    c.set_read_timeout(Duration::from_millis(200))?;
+    Ok(std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match c.next_op() {
+                Ok(ServerOp::Msg(m)) => {
+                    if let Some(reply) = m.reply {
+                        proto::write_pub(&mut c.wbuf, &reply, None, None, &m.payload);
+                        c.flush()?;
+                    }
+                }
+                Ok(_) => {}
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::TimedOut => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }))
+}
+
+pub fn run(p: &ReqRepParams) -> io::Result<ReqRepResult> {
+    if p.requesters == 1 && p.responders == 1 {
+        return run_inline(p);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut responders = Vec::new();
+    for _ in 0..p.responders {
+        responders.push(responder(&p.url, &p.subject, stop.clone())?);
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let ready = Arc::new(Barrier::new(p.requesters + 1));
+    let mut requesters = Vec::new();
+    let mut version = String::new();
+    for i in 0..p.requesters {
+        let mut c = Conn::connect(&p.url)?;
+        version = c.info.version.clone();
+        let inbox = format!("_INBOX.bench.{i}");
+        c.subscribe(&inbox, None, 1);
+        c.ping()?;
+        c.set_read_timeout(Duration::from_secs(5))?;
+        let (ready, subject, size, n) = (ready.clone(), p.subject.clone(), p.size, p.requests);
+        requesters.push(std::thread::spawn(move || -> io::Result<Histogram<u64>> {
+            let mut h =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            let payload = vec![b'r'; size];
+            // Warm up the path (caches, interest) before measuring.
+            for _ in 0..100 {
+                proto::write_pub(
+                    &mut c.wbuf,
+                    subject.as_bytes(),
+                    Some(inbox.as_bytes()),
+                    None,
+                    &payload,
+                );
+                c.flush()?;
+                wait_reply(&mut c)?;
+            }
+            ready.wait();
+            for _ in 0..n {
+                let t = Instant::now();
+                proto::write_pub(
+                    &mut c.wbuf,
+                    subject.as_bytes(),
+                    Some(inbox.as_bytes()),
+                    None,
+                    &payload,
+                );
+                c.flush()?;
+                wait_reply(&mut c)?;
+                h.record(t.elapsed().as_nanos() as u64 / 1000 + 1)
+                    .expect("in bounds");
+            }
+            Ok(h)
+        }));
+    }
+    ready.wait();
+    let start = Instant::now();
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+    for r in requesters {
+        all.add(
+            r.join()
+                .map_err(|_| io::Error::other("requester panicked"))??,
+        )
+        .expect("same bounds");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for r in responders {
+        r.join()
+            .map_err(|_| io::Error::other("responder panicked"))??;
+    }
+    let q = |x: f64| all.value_at_quantile(x) as f64;
+    Ok(ReqRepResult {
+        requests: all.len(),
+        requests_per_sec: all.len() as f64 / secs,
+        p50_us: q(0.5),
+        p90_us: q(0.9),
+        p99_us: q(0.99),
+        p999_us: q(0.999),
+        max_us: all.max() as f64,
+        server_version: version,
+    })
+}
+
+fn wait_reply(c: &mut Conn) -> io::Result<()> {
+    loop {
+        match c.next_op()? {
+            ServerOp::Msg(m) => {
+                if let Some(h) = &m.headers {
+                    if h.starts_with(b"NATS/1.0 503") {
+                        return Err(io::Error::other("no responders"));
+                    }
+                }
+                return Ok(());
+            }
+            ServerOp::Err(e) => {
+                return Err(io::Error::other(String::from_utf8_lossy(&e).into_owned()))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One requester and one responder driven by the same thread: request out,
+/// read it as the responder, reply, read the reply. The generator adds no
+/// thread switch to the measured path, so the figures are the server's two
+/// hops plus loopback, which is what a sequential RPC latency should show.
+fn run_inline(p: &ReqRepParams) -> io::Result<ReqRepResult> {
+    let mut resp = Conn::connect(&p.url)?;
+    resp.subscribe(&p.subject, Some("responders"), 1);
+    resp.ping()?;
+    resp.set_read_timeout(Duration::from_secs(5))?;
+    let mut req = Conn::connect(&p.url)?;
+    let inbox = "_INBOX.bench.inline";
+    req.subscribe(inbox, None, 1);
+    req.ping()?;
+    req.set_read_timeout(Duration::from_secs(5))?;
+    std::thread::sleep(Duration::from_millis(50));
+    let version = req.info.version.clone();
+    let payload = vec![b'r'; p.size];
+    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+    let mut one = |record: bool, h: &mut Histogram<u64>| -> io::Result<()> {
+        let t = Instant::now();
+        proto::write_pub(
+            &mut req.wbuf,
+            p.subject.as_bytes(),
+            Some(inbox.as_bytes()),
+            None,
+            &payload,
+        );
+        req.flush()?;
+        loop {
+            match resp.next_op()? {
+                ServerOp::Msg(m) => {
+                    let reply = m
+                        .reply
+                        .ok_or_else(|| io::Error::other("request without reply subject"))?;
+                    proto::write_pub(&mut resp.wbuf, &reply, None, None, &m.payload);
+                    resp.flush()?;
+                    break;
+                }
+                ServerOp::Err(e) => {
+                    return Err(io::Error::other(String::from_utf8_lossy(&e).into_owned()))
+                }
+                _ => {}
+            }
+        }
+        wait_reply(&mut req)?;
+        if record {
+            h.record(t.elapsed().as_nanos() as u64 / 1000 + 1)
+                .expect("in bounds");
+        }
+        Ok(())
+    };
+    for _ in 0..1000 {
+        one(false, &mut h)?;
+    }
+    let start = Instant::now();
+    for _ in 0..p.requests {
+        one(true, &mut h)?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let q = |x: f64| h.value_at_quantile(x) as f64;
+    Ok(ReqRepResult {
+        requests: h.len(),
+        requests_per_sec: h.len() as f64 / secs,
+        p50_us: q(0.5),
+        p90_us: q(0.9),
+        p99_us: q(0.99),
+        p999_us: q(0.999),
+        max_us: h.max() as f64,
+        server_version: version,
+    })
+}
