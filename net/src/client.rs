@@ -32,7 +32,13 @@ const MAX_READ: usize = 64 * 1024;
 pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let shared = shard.shared.clone();
     let Ok(addr) = stream.peer_addr() else { return };
-    let _ = stream.set_nodelay(true);
+    // Small messages must not wait for Nagle: request-reply latency.
+    {
+        use std::os::fd::{AsRawFd, BorrowedFd};
+        // SAFETY: the fd belongs to `stream`, which outlives this borrow.
+        let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+        let _ = socket2::SockRef::from(&fd).set_nodelay(true);
+    }
     let id = shared.next_client_id.fetch_add(1, Relaxed);
     let stream = Rc::new(RefCell::new(stream));
     let client = Rc::new(Client::new(
