@@ -133,17 +133,22 @@ pub fn run(p: &ReqRepParams) -> io::Result<ReqRepResult> {
         r.join()
             .map_err(|_| io::Error::other("responder panicked"))??;
     }
-    let q = |x: f64| all.value_at_quantile(x) as f64;
-    Ok(ReqRepResult {
-        requests: all.len(),
-        requests_per_sec: all.len() as f64 / secs,
+    Ok(summarize(&all, secs, version))
+}
+
+/// Rate and percentiles of latencies recorded in microseconds.
+pub fn summarize(h: &Histogram<u64>, secs: f64, server_version: String) -> ReqRepResult {
+    let q = |x: f64| h.value_at_quantile(x) as f64;
+    ReqRepResult {
+        requests: h.len(),
+        requests_per_sec: h.len() as f64 / secs,
         p50_us: q(0.5),
         p90_us: q(0.9),
         p99_us: q(0.99),
         p999_us: q(0.999),
-        max_us: all.max() as f64,
-        server_version: version,
-    })
+        max_us: h.max() as f64,
+        server_version,
+    }
 }
 
 fn wait_reply(c: &mut Conn) -> io::Result<()> {
@@ -224,15 +229,24 @@ fn run_inline(p: &ReqRepParams) -> io::Result<ReqRepResult> {
         one(true, &mut h)?;
     }
     let secs = start.elapsed().as_secs_f64();
-    let q = |x: f64| h.value_at_quantile(x) as f64;
-    Ok(ReqRepResult {
-        requests: h.len(),
-        requests_per_sec: h.len() as f64 / secs,
-        p50_us: q(0.5),
-        p90_us: q(0.9),
-        p99_us: q(0.99),
-        p999_us: q(0.999),
-        max_us: h.max() as f64,
-        server_version: version,
-    })
+    Ok(summarize(&h, secs, version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_from_the_histogram() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        for us in 1..=1000 {
+            h.record(us).unwrap();
+        }
+        let r = summarize(&h, 2.0, "v".into());
+        assert_eq!(r.requests, 1000);
+        assert_eq!(r.requests_per_sec, 500.0);
+        assert!((r.p50_us - 500.0).abs() <= 1.0, "{}", r.p50_us);
+        assert!((r.p99_us - 990.0).abs() <= 1.0, "{}", r.p99_us);
+        assert_eq!(r.max_us, 1000.0);
+    }
 }

@@ -5,21 +5,26 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use shoal_core::proto::{ClientParser, Limits, ServerParser};
+use shoal_core::proto::{ClientOp, ClientParser, Limits, ProtoError, ServerOp, ServerParser};
 
 const LIMITS: Limits = Limits {
     max_control_line: 256,
     max_payload: 1024,
 };
 
-fn run_client(data: &[u8], chunk: usize) -> (Vec<shoal_core::proto::ClientOp>, bool) {
-    let mut p = ClientParser::new(LIMITS);
+/// Feeds `data` to a parser in chunks of `chunk` bytes; returns the
+/// operations and whether the parser rejected the stream.
+fn run<Op>(
+    data: &[u8],
+    chunk: usize,
+    mut next: impl FnMut(&mut BytesMut) -> Result<Option<Op>, ProtoError>,
+) -> (Vec<Op>, bool) {
     let mut buf = BytesMut::new();
     let mut ops = Vec::new();
     for piece in data.chunks(chunk.max(1)) {
         buf.extend_from_slice(piece);
         loop {
-            match p.next(&mut buf) {
+            match next(&mut buf) {
                 Ok(Some(op)) => ops.push(op),
                 Ok(None) => break,
                 Err(_) => return (ops, true),
@@ -30,21 +35,14 @@ fn run_client(data: &[u8], chunk: usize) -> (Vec<shoal_core::proto::ClientOp>, b
     (ops, false)
 }
 
-fn run_server(data: &[u8], chunk: usize) -> (Vec<shoal_core::proto::ServerOp>, bool) {
+fn run_client(data: &[u8], chunk: usize) -> (Vec<ClientOp>, bool) {
+    let mut p = ClientParser::new(LIMITS);
+    run(data, chunk, |b| p.next(b))
+}
+
+fn run_server(data: &[u8], chunk: usize) -> (Vec<ServerOp>, bool) {
     let mut p = ServerParser::new(LIMITS);
-    let mut buf = BytesMut::new();
-    let mut ops = Vec::new();
-    for piece in data.chunks(chunk.max(1)) {
-        buf.extend_from_slice(piece);
-        loop {
-            match p.next(&mut buf) {
-                Ok(Some(op)) => ops.push(op),
-                Ok(None) => break,
-                Err(_) => return (ops, true),
-            }
-        }
-    }
-    (ops, false)
+    run(data, chunk, |b| p.next(b))
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -1,0 +1,48 @@
+//! The load generator against a real server: every scenario briefly, with
+//! its own loss and order checks, so the numbers it prints can be trusted.
+
+mod common;
+
+use common::*;
+use shoal_bench::{pubsub, reqrep};
+
+#[test]
+fn pubsub_scenario_counts_every_message() {
+    for shards in SHARDS {
+        let s = Shoal::start(shards, &[], None);
+        for subscribers in [1, 3] {
+            let r = pubsub::run(&pubsub::PubSubParams {
+                url: s.url(),
+                subject: "bench.t".into(),
+                subscribers,
+                size: 64,
+                msgs: 20_000,
+            })
+            .unwrap();
+            assert_eq!(r.lost, 0, "shards={shards}");
+            assert_eq!(r.out_of_order, 0);
+            assert!(r.delivered_per_sec > 0.0);
+            assert_eq!(r.server_version, env!("CARGO_PKG_VERSION"));
+        }
+    }
+}
+
+#[test]
+fn reqrep_scenarios_complete() {
+    for shards in SHARDS {
+        let s = Shoal::start(shards, &[], None);
+        for (requesters, responders) in [(1, 1), (4, 2)] {
+            let r = reqrep::run(&reqrep::ReqRepParams {
+                url: s.url(),
+                subject: format!("bench.rpc.{requesters}"),
+                requesters,
+                responders,
+                size: 16,
+                requests: 500,
+            })
+            .unwrap();
+            assert_eq!(r.requests, 500 * requesters as u64);
+            assert!(r.p50_us > 0.0 && r.p50_us <= r.p99_us && r.p99_us <= r.max_us);
+        }
+    }
+}
