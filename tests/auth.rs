@@ -244,3 +244,14 @@ async fn authentication_timeout() {
         assert!(r.closed_within(Duration::from_secs(2)).await);
     }
 }
+
+#[tokio::test]
+async fn trace_never_logs_passwords() {
+    let s = Shoal::start(1, &["-V", "--user", "alice", "--pass", "hunter2-secret"], None);
+    let mut r = s.raw().await;
+    r.send(b"CONNECT {\"verbose\":false,\"user\":\"alice\",\"pass\":\"hunter2-secret\"}\r\n").await;
+    assert!(r.ping().await.is_empty());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(s.log_contains("<<- CONNECT"), "CONNECT is traced");
+    assert!(!s.log_contains("hunter2-secret"), "the password is not");
+}

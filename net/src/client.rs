@@ -265,6 +265,23 @@ impl Connection {
     }
 
     fn handle(&mut self, op: ClientOp) -> Step {
+        if tracing::enabled!(tracing::Level::TRACE) {
+            match &op {
+                // Never log credentials, as nats-server's trace does not.
+                ClientOp::Connect(json) => {
+                    let redacted = ConnectOptions::from_json(json).map(|mut o| {
+                        for secret in [&mut o.pass, &mut o.auth_token] {
+                            if secret.is_some() {
+                                *secret = Some("[REDACTED]".into());
+                            }
+                        }
+                        o
+                    });
+                    trace!("{} - cid:{} - <<- CONNECT {redacted:?}", self.client.addr, self.client.id);
+                }
+                _ => trace!("{} - cid:{} - <<- {op:?}", self.client.addr, self.client.id),
+            }
+        }
         if !self.client.authenticated.get()
             && self.shard.shared.auth.required()
             && !matches!(op, ClientOp::Connect(_))
@@ -280,7 +297,6 @@ impl Connection {
                 Ok(())
             }
             ClientOp::Ping => {
-                trace!("cid:{} <<- PING", self.client.id);
                 // No cross-shard barrier is needed before the PONG: every
                 // shard applies the interest already sent to it before it
                 // routes the next read buffer (`apply_pending_control`), and
