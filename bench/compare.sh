@@ -34,6 +34,7 @@ SCENARIOS=(
   "pub->sub 16B|pubsub --subs 1 --size 16 --msgs 2000000"
   "pub->10 subs 16B|pubsub --subs 10 --size 16 --msgs 300000"
   "pub->sub 1KiB|pubsub --subs 1 --size 1024 --msgs 500000"
+  "queue group of 4 16B|queue --members 4 --size 16 --msgs 500000"
   "request-reply sequential|reqrep --requesters 1 --size 16 --requests 20000"
   "request-reply 8 concurrent|reqrep --requesters 8 --size 16 --requests 5000"
 )

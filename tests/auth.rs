@@ -247,9 +247,14 @@ async fn authentication_timeout() {
 
 #[tokio::test]
 async fn trace_never_logs_passwords() {
-    let s = Shoal::start(1, &["-V", "--user", "alice", "--pass", "hunter2-secret"], None);
+    let s = Shoal::start(
+        1,
+        &["-V", "--user", "alice", "--pass", "hunter2-secret"],
+        None,
+    );
     let mut r = s.raw().await;
-    r.send(b"CONNECT {\"verbose\":false,\"user\":\"alice\",\"pass\":\"hunter2-secret\"}\r\n").await;
+    r.send(b"CONNECT {\"verbose\":false,\"user\":\"alice\",\"pass\":\"hunter2-secret\"}\r\n")
+        .await;
     assert!(r.ping().await.is_empty());
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(s.log_contains("<<- CONNECT"), "CONNECT is traced");

@@ -46,3 +46,21 @@ fn reqrep_scenarios_complete() {
         }
     }
 }
+
+#[test]
+fn queue_scenario_checks_exactly_once() {
+    for shards in SHARDS {
+        let s = Shoal::start(shards, &[], None);
+        let r = shoal_bench::queue::run(&shoal_bench::queue::QueueParams {
+            url: s.url(),
+            subject: "bench.q".into(),
+            members: 4,
+            size: 16,
+            msgs: 20_000,
+        })
+        .unwrap();
+        assert_eq!((r.duplicates, r.missing), (0, 0), "shards={shards}");
+        assert_eq!(r.per_member.iter().sum::<u64>(), 20_000);
+        assert!(r.per_member.iter().all(|&n| n > 0), "{:?}", r.per_member);
+    }
+}

@@ -8,4 +8,5 @@
 
 pub mod conn;
 pub mod pubsub;
+pub mod queue;
 pub mod reqrep;

@@ -1,7 +1,8 @@
-//! `shoal-bench`: measures any NATS-protocol server.
+//! `shoal-bench`: measures any NATS-protocol server, or two side by side.
 
 use clap::{Parser, Subcommand};
-use shoal_bench::{pubsub, reqrep};
+use shoal_bench::{pubsub, queue, reqrep};
+use std::io;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -14,6 +15,13 @@ struct Cli {
     /// Server URL.
     #[arg(long, default_value = "nats://127.0.0.1:4222", global = true)]
     url: String,
+    /// A second server: run the same scenario against both, alternately,
+    /// and print the ratio (url / compare).
+    #[arg(long, global = true)]
+    compare: Option<String>,
+    /// Alternating rounds with --compare (medians are compared).
+    #[arg(long, default_value_t = 3, global = true)]
+    rounds: usize,
     /// Print results as JSON.
     #[arg(long, global = true)]
     json: bool,
@@ -21,7 +29,7 @@ struct Cli {
     scenario: Scenario,
 }
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Clone)]
 enum Scenario {
     /// One publisher to S subscribers on one subject.
     Pubsub {
@@ -30,6 +38,15 @@ enum Scenario {
         #[arg(long, default_value_t = 16)]
         size: usize,
         #[arg(long, default_value_t = 1_000_000)]
+        msgs: u64,
+    },
+    /// One publisher to a queue group of Q members: exactly-once check.
+    Queue {
+        #[arg(long, default_value_t = 4)]
+        members: usize,
+        #[arg(long, default_value_t = 16)]
+        size: usize,
+        #[arg(long, default_value_t = 500_000)]
         msgs: u64,
     },
     /// C requesters (closed loop) against R responders in a queue group.
@@ -46,51 +63,139 @@ enum Scenario {
     },
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
+/// One run's outcome: the human line, the JSON, and the figure compared
+/// across servers (higher is better).
+struct Outcome {
+    line: String,
+    json: String,
+    primary: f64,
+    primary_name: &'static str,
+}
+
+fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let outcome = match cli.scenario {
-        Scenario::Pubsub { subs, size, msgs } => pubsub::run(&pubsub::PubSubParams {
-            url: cli.url.clone(),
-            subject: "bench.pubsub".into(),
-            subscribers: subs,
+    let json = |v: &dyn erased::Json| v.to_json();
+    match scenario.clone() {
+        Scenario::Pubsub { subs, size, msgs } => {
+            let r = pubsub::run(&pubsub::PubSubParams {
+                url: url.into(),
+                subject: "bench.pubsub".into(),
+                subscribers: subs,
+                size,
+                msgs,
+            })?;
+            Ok(Outcome {
+                line: format!(
+                    "pubsub 1->{subs} size={size} msgs={msgs} url={url} server={} cpus={cpus}: published {:.0} msgs/s, delivered {:.0} msgs/s ({:.1} MB/s), lost {}, out of order {}",
+                    r.server_version, r.published_per_sec, r.delivered_per_sec, r.delivered_mb_per_sec, r.lost, r.out_of_order
+                ),
+                json: json(&r),
+                primary: r.delivered_per_sec,
+                primary_name: "delivered msgs/s",
+            })
+        }
+        Scenario::Queue {
+            members,
             size,
             msgs,
-        })
-        .map(|r| {
-            if cli.json {
-                serde_json::to_string(&r).expect("plain struct")
-            } else {
-                format!(
-                    "pubsub 1->{subs} size={size} msgs={msgs} server={} cpus={cpus}: published {:.0} msgs/s, delivered {:.0} msgs/s ({:.1} MB/s), lost {}, out of order {}",
-                    r.server_version, r.published_per_sec, r.delivered_per_sec, r.delivered_mb_per_sec, r.lost, r.out_of_order
-                )
+        } => {
+            let r = queue::run(&queue::QueueParams {
+                url: url.into(),
+                subject: "bench.queue".into(),
+                members,
+                size,
+                msgs,
+            })?;
+            if r.duplicates > 0 || r.missing > 0 {
+                return Err(io::Error::other(format!(
+                    "{url}: queue group delivery was not exactly once: {} duplicated, {} missing",
+                    r.duplicates, r.missing
+                )));
             }
-        }),
-        Scenario::Reqrep { requesters, responders, size, requests } => reqrep::run(&reqrep::ReqRepParams {
-            url: cli.url.clone(),
-            subject: "bench.rpc".into(),
+            Ok(Outcome {
+                line: format!(
+                    "queue 1->{members} size={size} msgs={msgs} url={url} server={} cpus={cpus}: delivered {:.0} msgs/s, exactly once, per member {:?}",
+                    r.server_version, r.delivered_per_sec, r.per_member
+                ),
+                json: json(&r),
+                primary: r.delivered_per_sec,
+                primary_name: "delivered msgs/s",
+            })
+        }
+        Scenario::Reqrep {
             requesters,
             responders,
             size,
             requests,
-        })
-        .map(|r| {
-            if cli.json {
-                serde_json::to_string(&r).expect("plain struct")
-            } else {
-                format!(
-                    "reqrep {requesters} requesters, {responders} responders, size={size} server={} cpus={cpus}: {:.0} req/s, p50 {:.0} us, p90 {:.0} us, p99 {:.0} us, p99.9 {:.0} us, max {:.0} us",
+        } => {
+            let r = reqrep::run(&reqrep::ReqRepParams {
+                url: url.into(),
+                subject: "bench.rpc".into(),
+                requesters,
+                responders,
+                size,
+                requests,
+            })?;
+            Ok(Outcome {
+                line: format!(
+                    "reqrep {requesters} requesters, {responders} responders, size={size} url={url} server={} cpus={cpus}: {:.0} req/s, p50 {:.0} us, p90 {:.0} us, p99 {:.0} us, p99.9 {:.0} us, max {:.0} us",
                     r.server_version, r.requests_per_sec, r.p50_us, r.p90_us, r.p99_us, r.p999_us, r.max_us
-                )
-            }
-        }),
-    };
-    match outcome {
-        Ok(line) => {
-            println!("{line}");
-            ExitCode::SUCCESS
+                ),
+                json: json(&r),
+                primary: r.requests_per_sec,
+                primary_name: "req/s",
+            })
         }
+    }
+}
+
+/// JSON for any result type, without naming each one.
+mod erased {
+    pub trait Json {
+        fn to_json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> String {
+            serde_json::to_string(self).expect("plain struct")
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let print = |o: &Outcome| println!("{}", if cli.json { &o.json } else { &o.line });
+    let result = match &cli.compare {
+        None => run(&cli.scenario, &cli.url).map(|o| print(&o)),
+        Some(other) => (|| {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let mut name = "";
+            for _ in 0..cli.rounds.max(1) {
+                let oa = run(&cli.scenario, &cli.url)?;
+                print(&oa);
+                let ob = run(&cli.scenario, other)?;
+                print(&ob);
+                name = oa.primary_name;
+                a.push(oa.primary);
+                b.push(ob.primary);
+            }
+            let (ma, mb) = (median(a), median(b));
+            if !cli.json {
+                println!(
+                    "compare: {name} median {ma:.0} ({}) vs {mb:.0} ({other}): {:.2}x",
+                    cli.url,
+                    ma / mb
+                );
+            }
+            Ok(())
+        })(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shoal-bench: {e}");
             ExitCode::from(1)

@@ -277,7 +277,11 @@ impl Connection {
                         }
                         o
                     });
-                    trace!("{} - cid:{} - <<- CONNECT {redacted:?}", self.client.addr, self.client.id);
+                    trace!(
+                        "{} - cid:{} - <<- CONNECT {redacted:?}",
+                        self.client.addr,
+                        self.client.id
+                    );
                 }
                 _ => trace!("{} - cid:{} - <<- {op:?}", self.client.addr, self.client.id),
             }

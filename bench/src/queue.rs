@@ -1,0 +1,121 @@
+//! One publisher to a queue group of Q members: every message must reach
+//! exactly one member. Reports throughput, duplicates, missing messages and
+//! how evenly the group shared the load.
+
+use crate::conn::Conn;
+use shoal_core::proto::{self, ServerOp};
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct QueueParams {
+    pub url: String,
+    pub subject: String,
+    pub members: usize,
+    /// At least 8: the payload carries the sequence number.
+    pub size: usize,
+    pub msgs: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QueueResult {
+    pub delivered_per_sec: f64,
+    pub duplicates: u64,
+    pub missing: u64,
+    /// Messages each member received.
+    pub per_member: Vec<u64>,
+    pub server_version: String,
+}
+
+pub fn run(p: &QueueParams) -> io::Result<QueueResult> {
+    let size = p.size.max(8);
+    let ready = Arc::new(Barrier::new(p.members + 1));
+    let published = Arc::new(AtomicBool::new(false));
+    let mut members = Vec::new();
+    for i in 0..p.members {
+        let mut c = Conn::connect(&p.url)?;
+        c.subscribe(&p.subject, Some("bench-queue"), i as u64 + 1);
+        c.ping()?;
+        c.set_read_timeout(Duration::from_millis(200))?;
+        let (ready, published) = (ready.clone(), published.clone());
+        members.push(std::thread::spawn(
+            move || -> io::Result<(Vec<u64>, Instant)> {
+                ready.wait();
+                let mut seqs = Vec::new();
+                let mut last = Instant::now();
+                loop {
+                    match c.next_op() {
+                        Ok(ServerOp::Msg(m)) => {
+                            let b: [u8; 8] = m.payload[..8]
+                                .try_into()
+                                .map_err(|_| io::Error::other("short payload"))?;
+                            seqs.push(u64::from_le_bytes(b));
+                            last = Instant::now();
+                        }
+                        Ok(_) => {}
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                            ) =>
+                        {
+                            if published.load(Ordering::Acquire) {
+                                return Ok((seqs, last));
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            },
+        ));
+    }
+    let mut publisher = Conn::connect(&p.url)?;
+    std::thread::sleep(Duration::from_millis(50));
+    let version = publisher.info.version.clone();
+    let mut payload = vec![0u8; size];
+    ready.wait();
+    let start = Instant::now();
+    for seq in 0..p.msgs {
+        payload[..8].copy_from_slice(&seq.to_le_bytes());
+        proto::write_pub(
+            &mut publisher.wbuf,
+            p.subject.as_bytes(),
+            None,
+            None,
+            &payload,
+        );
+        if publisher.wbuf.len() > 64 * 1024 {
+            publisher.flush()?;
+        }
+    }
+    publisher.flush()?;
+    publisher.ping()?;
+    published.store(true, Ordering::Release);
+    let mut seen = vec![0u8; p.msgs as usize];
+    let mut per_member = Vec::new();
+    let mut end = start;
+    for m in members {
+        let (seqs, last) = m
+            .join()
+            .map_err(|_| io::Error::other("member panicked"))??;
+        per_member.push(seqs.len() as u64);
+        end = end.max(last);
+        for s in seqs {
+            if let Some(slot) = seen.get_mut(s as usize) {
+                *slot = slot.saturating_add(1);
+            }
+        }
+    }
+    let duplicates = seen.iter().filter(|&&c| c > 1).count() as u64;
+    let missing = seen.iter().filter(|&&c| c == 0).count() as u64;
+    let delivered: u64 = per_member.iter().sum();
+    Ok(QueueResult {
+        delivered_per_sec: delivered as f64 / (end - start).as_secs_f64().max(1e-9),
+        duplicates,
+        missing,
+        per_member,
+        server_version: version,
+    })
+}
