@@ -83,6 +83,8 @@ def med(mode, sc, srv, key):
 for mode, sc in seen:
     if sc.startswith("request"):
         metrics = [("req/s", "requests_per_sec", "{:,.0f}"), ("p50 µs", "p50_us", "{:.0f}"), ("p99 µs", "p99_us", "{:.0f}"), ("p99.9 µs", "p999_us", "{:.0f}")]
+    elif sc.startswith("queue"):
+        metrics = [("delivered msgs/s (exactly once)", "delivered_per_sec", "{:,.0f}")]
     else:
         metrics = [("delivered msgs/s", "delivered_per_sec", "{:,.0f}"), ("MB/s", "delivered_mb_per_sec", "{:,.1f}")]
         lost = sum(x["r"]["lost"] for x in rows if x["mode"]==mode and x["scenario"]==sc)

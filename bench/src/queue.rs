@@ -5,7 +5,7 @@
 use crate::conn::Conn;
 use shoal_core::proto::{self, ServerOp};
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -29,29 +29,41 @@ pub struct QueueResult {
     pub server_version: String,
 }
 
+/// How long a member waits without a message, once publishing is over,
+/// before it concludes that nothing more is coming.
+const IDLE: Duration = Duration::from_secs(2);
+
 pub fn run(p: &QueueParams) -> io::Result<QueueResult> {
     let size = p.size.max(8);
     let ready = Arc::new(Barrier::new(p.members + 1));
     let published = Arc::new(AtomicBool::new(false));
+    // Members stop when the group has everything, or after `IDLE` without a
+    // message once publishing is over (then what is missing is lost).
+    let received = Arc::new(AtomicU64::new(0));
     let mut members = Vec::new();
     for i in 0..p.members {
         let mut c = Conn::connect(&p.url)?;
         c.subscribe(&p.subject, Some("bench-queue"), i as u64 + 1);
         c.ping()?;
         c.set_read_timeout(Duration::from_millis(200))?;
-        let (ready, published) = (ready.clone(), published.clone());
+        let (ready, published, received, total) =
+            (ready.clone(), published.clone(), received.clone(), p.msgs);
         members.push(std::thread::spawn(
             move || -> io::Result<(Vec<u64>, Instant)> {
                 ready.wait();
                 let mut seqs = Vec::new();
                 let mut last = Instant::now();
                 loop {
+                    if received.load(Ordering::Relaxed) >= total {
+                        return Ok((seqs, last));
+                    }
                     match c.next_op() {
                         Ok(ServerOp::Msg(m)) => {
                             let b: [u8; 8] = m.payload[..8]
                                 .try_into()
                                 .map_err(|_| io::Error::other("short payload"))?;
                             seqs.push(u64::from_le_bytes(b));
+                            received.fetch_add(1, Ordering::Relaxed);
                             last = Instant::now();
                         }
                         Ok(_) => {}
@@ -61,7 +73,7 @@ pub fn run(p: &QueueParams) -> io::Result<QueueResult> {
                                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                             ) =>
                         {
-                            if published.load(Ordering::Acquire) {
+                            if published.load(Ordering::Acquire) && last.elapsed() > IDLE {
                                 return Ok((seqs, last));
                             }
                         }
