@@ -87,8 +87,7 @@ pub fn run(p: &ReqRepParams) -> io::Result<ReqRepResult> {
             let mut h =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
             let payload = vec![b'r'; size];
-            // Warm up the path (caches, interest) before measuring.
-            for _ in 0..100 {
+            let request = |c: &mut Conn| -> io::Result<()> {
                 proto::write_pub(
                     &mut c.wbuf,
                     subject.as_bytes(),
@@ -97,20 +96,16 @@ pub fn run(p: &ReqRepParams) -> io::Result<ReqRepResult> {
                     &payload,
                 );
                 c.flush()?;
-                wait_reply(&mut c)?;
+                wait_reply(c)
+            };
+            // Warm up the path (caches, interest) before measuring.
+            for _ in 0..100 {
+                request(&mut c)?;
             }
             ready.wait();
             for _ in 0..n {
                 let t = Instant::now();
-                proto::write_pub(
-                    &mut c.wbuf,
-                    subject.as_bytes(),
-                    Some(inbox.as_bytes()),
-                    None,
-                    &payload,
-                );
-                c.flush()?;
-                wait_reply(&mut c)?;
+                request(&mut c)?;
                 h.record(t.elapsed().as_nanos() as u64 / 1000 + 1)
                     .expect("in bounds");
             }

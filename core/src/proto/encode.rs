@@ -120,10 +120,16 @@ fn write_message_frame(
 
 /// Appends `-ERR 'text'`.
 pub fn write_err(buf: &mut BytesMut, text: &str) {
-    buf.reserve(text.len() + 9);
-    buf.put_slice(b"-ERR '");
-    buf.put_slice(text.as_bytes());
-    buf.put_slice(b"'\r\n");
+    write_line(buf, b"-ERR '", text.as_bytes(), b"'");
+}
+
+/// Appends `head body tail CRLF`.
+fn write_line(buf: &mut BytesMut, head: &[u8], body: &[u8], tail: &[u8]) {
+    buf.reserve(head.len() + body.len() + tail.len() + 2);
+    buf.put_slice(head);
+    buf.put_slice(body);
+    buf.put_slice(tail);
+    buf.put_slice(b"\r\n");
 }
 
 /// Appends `INFO {json}`; the JSON is serialised straight into the buffer.
@@ -174,11 +180,7 @@ impl super::ClientOp {
     pub fn write(&self, buf: &mut BytesMut) {
         use super::ClientOp::*;
         match self {
-            Connect(json) => {
-                buf.put_slice(b"CONNECT ");
-                buf.put_slice(json);
-                buf.put_slice(b"\r\n");
-            }
+            Connect(json) => write_line(buf, b"CONNECT ", json, b""),
             Pub(p) => write_pub(
                 buf,
                 &p.subject,
@@ -203,11 +205,7 @@ impl super::ServerOp {
     pub fn write(&self, buf: &mut BytesMut) {
         use super::ServerOp::*;
         match self {
-            Info(json) => {
-                buf.put_slice(b"INFO ");
-                buf.put_slice(json);
-                buf.put_slice(b"\r\n");
-            }
+            Info(json) => write_line(buf, b"INFO ", json, b""),
             Msg(m) => write_msg(
                 buf,
                 &m.subject,
@@ -217,11 +215,7 @@ impl super::ServerOp {
                 &m.payload,
             ),
             Ok => buf.put_slice(OK),
-            Err(text) => {
-                buf.put_slice(b"-ERR '");
-                buf.put_slice(text);
-                buf.put_slice(b"'\r\n");
-            }
+            Err(text) => write_line(buf, b"-ERR '", text, b"'"),
             Ping => buf.put_slice(PING),
             Pong => buf.put_slice(PONG),
         }
