@@ -7,6 +7,8 @@
 //! large batched writes does that on a few cores.
 
 pub mod conn;
+pub mod conns;
+pub mod publish;
 pub mod pubsub;
 pub mod queue;
 pub mod reqrep;

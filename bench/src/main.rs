@@ -1,7 +1,7 @@
 //! `shoal-bench`: measures any NATS-protocol server, or two side by side.
 
 use clap::{Parser, Subcommand};
-use shoal_bench::{pubsub, queue, reqrep};
+use shoal_bench::{conns, publish, pubsub, queue, reqrep};
 use std::io;
 use std::process::ExitCode;
 
@@ -31,6 +31,25 @@ struct Cli {
 
 #[derive(Subcommand, Clone)]
 enum Scenario {
+    /// P publishers, no subscribers: the rate the server absorbs.
+    Pub {
+        #[arg(long, default_value_t = 1)]
+        publishers: usize,
+        #[arg(long, default_value_t = 16)]
+        size: usize,
+        /// Messages per publisher.
+        #[arg(long, default_value_t = 1_000_000)]
+        msgs: u64,
+    },
+    /// Many subscribed connections, each receiving every message.
+    Conns {
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        #[arg(long, default_value_t = 16)]
+        size: usize,
+        #[arg(long, default_value_t = 100)]
+        msgs: u64,
+    },
     /// One publisher to S subscribers on one subject.
     Pubsub {
         #[arg(long, default_value_t = 1)]
@@ -88,6 +107,45 @@ fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
                 line: format!(
                     "pubsub 1->{subs} size={size} msgs={msgs} url={url} server={} cpus={cpus}: published {:.0} msgs/s, delivered {:.0} msgs/s ({:.1} MB/s), lost {}, out of order {}",
                     r.server_version, r.published_per_sec, r.delivered_per_sec, r.delivered_mb_per_sec, r.lost, r.out_of_order
+                ),
+                json: json(&r),
+                primary: r.delivered_per_sec,
+                primary_name: "delivered msgs/s",
+            })
+        }
+        Scenario::Pub { publishers, size, msgs } => {
+            let r = publish::run(&publish::PubParams {
+                url: url.into(),
+                subject: "bench.pub".into(),
+                publishers,
+                size,
+                msgs,
+            })?;
+            Ok(Outcome {
+                line: format!(
+                    "pub {publishers} publishers size={size} msgs={msgs} url={url} server={} cpus={cpus}: {:.0} msgs/s ({:.1} MB/s)",
+                    r.server_version, r.msgs_per_sec, r.mb_per_sec
+                ),
+                json: json(&r),
+                primary: r.msgs_per_sec,
+                primary_name: "msgs/s",
+            })
+        }
+        Scenario::Conns { connections, size, msgs } => {
+            let r = conns::run(&conns::ConnsParams {
+                url: url.into(),
+                subject: "bench.conns".into(),
+                connections,
+                size,
+                msgs,
+            })?;
+            if r.lost > 0 {
+                return Err(io::Error::other(format!("{url}: {} deliveries lost", r.lost)));
+            }
+            Ok(Outcome {
+                line: format!(
+                    "conns {connections} connections size={size} msgs={msgs} url={url} server={} cpus={cpus}: connected+subscribed in {:.2} s, delivered {:.0} msgs/s, lost 0",
+                    r.server_version, r.connect_secs, r.delivered_per_sec
                 ),
                 json: json(&r),
                 primary: r.delivered_per_sec,
