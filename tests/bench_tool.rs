@@ -39,6 +39,7 @@ fn reqrep_scenarios_complete() {
                 responders,
                 size: 16,
                 requests: 500,
+                rate: None,
             })
             .unwrap();
             assert_eq!(r.requests, 500 * requesters as u64);
@@ -63,4 +64,24 @@ fn queue_scenario_checks_exactly_once() {
         assert_eq!(r.per_member.iter().sum::<u64>(), 20_000);
         assert!(r.per_member.iter().all(|&n| n > 0), "{:?}", r.per_member);
     }
+}
+
+#[test]
+fn reqrep_open_loop_paces_requests() {
+    let s = Shoal::start(1, &[], None);
+    let t = std::time::Instant::now();
+    let r = reqrep::run(&reqrep::ReqRepParams {
+        url: s.url(),
+        subject: "bench.paced".into(),
+        requesters: 2,
+        responders: 1,
+        size: 16,
+        requests: 200,
+        rate: Some(1000.0),
+    })
+    .unwrap();
+    assert_eq!(r.requests, 400);
+    // 400 requests at 1,000/s take at least 0.4 s: the rate was honoured.
+    assert!(t.elapsed() >= std::time::Duration::from_millis(400));
+    assert!(r.requests_per_sec <= 1100.0, "{}", r.requests_per_sec);
 }

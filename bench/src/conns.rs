@@ -61,7 +61,13 @@ pub fn run(p: &ConnsParams) -> io::Result<ConnsResult> {
     ready.wait();
     let start = Instant::now();
     for _ in 0..p.msgs {
-        proto::write_pub(&mut publisher.wbuf, p.subject.as_bytes(), None, None, &payload);
+        proto::write_pub(
+            &mut publisher.wbuf,
+            p.subject.as_bytes(),
+            None,
+            None,
+            &payload,
+        );
     }
     publisher.flush()?;
     publisher.ping()?;

@@ -79,6 +79,10 @@ enum Scenario {
         /// Requests per requester.
         #[arg(long, default_value_t = 20_000)]
         requests: u64,
+        /// Open loop at this many requests/s in total (latency measured from
+        /// when each request was due); default closed loop.
+        #[arg(long)]
+        rate: Option<f64>,
     },
 }
 
@@ -113,7 +117,11 @@ fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
                 primary_name: "delivered msgs/s",
             })
         }
-        Scenario::Pub { publishers, size, msgs } => {
+        Scenario::Pub {
+            publishers,
+            size,
+            msgs,
+        } => {
             let r = publish::run(&publish::PubParams {
                 url: url.into(),
                 subject: "bench.pub".into(),
@@ -131,7 +139,11 @@ fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
                 primary_name: "msgs/s",
             })
         }
-        Scenario::Conns { connections, size, msgs } => {
+        Scenario::Conns {
+            connections,
+            size,
+            msgs,
+        } => {
             let r = conns::run(&conns::ConnsParams {
                 url: url.into(),
                 subject: "bench.conns".into(),
@@ -140,7 +152,10 @@ fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
                 msgs,
             })?;
             if r.lost > 0 {
-                return Err(io::Error::other(format!("{url}: {} deliveries lost", r.lost)));
+                return Err(io::Error::other(format!(
+                    "{url}: {} deliveries lost",
+                    r.lost
+                )));
             }
             Ok(Outcome {
                 line: format!(
@@ -185,6 +200,7 @@ fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
             responders,
             size,
             requests,
+            rate,
         } => {
             let r = reqrep::run(&reqrep::ReqRepParams {
                 url: url.into(),
@@ -193,10 +209,12 @@ fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
                 responders,
                 size,
                 requests,
+                rate,
             })?;
             Ok(Outcome {
                 line: format!(
-                    "reqrep {requesters} requesters, {responders} responders, size={size} url={url} server={} cpus={cpus}: {:.0} req/s, p50 {:.0} us, p90 {:.0} us, p99 {:.0} us, p99.9 {:.0} us, max {:.0} us",
+                    "reqrep {requesters} requesters, {responders} responders, size={size} rate={} url={url} server={} cpus={cpus}: {:.0} req/s, p50 {:.0} us, p90 {:.0} us, p99 {:.0} us, p99.9 {:.0} us, max {:.0} us",
+                    rate.map_or("closed-loop".to_string(), |r| format!("{r}/s")),
                     r.server_version, r.requests_per_sec, r.p50_us, r.p90_us, r.p99_us, r.p999_us, r.max_us
                 ),
                 json: json(&r),

@@ -51,7 +51,8 @@ pub fn run(p: &PubParams) -> io::Result<PubResult> {
     ready.wait();
     let start = Instant::now();
     for t in threads {
-        t.join().map_err(|_| io::Error::other("publisher panicked"))??;
+        t.join()
+            .map_err(|_| io::Error::other("publisher panicked"))??;
     }
     let secs = start.elapsed().as_secs_f64();
     let total = p.msgs as f64 * p.publishers as f64;

@@ -19,6 +19,48 @@ pub struct ReqRepParams {
     pub size: usize,
     /// Requests per requester.
     pub requests: u64,
+    /// Open loop: total requests per second, spread evenly over the
+    /// requesters. Latency is then measured from when each request was due,
+    /// not when it was sent, so a stalled server cannot hide its stall by
+    /// delaying the next requests (no coordinated omission). `None`: closed
+    /// loop, each requester sends as soon as it has its reply.
+    pub rate: Option<f64>,
+}
+
+/// When each request of one requester is due.
+struct Pace {
+    start: Instant,
+    interval: Option<Duration>,
+    next: u32,
+}
+
+impl Pace {
+    fn new(rate_per_requester: Option<f64>) -> Self {
+        Pace {
+            start: Instant::now(),
+            interval: rate_per_requester.map(|r| Duration::from_secs_f64(1.0 / r)),
+            next: 0,
+        }
+    }
+
+    /// Waits until the next request is due and returns when it was due.
+    fn wait_due(&mut self) -> Instant {
+        let Some(iv) = self.interval else {
+            return Instant::now();
+        };
+        let due = self.start + iv * self.next;
+        self.next += 1;
+        // Sleep most of the wait, spin the last 100 µs: a sleep overshoots
+        // by tens of microseconds, which would count as latency.
+        let now = Instant::now();
+        if due > now + Duration::from_micros(200) {
+            std::thread::sleep(due - now - Duration::from_micros(100));
+        }
+        while Instant::now() < due {
+            std::hint::spin_loop();
+        }
+        due
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -83,6 +125,7 @@ pub fn run(p: &ReqRepParams) -> io::Result<ReqRepResult> {
         c.ping()?;
         c.set_read_timeout(Duration::from_secs(5))?;
         let (ready, subject, size, n) = (ready.clone(), p.subject.clone(), p.size, p.requests);
+        let rate = p.rate.map(|r| r / p.requesters as f64);
         requesters.push(std::thread::spawn(move || -> io::Result<Histogram<u64>> {
             let mut h =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
@@ -103,8 +146,9 @@ pub fn run(p: &ReqRepParams) -> io::Result<ReqRepResult> {
                 request(&mut c)?;
             }
             ready.wait();
+            let mut pace = Pace::new(rate);
             for _ in 0..n {
-                let t = Instant::now();
+                let t = pace.wait_due();
                 request(&mut c)?;
                 h.record(t.elapsed().as_nanos() as u64 / 1000 + 1)
                     .expect("in bounds");
@@ -183,8 +227,7 @@ fn run_inline(p: &ReqRepParams) -> io::Result<ReqRepResult> {
     let version = req.info.version.clone();
     let payload = vec![b'r'; p.size];
     let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-    let mut one = |record: bool, h: &mut Histogram<u64>| -> io::Result<()> {
-        let t = Instant::now();
+    let mut one = |t: Instant, record: bool, h: &mut Histogram<u64>| -> io::Result<()> {
         proto::write_pub(
             &mut req.wbuf,
             p.subject.as_bytes(),
@@ -217,11 +260,13 @@ fn run_inline(p: &ReqRepParams) -> io::Result<ReqRepResult> {
         Ok(())
     };
     for _ in 0..1000 {
-        one(false, &mut h)?;
+        one(Instant::now(), false, &mut h)?;
     }
     let start = Instant::now();
+    let mut pace = Pace::new(p.rate);
     for _ in 0..p.requests {
-        one(true, &mut h)?;
+        let due = pace.wait_due();
+        one(due, true, &mut h)?;
     }
     let secs = start.elapsed().as_secs_f64();
     Ok(summarize(&h, secs, version))
