@@ -85,3 +85,11 @@ fn reqrep_open_loop_paces_requests() {
     assert!(t.elapsed() >= std::time::Duration::from_millis(400));
     assert!(r.requests_per_sec <= 1100.0, "{}", r.requests_per_sec);
 }
+
+#[test]
+fn sweep_covers_every_size() {
+    let s = Shoal::start(2, &[], None);
+    let rows = shoal_bench::sweep::run(&[s.url()], &[16, 1024], 1, 1 << 20, &|| {}).unwrap();
+    assert_eq!(rows.iter().map(|r| r.size).collect::<Vec<_>>(), [16, 1024]);
+    assert!(rows.iter().all(|r| r.lost == 0 && r.msgs_per_sec > 0.0));
+}

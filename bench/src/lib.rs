@@ -12,3 +12,4 @@ pub mod publish;
 pub mod pubsub;
 pub mod queue;
 pub mod reqrep;
+pub mod sweep;

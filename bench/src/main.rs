@@ -59,6 +59,25 @@ enum Scenario {
         #[arg(long, default_value_t = 1_000_000)]
         msgs: u64,
     },
+    /// pub->sub over a range of message sizes: a capacity table (--csv for
+    /// CSV, --plot FILE.svg for a chart). With --compare, both servers.
+    Sweep {
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "16,64,256,1024,4096,16384"
+        )]
+        sizes: Vec<usize>,
+        #[arg(long, default_value_t = 1)]
+        subs: usize,
+        /// Bytes published per run (message count = bytes / size, at least 10,000).
+        #[arg(long, default_value_t = 64 << 20)]
+        bytes: u64,
+        #[arg(long)]
+        csv: bool,
+        #[arg(long)]
+        plot: Option<String>,
+    },
     /// One publisher to a queue group of Q members: exactly-once check.
     Queue {
         #[arg(long, default_value_t = 4)]
@@ -99,6 +118,7 @@ fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let json = |v: &dyn erased::Json| v.to_json();
     match scenario.clone() {
+        Scenario::Sweep { .. } => Err(io::Error::other("sweep runs on its own")),
         Scenario::Pubsub { subs, size, msgs } => {
             let r = pubsub::run(&pubsub::PubSubParams {
                 url: url.into(),
@@ -242,8 +262,57 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+fn sweep(
+    cli: &Cli,
+    sizes: &[usize],
+    subs: usize,
+    bytes: u64,
+    csv: bool,
+    plot: Option<&str>,
+) -> io::Result<()> {
+    let mut urls = vec![cli.url.clone()];
+    urls.extend(cli.compare.clone());
+    let bar = indicatif::ProgressBar::new((sizes.len() * urls.len()) as u64);
+    if cli.json || csv {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let rows = shoal_bench::sweep::run(&urls, sizes, subs, bytes, &|| bar.inc(1))?;
+    bar.finish_and_clear();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cli.json {
+        println!("{}", serde_json::to_string(&rows).expect("plain struct"));
+    } else if csv {
+        print!("{}", shoal_bench::sweep::csv(&rows));
+    } else {
+        println!("sweep pub->{subs} subscribers, {bytes} bytes per run, cpus={cpus}");
+        print!("{}", shoal_bench::sweep::table(&rows));
+    }
+    if let Some(path) = plot {
+        let title = format!("pub->{subs} sub throughput by message size ({cpus} CPUs)");
+        shoal_bench::sweep::plot(&rows, path, &title)?;
+        eprintln!("wrote {path}");
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Scenario::Sweep {
+        sizes,
+        subs,
+        bytes,
+        csv,
+        plot,
+    } = &cli.scenario
+    {
+        return match sweep(&cli, sizes, *subs, *bytes, *csv, plot.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("shoal-bench: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let print = |o: &Outcome| println!("{}", if cli.json { &o.json } else { &o.line });
     let result = match &cli.compare {
         None => run(&cli.scenario, &cli.url).map(|o| print(&o)),
