@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Shoal vs nats-server on loopback, measured by the same load generator
 # (shoal-bench) in one run, alternating between the two servers, ROUNDS times
-# per scenario; prints a markdown table of medians and ratios.
+# per scenario; prints a markdown table of medians and ratios (the table in
+# docs/benchmarks.md is this script's output). For connect time lower is
+# better; for every other row higher is better except latencies.
 #
 #   bash bench/compare.sh            # both modes
 #   MODES=pinned ROUNDS=5 bash bench/compare.sh
@@ -31,12 +33,15 @@ trap cleanup EXIT
 wait_port() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "server on $1 did not start" >&2; exit 1; }
 
 SCENARIOS=(
+  "pub 16B|pub --publishers 1 --size 16 --msgs 3000000"
+  "pub 1KiB|pub --publishers 1 --size 1024 --msgs 1000000"
   "pub->sub 16B|pubsub --subs 1 --size 16 --msgs 2000000"
   "pub->10 subs 16B|pubsub --subs 10 --size 16 --msgs 300000"
   "pub->sub 1KiB|pubsub --subs 1 --size 1024 --msgs 500000"
   "queue group of 4 16B|queue --members 4 --size 16 --msgs 500000"
   "request-reply sequential|reqrep --requesters 1 --size 16 --requests 20000"
   "request-reply 8 concurrent|reqrep --requesters 8 --size 16 --requests 5000"
+  "conns 1000|conns --connections 1000 --size 16 --msgs 100"
 )
 
 for mode in $MODES; do
@@ -83,6 +88,10 @@ def med(mode, sc, srv, key):
 for mode, sc in seen:
     if sc.startswith("request"):
         metrics = [("req/s", "requests_per_sec", "{:,.0f}"), ("p50 µs", "p50_us", "{:.0f}"), ("p99 µs", "p99_us", "{:.0f}"), ("p99.9 µs", "p999_us", "{:.0f}")]
+    elif sc.startswith("pub ") :
+        metrics = [("msgs/s", "msgs_per_sec", "{:,.0f}"), ("MB/s", "mb_per_sec", "{:,.1f}")]
+    elif sc.startswith("conns"):
+        metrics = [("delivered msgs/s", "delivered_per_sec", "{:,.0f}"), ("connect+subscribe s", "connect_secs", "{:.2f}")]
     elif sc.startswith("queue"):
         metrics = [("delivered msgs/s (exactly once)", "delivered_per_sec", "{:,.0f}")]
     else:

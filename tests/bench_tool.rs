@@ -93,3 +93,22 @@ fn sweep_covers_every_size() {
     assert_eq!(rows.iter().map(|r| r.size).collect::<Vec<_>>(), [16, 1024]);
     assert!(rows.iter().all(|r| r.lost == 0 && r.msgs_per_sec > 0.0));
 }
+
+/// The sink answers every PING (the publisher's final flush included) and
+/// swallows the rest, so `pub` against it measures the tool itself.
+#[test]
+fn pub_against_the_sink() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("nats://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || shoal_bench::sink::serve_on(listener));
+    let r = shoal_bench::publish::run(&shoal_bench::publish::PubParams {
+        url,
+        subject: "s".into(),
+        publishers: 2,
+        size: 16,
+        msgs: 100_000,
+    })
+    .unwrap();
+    assert_eq!(r.server_version, "sink");
+    assert!(r.msgs_per_sec > 0.0);
+}

@@ -12,4 +12,5 @@ pub mod publish;
 pub mod pubsub;
 pub mod queue;
 pub mod reqrep;
+pub mod sink;
 pub mod sweep;

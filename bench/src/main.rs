@@ -78,6 +78,12 @@ enum Scenario {
         #[arg(long)]
         plot: Option<String>,
     },
+    /// A trivial server that discards everything (answers PING): run `pub`
+    /// against it to measure this tool's own ceiling.
+    Sink {
+        #[arg(long, default_value = "127.0.0.1:4299")]
+        listen: String,
+    },
     /// One publisher to a queue group of Q members: exactly-once check.
     Queue {
         #[arg(long, default_value_t = 4)]
@@ -118,7 +124,7 @@ fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let json = |v: &dyn erased::Json| v.to_json();
     match scenario.clone() {
-        Scenario::Sweep { .. } => Err(io::Error::other("sweep runs on its own")),
+        Scenario::Sweep { .. } | Scenario::Sink { .. } => Err(io::Error::other("runs on its own")),
         Scenario::Pubsub { subs, size, msgs } => {
             let r = pubsub::run(&pubsub::PubSubParams {
                 url: url.into(),
@@ -127,6 +133,13 @@ fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
                 size,
                 msgs,
             })?;
+            if r.lost > 0 {
+                return Err(io::Error::other(format!(
+                    "{url}: {} of {} deliveries never arrived (waited 5 s after the last one)",
+                    r.lost,
+                    msgs * subs as u64
+                )));
+            }
             Ok(Outcome {
                 line: format!(
                     "pubsub 1->{subs} size={size} msgs={msgs} url={url} server={} cpus={cpus}: published {:.0} msgs/s, delivered {:.0} msgs/s ({:.1} MB/s), lost {}, out of order {}",
@@ -297,6 +310,13 @@ fn sweep(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Scenario::Sink { listen } = &cli.scenario {
+        if let Err(e) = shoal_bench::sink::serve(listen) {
+            eprintln!("shoal-bench: {e}");
+            return ExitCode::from(1);
+        }
+        return ExitCode::SUCCESS;
+    }
     if let Scenario::Sweep {
         sizes,
         subs,
