@@ -112,3 +112,28 @@ fn pub_against_the_sink() {
     assert_eq!(r.server_version, "sink");
     assert!(r.msgs_per_sec > 0.0);
 }
+
+#[test]
+fn pub_and_conns_scenarios() {
+    for shards in SHARDS {
+        let s = Shoal::start(shards, &[], None);
+        let r = shoal_bench::publish::run(&shoal_bench::publish::PubParams {
+            url: s.url(),
+            subject: "bench.pub".into(),
+            publishers: 2,
+            size: 16,
+            msgs: 50_000,
+        })
+        .unwrap();
+        assert!(r.msgs_per_sec > 0.0);
+        let r = shoal_bench::conns::run(&shoal_bench::conns::ConnsParams {
+            url: s.url(),
+            subject: "bench.conns".into(),
+            connections: 200,
+            size: 16,
+            msgs: 20,
+        })
+        .unwrap();
+        assert_eq!(r.lost, 0, "shards={shards}");
+    }
+}

@@ -108,6 +108,10 @@ enum Scenario {
         /// when each request was due); default closed loop.
         #[arg(long)]
         rate: Option<f64>,
+        /// Draw the latency percentiles to this SVG file (both servers with
+        /// --compare).
+        #[arg(long)]
+        plot: Option<String>,
     },
 }
 
@@ -118,6 +122,8 @@ struct Outcome {
     json: String,
     primary: f64,
     primary_name: &'static str,
+    /// For latency plots.
+    latency: Option<reqrep::ReqRepResult>,
 }
 
 fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
@@ -148,6 +154,7 @@ fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
                 json: json(&r),
                 primary: r.delivered_per_sec,
                 primary_name: "delivered msgs/s",
+                latency: None,
             })
         }
         Scenario::Pub {
@@ -170,6 +177,7 @@ fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
                 json: json(&r),
                 primary: r.msgs_per_sec,
                 primary_name: "msgs/s",
+                latency: None,
             })
         }
         Scenario::Conns {
@@ -198,6 +206,7 @@ fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
                 json: json(&r),
                 primary: r.delivered_per_sec,
                 primary_name: "delivered msgs/s",
+                latency: None,
             })
         }
         Scenario::Queue {
@@ -226,6 +235,7 @@ fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
                 json: json(&r),
                 primary: r.delivered_per_sec,
                 primary_name: "delivered msgs/s",
+                latency: None,
             })
         }
         Scenario::Reqrep {
@@ -234,6 +244,7 @@ fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
             size,
             requests,
             rate,
+            plot: _,
         } => {
             let r = reqrep::run(&reqrep::ReqRepParams {
                 url: url.into(),
@@ -253,6 +264,7 @@ fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
                 json: json(&r),
                 primary: r.requests_per_sec,
                 primary_name: "req/s",
+                latency: Some(r),
             })
         }
     }
@@ -334,31 +346,68 @@ fn main() -> ExitCode {
         };
     }
     let print = |o: &Outcome| println!("{}", if cli.json { &o.json } else { &o.line });
-    let result = match &cli.compare {
-        None => run(&cli.scenario, &cli.url).map(|o| print(&o)),
-        Some(other) => (|| {
-            let (mut a, mut b) = (Vec::new(), Vec::new());
-            let mut name = "";
-            for _ in 0..cli.rounds.max(1) {
-                let oa = run(&cli.scenario, &cli.url)?;
-                print(&oa);
-                let ob = run(&cli.scenario, other)?;
-                print(&ob);
-                name = oa.primary_name;
-                a.push(oa.primary);
-                b.push(ob.primary);
-            }
-            let (ma, mb) = (median(a), median(b));
-            if !cli.json {
-                println!(
-                    "compare: {name} median {ma:.0} ({}) vs {mb:.0} ({other}): {:.2}x",
-                    cli.url,
-                    ma / mb
-                );
-            }
-            Ok(())
-        })(),
+    let plot_path = match &cli.scenario {
+        Scenario::Reqrep { plot, .. } => plot.clone(),
+        _ => None,
     };
+    let result = (|| -> io::Result<()> {
+        // Latency results to plot, labelled by server.
+        let mut latencies: Vec<(String, reqrep::ReqRepResult)> = Vec::new();
+        let mut keep = |url: &str, o: &Outcome| {
+            if let Some(r) = &o.latency {
+                latencies.retain(|(u, _)| !u.starts_with(url));
+                latencies.push((format!("{url} ({})", r.server_version), r.clone()));
+            }
+        };
+        match &cli.compare {
+            None => {
+                let o = run(&cli.scenario, &cli.url)?;
+                print(&o);
+                keep(&cli.url, &o);
+            }
+            Some(other) => {
+                let rounds = cli.rounds.max(1);
+                let bar = indicatif::ProgressBar::new(2 * rounds as u64);
+                if cli.json {
+                    bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+                }
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                let mut name = "";
+                for _ in 0..rounds {
+                    let oa = run(&cli.scenario, &cli.url)?;
+                    bar.suspend(|| print(&oa));
+                    bar.inc(1);
+                    let ob = run(&cli.scenario, other)?;
+                    bar.suspend(|| print(&ob));
+                    bar.inc(1);
+                    keep(&cli.url, &oa);
+                    keep(other, &ob);
+                    name = oa.primary_name;
+                    a.push(oa.primary);
+                    b.push(ob.primary);
+                }
+                bar.finish_and_clear();
+                let (ma, mb) = (median(a), median(b));
+                if !cli.json {
+                    println!(
+                        "compare: {name} median {ma:.0} ({}) vs {mb:.0} ({other}): {:.2}x",
+                        cli.url,
+                        ma / mb
+                    );
+                }
+            }
+        }
+        if let Some(path) = &plot_path {
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            reqrep::plot(
+                &latencies,
+                path,
+                &format!("request-reply latency ({cpus} CPUs)"),
+            )?;
+            eprintln!("wrote {path}");
+        }
+        Ok(())
+    })();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

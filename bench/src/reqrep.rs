@@ -289,4 +289,72 @@ mod tests {
         assert!((r.p99_us - 990.0).abs() <= 1.0, "{}", r.p99_us);
         assert_eq!(r.max_us, 1000.0);
     }
+
+    #[test]
+    fn latency_plot_writes_an_svg() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        for us in [40, 45, 50, 90, 400] {
+            h.record(us).unwrap();
+        }
+        let r = summarize(&h, 1.0, "v".into());
+        let path = std::env::temp_dir().join(format!("shoal-lat-{}.svg", std::process::id()));
+        plot(&[("a".into(), r)], path.to_str().unwrap(), "t").unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("percentile"));
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Draws latency percentiles (p50 … p99.9, log scale) for one or more
+/// servers' results, so an operator can look rather than read.
+pub fn plot(results: &[(String, ReqRepResult)], path: &str, title: &str) -> io::Result<()> {
+    use plotters::prelude::*;
+    let err = |e: String| io::Error::other(format!("plot: {e}"));
+    let labels = ["p50", "p90", "p99", "p99.9", "max"];
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let max_us = results.iter().map(|(_, r)| r.max_us).fold(10.0, f64::max) * 1.5;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0usize..labels.len() - 1, (1.0..max_us).log_scale())
+        .map_err(|e| err(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_labels(labels.len())
+        .x_label_formatter(&|i| labels.get(*i).copied().unwrap_or("").to_string())
+        .x_desc("percentile")
+        .y_desc("latency (µs, log scale)")
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    for (i, (name, r)) in results.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let points: Vec<(usize, f64)> = [r.p50_us, r.p90_us, r.p99_us, r.p999_us, r.max_us]
+            .into_iter()
+            .enumerate()
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .map_err(|e| err(e.to_string()))?
+            .label(name.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 4, color.filled())),
+            )
+            .map_err(|e| err(e.to_string()))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    root.present().map_err(|e| err(e.to_string()))
 }
