@@ -272,39 +272,6 @@ fn run_inline(p: &ReqRepParams) -> io::Result<ReqRepResult> {
     Ok(summarize(&h, secs, version))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_from_the_histogram() {
-        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
-        for us in 1..=1000 {
-            h.record(us).unwrap();
-        }
-        let r = summarize(&h, 2.0, "v".into());
-        assert_eq!(r.requests, 1000);
-        assert_eq!(r.requests_per_sec, 500.0);
-        assert!((r.p50_us - 500.0).abs() <= 1.0, "{}", r.p50_us);
-        assert!((r.p99_us - 990.0).abs() <= 1.0, "{}", r.p99_us);
-        assert_eq!(r.max_us, 1000.0);
-    }
-
-    #[test]
-    fn latency_plot_writes_an_svg() {
-        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
-        for us in [40, 45, 50, 90, 400] {
-            h.record(us).unwrap();
-        }
-        let r = summarize(&h, 1.0, "v".into());
-        let path = std::env::temp_dir().join(format!("shoal-lat-{}.svg", std::process::id()));
-        plot(&[("a".into(), r)], path.to_str().unwrap(), "t").unwrap();
-        let svg = std::fs::read_to_string(&path).unwrap();
-        assert!(svg.starts_with("<svg") && svg.contains("percentile"));
-        let _ = std::fs::remove_file(path);
-    }
-}
-
 /// Draws latency percentiles (p50 … p99.9, log scale) for one or more
 /// servers' results, so an operator can look rather than read.
 pub fn plot(results: &[(String, ReqRepResult)], path: &str, title: &str) -> io::Result<()> {
@@ -357,4 +324,37 @@ pub fn plot(results: &[(String, ReqRepResult)], path: &str, title: &str) -> io::
         .draw()
         .map_err(|e| err(e.to_string()))?;
     root.present().map_err(|e| err(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_from_the_histogram() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        for us in 1..=1000 {
+            h.record(us).unwrap();
+        }
+        let r = summarize(&h, 2.0, "v".into());
+        assert_eq!(r.requests, 1000);
+        assert_eq!(r.requests_per_sec, 500.0);
+        assert!((r.p50_us - 500.0).abs() <= 1.0, "{}", r.p50_us);
+        assert!((r.p99_us - 990.0).abs() <= 1.0, "{}", r.p99_us);
+        assert_eq!(r.max_us, 1000.0);
+    }
+
+    #[test]
+    fn latency_plot_writes_an_svg() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        for us in [40, 45, 50, 90, 400] {
+            h.record(us).unwrap();
+        }
+        let r = summarize(&h, 1.0, "v".into());
+        let path = std::env::temp_dir().join(format!("shoal-lat-{}.svg", std::process::id()));
+        plot(&[("a".into(), r)], path.to_str().unwrap(), "t").unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("percentile"));
+        let _ = std::fs::remove_file(path);
+    }
 }
