@@ -10,10 +10,11 @@ use shoal_bench::{pubsub, reqrep};
 fn pubsub_scenario_counts_every_message() {
     for shards in SHARDS {
         let s = Shoal::start(shards, &[], None);
-        for subscribers in [1, 3] {
+        for (publishers, subscribers) in [(1, 1), (1, 3), (3, 2)] {
             let r = pubsub::run(&pubsub::PubSubParams {
                 url: s.url(),
                 subject: "bench.t".into(),
+                publishers,
                 subscribers,
                 size: 64,
                 msgs: 20_000,
@@ -55,9 +56,10 @@ fn queue_scenario_checks_exactly_once() {
         let r = shoal_bench::queue::run(&shoal_bench::queue::QueueParams {
             url: s.url(),
             subject: "bench.q".into(),
+            publishers: 2,
             members: 4,
             size: 16,
-            msgs: 20_000,
+            msgs: 10_000,
         })
         .unwrap();
         assert_eq!((r.duplicates, r.missing), (0, 0), "shards={shards}");

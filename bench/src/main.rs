@@ -50,8 +50,10 @@ enum Scenario {
         #[arg(long, default_value_t = 100)]
         msgs: u64,
     },
-    /// One publisher to S subscribers on one subject.
+    /// P publishers to S subscribers on one subject.
     Pubsub {
+        #[arg(long, default_value_t = 1)]
+        pubs: usize,
         #[arg(long, default_value_t = 1)]
         subs: usize,
         #[arg(long, default_value_t = 16)]
@@ -84,8 +86,10 @@ enum Scenario {
         #[arg(long, default_value = "127.0.0.1:4299")]
         listen: String,
     },
-    /// One publisher to a queue group of Q members: exactly-once check.
+    /// P publishers to a queue group of Q members: exactly-once check.
     Queue {
+        #[arg(long, default_value_t = 1)]
+        pubs: usize,
         #[arg(long, default_value_t = 4)]
         members: usize,
         #[arg(long, default_value_t = 16)]
@@ -131,10 +135,16 @@ fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
     let json = |v: &dyn erased::Json| v.to_json();
     match scenario.clone() {
         Scenario::Sweep { .. } | Scenario::Sink { .. } => Err(io::Error::other("runs on its own")),
-        Scenario::Pubsub { subs, size, msgs } => {
+        Scenario::Pubsub {
+            pubs,
+            subs,
+            size,
+            msgs,
+        } => {
             let r = pubsub::run(&pubsub::PubSubParams {
                 url: url.into(),
                 subject: "bench.pubsub".into(),
+                publishers: pubs,
                 subscribers: subs,
                 size,
                 msgs,
@@ -143,12 +153,12 @@ fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
                 return Err(io::Error::other(format!(
                     "{url}: {} of {} deliveries never arrived (waited 5 s after the last one)",
                     r.lost,
-                    msgs * subs as u64
+                    msgs * pubs as u64 * subs as u64
                 )));
             }
             Ok(Outcome {
                 line: format!(
-                    "pubsub 1->{subs} size={size} msgs={msgs} url={url} server={} cpus={cpus}: published {:.0} msgs/s, delivered {:.0} msgs/s ({:.1} MB/s), lost {}, out of order {}",
+                    "pubsub {pubs}->{subs} size={size} msgs={msgs}/publisher url={url} server={} cpus={cpus}: published {:.0} msgs/s, delivered {:.0} msgs/s ({:.1} MB/s), lost {}, out of order {}",
                     r.server_version, r.published_per_sec, r.delivered_per_sec, r.delivered_mb_per_sec, r.lost, r.out_of_order
                 ),
                 json: json(&r),
@@ -210,6 +220,7 @@ fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
             })
         }
         Scenario::Queue {
+            pubs,
             members,
             size,
             msgs,
@@ -217,6 +228,7 @@ fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
             let r = queue::run(&queue::QueueParams {
                 url: url.into(),
                 subject: "bench.queue".into(),
+                publishers: pubs,
                 members,
                 size,
                 msgs,
@@ -229,7 +241,7 @@ fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
             }
             Ok(Outcome {
                 line: format!(
-                    "queue 1->{members} size={size} msgs={msgs} url={url} server={} cpus={cpus}: delivered {:.0} msgs/s, exactly once, per member {:?}",
+                    "queue {pubs}->{members} size={size} msgs={msgs}/publisher url={url} server={} cpus={cpus}: delivered {:.0} msgs/s, exactly once, per member {:?}",
                     r.server_version, r.delivered_per_sec, r.per_member
                 ),
                 json: json(&r),

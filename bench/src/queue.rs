@@ -1,8 +1,9 @@
-//! One publisher to a queue group of Q members: every message must reach
+//! P publishers to a queue group of Q members: every message must reach
 //! exactly one member. Reports throughput, duplicates, missing messages and
 //! how evenly the group shared the load.
 
 use crate::conn::Conn;
+use crate::pubsub::{stamp, stamp_of};
 use shoal_core::proto::{self, ServerOp};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,9 +14,11 @@ use std::time::{Duration, Instant};
 pub struct QueueParams {
     pub url: String,
     pub subject: String,
+    pub publishers: usize,
     pub members: usize,
-    /// At least 8: the payload carries the sequence number.
+    /// At least 12: the payload carries the sequence and publisher numbers.
     pub size: usize,
+    /// Messages per publisher.
     pub msgs: u64,
 }
 
@@ -34,8 +37,10 @@ pub struct QueueResult {
 const IDLE: Duration = Duration::from_secs(2);
 
 pub fn run(p: &QueueParams) -> io::Result<QueueResult> {
-    let size = p.size.max(8);
-    let ready = Arc::new(Barrier::new(p.members + 1));
+    let size = p.size.max(12);
+    let publishers = p.publishers.max(1);
+    let total = p.msgs * publishers as u64;
+    let ready = Arc::new(Barrier::new(p.members + publishers + 1));
     let published = Arc::new(AtomicBool::new(false));
     // Members stop when the group has everything, or after `IDLE` without a
     // message once publishing is over (then what is missing is lost).
@@ -46,7 +51,7 @@ pub fn run(p: &QueueParams) -> io::Result<QueueResult> {
         c.subscribe(&p.subject, Some("bench-queue"), i as u64 + 1);
         c.ping()?;
         c.set_read_timeout(Duration::from_millis(200))?;
-        let (ready, published, received, total) =
+        let (ready, published, received, per_publisher) =
             (ready.clone(), published.clone(), received.clone(), p.msgs);
         members.push(std::thread::spawn(
             move || -> io::Result<(Vec<u64>, Instant)> {
@@ -59,10 +64,9 @@ pub fn run(p: &QueueParams) -> io::Result<QueueResult> {
                     }
                     match c.next_op() {
                         Ok(ServerOp::Msg(m)) => {
-                            let b: [u8; 8] = m.payload[..8]
-                                .try_into()
-                                .map_err(|_| io::Error::other("short payload"))?;
-                            seqs.push(u64::from_le_bytes(b));
+                            let (seq, from) = stamp_of(&m.payload)
+                                .ok_or_else(|| io::Error::other("short payload"))?;
+                            seqs.push(from as u64 * per_publisher + seq);
                             received.fetch_add(1, Ordering::Relaxed);
                             last = Instant::now();
                         }
@@ -83,29 +87,35 @@ pub fn run(p: &QueueParams) -> io::Result<QueueResult> {
             },
         ));
     }
-    let mut publisher = Conn::connect(&p.url)?;
+    let mut pubs = Vec::new();
+    let mut version = String::new();
+    for id in 0..publishers {
+        let mut c = Conn::connect(&p.url)?;
+        version = c.info.version.clone();
+        let (ready, subject, msgs) = (ready.clone(), p.subject.clone(), p.msgs);
+        pubs.push(std::thread::spawn(move || -> io::Result<()> {
+            let mut payload = vec![0u8; size];
+            ready.wait();
+            for seq in 0..msgs {
+                stamp(&mut payload, seq, id);
+                proto::write_pub(&mut c.wbuf, subject.as_bytes(), None, None, &payload);
+                if c.wbuf.len() >= 64 * 1024 {
+                    c.flush()?;
+                }
+            }
+            c.flush()?;
+            c.ping()
+        }));
+    }
     std::thread::sleep(Duration::from_millis(50));
-    let version = publisher.info.version.clone();
-    let mut payload = vec![0u8; size];
     ready.wait();
     let start = Instant::now();
-    for seq in 0..p.msgs {
-        payload[..8].copy_from_slice(&seq.to_le_bytes());
-        proto::write_pub(
-            &mut publisher.wbuf,
-            p.subject.as_bytes(),
-            None,
-            None,
-            &payload,
-        );
-        if publisher.wbuf.len() > 64 * 1024 {
-            publisher.flush()?;
-        }
+    for t in pubs {
+        t.join()
+            .map_err(|_| io::Error::other("publisher panicked"))??;
     }
-    publisher.flush()?;
-    publisher.ping()?;
     published.store(true, Ordering::Release);
-    let mut seen = vec![0u8; p.msgs as usize];
+    let mut seen = vec![0u8; total as usize];
     let mut per_member = Vec::new();
     let mut end = start;
     for m in members {

@@ -31,6 +31,7 @@ pub fn run(
             let r = pubsub::run(&PubSubParams {
                 url: url.clone(),
                 subject: "bench.sweep".into(),
+                publishers: 1,
                 subscribers,
                 size,
                 msgs,
