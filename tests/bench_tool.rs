@@ -91,8 +91,9 @@ fn reqrep_open_loop_paces_requests() {
 #[test]
 fn sweep_covers_every_size() {
     let s = Shoal::start(2, &[], None);
-    let rows = shoal_bench::sweep::run(&[s.url()], &[16, 1024], 1, 1 << 20, &|| {}).unwrap();
-    assert_eq!(rows.iter().map(|r| r.size).collect::<Vec<_>>(), [16, 1024]);
+    let rows = shoal_bench::sweep::run(&[s.url()], &[16, 1024], &[1, 3], 1 << 20, &|| {}).unwrap();
+    let points: Vec<(usize, usize)> = rows.iter().map(|r| (r.subscribers, r.size)).collect();
+    assert_eq!(points, [(1, 16), (1, 1024), (3, 16), (3, 1024)]);
     assert!(rows.iter().all(|r| r.lost == 0 && r.msgs_per_sec > 0.0));
 }
 

@@ -70,8 +70,9 @@ enum Scenario {
             default_value = "16,64,256,1024,4096,16384"
         )]
         sizes: Vec<usize>,
-        #[arg(long, default_value_t = 1)]
-        subs: usize,
+        /// Subscriber counts to sweep too, e.g. 1,10.
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        subs: Vec<usize>,
         /// Bytes published per run (message count = bytes / size, at least 10,000).
         #[arg(long, default_value_t = 64 << 20)]
         bytes: u64,
@@ -302,14 +303,14 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn sweep(
     cli: &Cli,
     sizes: &[usize],
-    subs: usize,
+    subs: &[usize],
     bytes: u64,
     csv: bool,
     plot: Option<&str>,
 ) -> io::Result<()> {
     let mut urls = vec![cli.url.clone()];
     urls.extend(cli.compare.clone());
-    let bar = indicatif::ProgressBar::new((sizes.len() * urls.len()) as u64);
+    let bar = indicatif::ProgressBar::new((sizes.len() * subs.len() * urls.len()) as u64);
     if cli.json || csv {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
@@ -321,11 +322,11 @@ fn sweep(
     } else if csv {
         print!("{}", shoal_bench::sweep::csv(&rows));
     } else {
-        println!("sweep pub->{subs} subscribers, {bytes} bytes per run, cpus={cpus}");
+        println!("sweep pub->{subs:?} subscribers, {bytes} bytes per run, cpus={cpus}");
         print!("{}", shoal_bench::sweep::table(&rows));
     }
     if let Some(path) = plot {
-        let title = format!("pub->{subs} sub throughput by message size ({cpus} CPUs)");
+        let title = format!("pub->sub throughput by message size ({cpus} CPUs)");
         shoal_bench::sweep::plot(&rows, path, &title)?;
         eprintln!("wrote {path}");
     }
@@ -349,7 +350,7 @@ fn main() -> ExitCode {
         plot,
     } = &cli.scenario
     {
-        return match sweep(&cli, sizes, *subs, *bytes, *csv, plot.as_deref()) {
+        return match sweep(&cli, sizes, subs, *bytes, *csv, plot.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("shoal-bench: {e}");

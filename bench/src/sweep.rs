@@ -1,5 +1,5 @@
-//! Runs the pub→sub scenario over a range of message sizes (and optionally
-//! against a second server) and turns the results into a capacity table, a
+//! Runs the pub→sub scenario over a range of message sizes and subscriber
+//! counts (and optionally against a second server) and turns the results into a capacity table, a
 //! CSV, or an SVG plot of throughput against message size.
 
 use crate::pubsub::{self, PubSubParams};
@@ -9,22 +9,27 @@ use std::io;
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SweepRow {
     pub server: String,
+    pub subscribers: usize,
     pub size: usize,
     pub msgs_per_sec: f64,
     pub mb_per_sec: f64,
     pub lost: u64,
 }
 
-/// One row per (server, size); `done` is called after each run (progress).
+/// One row per (subscriber count, size, server); `done` is called after
+/// each run (progress).
 pub fn run(
     urls: &[String],
     sizes: &[usize],
-    subscribers: usize,
+    subscriber_counts: &[usize],
     bytes_per_run: u64,
     done: &dyn Fn(),
 ) -> io::Result<Vec<SweepRow>> {
     let mut rows = Vec::new();
-    for &size in sizes {
+    for (&subscribers, &size) in subscriber_counts
+        .iter()
+        .flat_map(|s| sizes.iter().map(move |z| (s, z)))
+    {
         for url in urls {
             // Same volume of bytes per run, at least 10,000 messages.
             let msgs = (bytes_per_run / size.max(1) as u64).max(10_000);
@@ -38,6 +43,7 @@ pub fn run(
             })?;
             rows.push(SweepRow {
                 server: format!("{url} ({})", r.server_version),
+                subscribers,
                 size,
                 msgs_per_sec: r.delivered_per_sec,
                 mb_per_sec: r.delivered_mb_per_sec,
@@ -50,11 +56,11 @@ pub fn run(
 }
 
 pub fn csv(rows: &[SweepRow]) -> String {
-    let mut out = String::from("server,size,msgs_per_sec,mb_per_sec,lost\n");
+    let mut out = String::from("server,subscribers,size,msgs_per_sec,mb_per_sec,lost\n");
     for r in rows {
         out.push_str(&format!(
-            "\"{}\",{},{:.0},{:.1},{}\n",
-            r.server, r.size, r.msgs_per_sec, r.mb_per_sec, r.lost
+            "\"{}\",{},{},{:.0},{:.1},{}\n",
+            r.server, r.subscribers, r.size, r.msgs_per_sec, r.mb_per_sec, r.lost
         ));
     }
     out
@@ -62,13 +68,13 @@ pub fn csv(rows: &[SweepRow]) -> String {
 
 pub fn table(rows: &[SweepRow]) -> String {
     let mut out = format!(
-        "{:<45} {:>8} {:>14} {:>10} {:>6}\n",
-        "server", "size B", "msgs/s", "MB/s", "lost"
+        "{:<45} {:>5} {:>8} {:>14} {:>10} {:>6}\n",
+        "server", "subs", "size B", "msgs/s", "MB/s", "lost"
     );
     for r in rows {
         out.push_str(&format!(
-            "{:<45} {:>8} {:>14.0} {:>10.1} {:>6}\n",
-            r.server, r.size, r.msgs_per_sec, r.mb_per_sec, r.lost
+            "{:<45} {:>5} {:>8} {:>14.0} {:>10.1} {:>6}\n",
+            r.server, r.subscribers, r.size, r.msgs_per_sec, r.mb_per_sec, r.lost
         ));
     }
     out
@@ -97,17 +103,20 @@ pub fn plot(rows: &[SweepRow], path: &str, title: &str) -> io::Result<()> {
         .y_label_formatter(&|v| format!("{:.1}M", v / 1e6))
         .draw()
         .map_err(|e| err(e.to_string()))?;
-    let mut servers: Vec<&str> = rows.iter().map(|r| r.server.as_str()).collect();
-    servers.dedup();
-    servers.sort();
-    servers.dedup();
-    for (i, server) in servers.iter().enumerate() {
+    let mut series: Vec<(&str, usize)> = rows
+        .iter()
+        .map(|r| (r.server.as_str(), r.subscribers))
+        .collect();
+    series.sort();
+    series.dedup();
+    for (i, (server, subs)) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         let points: Vec<(f64, f64)> = rows
             .iter()
-            .filter(|r| r.server == *server)
+            .filter(|r| r.server == *server && r.subscribers == *subs)
             .map(|r| (r.size as f64, r.msgs_per_sec))
             .collect();
+        let server = format!("{server}, 1->{subs}");
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
             .map_err(|e| err(e.to_string()))?
@@ -142,6 +151,7 @@ mod tests {
             .into_iter()
             .map(|(size, rate)| SweepRow {
                 server: "a".into(),
+                subscribers: 1,
                 size,
                 msgs_per_sec: rate,
                 mb_per_sec: rate * size as f64 / 1e6,
@@ -154,8 +164,11 @@ mod tests {
     fn csv_has_a_header_and_a_line_per_row() {
         let c = csv(&rows());
         let lines: Vec<&str> = c.lines().collect();
-        assert_eq!(lines[0], "server,size,msgs_per_sec,mb_per_sec,lost");
-        assert_eq!(lines[1], "\"a\",16,4000000,64.0,0");
+        assert_eq!(
+            lines[0],
+            "server,subscribers,size,msgs_per_sec,mb_per_sec,lost"
+        );
+        assert_eq!(lines[1], "\"a\",1,16,4000000,64.0,0");
         assert_eq!(lines.len(), 3);
     }
 
