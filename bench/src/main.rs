@@ -236,8 +236,8 @@ fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
             })?;
             if r.duplicates > 0 || r.missing > 0 {
                 return Err(io::Error::other(format!(
-                    "{url}: queue group delivery was not exactly once: {} duplicated, {} missing",
-                    r.duplicates, r.missing
+                    "{url}: queue group delivery was not exactly once: {} duplicated, {} missing (first..last missing {:?}), per member {:?}",
+                    r.duplicates, r.missing, r.missing_range, r.per_member
                 )));
             }
             Ok(Outcome {

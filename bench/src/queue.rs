@@ -27,6 +27,9 @@ pub struct QueueResult {
     pub delivered_per_sec: f64,
     pub duplicates: u64,
     pub missing: u64,
+    /// First and last missing message (`publisher * msgs + seq`), to tell a
+    /// window at the start or end from scattered loss.
+    pub missing_range: Option<(u64, u64)>,
     /// Messages each member received.
     pub per_member: Vec<u64>,
     pub server_version: String,
@@ -132,11 +135,15 @@ pub fn run(p: &QueueParams) -> io::Result<QueueResult> {
     }
     let duplicates = seen.iter().filter(|&&c| c > 1).count() as u64;
     let missing = seen.iter().filter(|&&c| c == 0).count() as u64;
+    let first = seen.iter().position(|&c| c == 0);
+    let last = seen.iter().rposition(|&c| c == 0);
+    let missing_range = first.zip(last).map(|(a, b)| (a as u64, b as u64));
     let delivered: u64 = per_member.iter().sum();
     Ok(QueueResult {
         delivered_per_sec: delivered as f64 / (end - start).as_secs_f64().max(1e-9),
         duplicates,
         missing,
+        missing_range,
         per_member,
         server_version: version,
     })
