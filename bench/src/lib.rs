@@ -8,6 +8,7 @@
 
 pub mod conn;
 pub mod conns;
+mod plot;
 pub mod publish;
 pub mod pubsub;
 pub mod queue;

@@ -131,9 +131,25 @@ struct Outcome {
     latency: Option<reqrep::ReqRepResult>,
 }
 
+impl Outcome {
+    fn of<T: serde::Serialize>(
+        line: String,
+        result: &T,
+        primary: f64,
+        primary_name: &'static str,
+    ) -> Self {
+        Outcome {
+            line,
+            json: serde_json::to_string(result).expect("plain struct"),
+            primary,
+            primary_name,
+            latency: None,
+        }
+    }
+}
+
 fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let json = |v: &dyn erased::Json| v.to_json();
     match scenario.clone() {
         Scenario::Sweep { .. } | Scenario::Sink { .. } => Err(io::Error::other("runs on its own")),
         Scenario::Pubsub {
@@ -157,16 +173,15 @@ fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
                     msgs * pubs as u64 * subs as u64
                 )));
             }
-            Ok(Outcome {
-                line: format!(
+            Ok(Outcome::of(
+                format!(
                     "pubsub {pubs}->{subs} size={size} msgs={msgs}/publisher url={url} server={} cpus={cpus}: published {:.0} msgs/s, delivered {:.0} msgs/s ({:.1} MB/s), lost {}, out of order {}",
                     r.server_version, r.published_per_sec, r.delivered_per_sec, r.delivered_mb_per_sec, r.lost, r.out_of_order
                 ),
-                json: json(&r),
-                primary: r.delivered_per_sec,
-                primary_name: "delivered msgs/s",
-                latency: None,
-            })
+                &r,
+                r.delivered_per_sec,
+                "delivered msgs/s",
+            ))
         }
         Scenario::Pub {
             publishers,
@@ -180,16 +195,15 @@ fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
                 size,
                 msgs,
             })?;
-            Ok(Outcome {
-                line: format!(
+            Ok(Outcome::of(
+                format!(
                     "pub {publishers} publishers size={size} msgs={msgs} url={url} server={} cpus={cpus}: {:.0} msgs/s ({:.1} MB/s)",
                     r.server_version, r.msgs_per_sec, r.mb_per_sec
                 ),
-                json: json(&r),
-                primary: r.msgs_per_sec,
-                primary_name: "msgs/s",
-                latency: None,
-            })
+                &r,
+                r.msgs_per_sec,
+                "msgs/s",
+            ))
         }
         Scenario::Conns {
             connections,
@@ -209,16 +223,15 @@ fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
                     r.lost
                 )));
             }
-            Ok(Outcome {
-                line: format!(
+            Ok(Outcome::of(
+                format!(
                     "conns {connections} connections size={size} msgs={msgs} url={url} server={} cpus={cpus}: connected+subscribed in {:.2} s, delivered {:.0} msgs/s, lost 0",
                     r.server_version, r.connect_secs, r.delivered_per_sec
                 ),
-                json: json(&r),
-                primary: r.delivered_per_sec,
-                primary_name: "delivered msgs/s",
-                latency: None,
-            })
+                &r,
+                r.delivered_per_sec,
+                "delivered msgs/s",
+            ))
         }
         Scenario::Queue {
             pubs,
@@ -240,16 +253,15 @@ fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
                     r.duplicates, r.missing, r.missing_range, r.per_member
                 )));
             }
-            Ok(Outcome {
-                line: format!(
+            Ok(Outcome::of(
+                format!(
                     "queue {pubs}->{members} size={size} msgs={msgs}/publisher url={url} server={} cpus={cpus}: delivered {:.0} msgs/s, exactly once, per member {:?}",
                     r.server_version, r.delivered_per_sec, r.per_member
                 ),
-                json: json(&r),
-                primary: r.delivered_per_sec,
-                primary_name: "delivered msgs/s",
-                latency: None,
-            })
+                &r,
+                r.delivered_per_sec,
+                "delivered msgs/s",
+            ))
         }
         Scenario::Reqrep {
             requesters,
@@ -269,28 +281,18 @@ fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
                 rate,
             })?;
             Ok(Outcome {
-                line: format!(
+                latency: Some(r.clone()),
+                ..Outcome::of(
+                format!(
                     "reqrep {requesters} requesters, {responders} responders, size={size} rate={} url={url} server={} cpus={cpus}: {:.0} req/s, p50 {:.0} us, p90 {:.0} us, p99 {:.0} us, p99.9 {:.0} us, max {:.0} us",
                     rate.map_or("closed-loop".to_string(), |r| format!("{r}/s")),
                     r.server_version, r.requests_per_sec, r.p50_us, r.p90_us, r.p99_us, r.p999_us, r.max_us
                 ),
-                json: json(&r),
-                primary: r.requests_per_sec,
-                primary_name: "req/s",
-                latency: Some(r),
+                &r,
+                r.requests_per_sec,
+                "req/s",
+            )
             })
-        }
-    }
-}
-
-/// JSON for any result type, without naming each one.
-mod erased {
-    pub trait Json {
-        fn to_json(&self) -> String;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn to_json(&self) -> String {
-            serde_json::to_string(self).expect("plain struct")
         }
     }
 }

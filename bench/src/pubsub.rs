@@ -3,7 +3,8 @@
 //! reordering (per publisher) are counted, not assumed.
 
 use crate::conn::Conn;
-use shoal_core::proto::{self, ServerOp};
+use crate::publish::{join_publishers, stamp_of, start_publishers};
+use shoal_core::proto::ServerOp;
 use std::io;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -31,25 +32,6 @@ pub struct PubSubResult {
     pub lost: u64,
     pub out_of_order: u64,
     pub server_version: String,
-}
-
-/// `(sequence, publisher)` from a payload: bytes 0..8 and 8..12, when the
-/// payload is long enough to carry them.
-pub(crate) fn stamp_of(payload: &[u8]) -> Option<(u64, usize)> {
-    let seq = u64::from_le_bytes(payload.get(..8)?.try_into().ok()?);
-    let publisher = payload.get(8..12).map_or(0, |b| {
-        u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize
-    });
-    Some((seq, publisher))
-}
-
-pub(crate) fn stamp(payload: &mut [u8], seq: u64, publisher: usize) {
-    if payload.len() >= 8 {
-        payload[..8].copy_from_slice(&seq.to_le_bytes());
-    }
-    if payload.len() >= 12 {
-        payload[8..12].copy_from_slice(&(publisher as u32).to_le_bytes());
-    }
 }
 
 pub fn run(p: &PubSubParams) -> io::Result<PubSubResult> {
@@ -98,36 +80,14 @@ pub fn run(p: &PubSubParams) -> io::Result<PubSubResult> {
             Ok((got, disorder, Instant::now()))
         }));
     }
-    let mut pubs = Vec::new();
-    let mut version = String::new();
-    for id in 0..publishers {
-        let mut c = Conn::connect(&p.url)?;
-        version = c.info.version.clone();
-        let (ready, subject, size, msgs) = (ready.clone(), p.subject.clone(), p.size, p.msgs);
-        pubs.push(std::thread::spawn(move || -> io::Result<()> {
-            let mut payload = vec![0u8; size];
-            ready.wait();
-            for seq in 0..msgs {
-                stamp(&mut payload, seq, id);
-                proto::write_pub(&mut c.wbuf, subject.as_bytes(), None, None, &payload);
-                if c.wbuf.len() >= 64 * 1024 {
-                    c.flush()?;
-                }
-            }
-            c.flush()?;
-            c.ping()
-        }));
-    }
+    let (version, pubs) = start_publishers(&p.url, &p.subject, publishers, p.size, p.msgs, &ready)?;
     // Subscriptions made on other connections must be visible to the
     // publishers' connections: the PING on each subscriber did that on
     // servers with that guarantee; give the others a moment too.
     std::thread::sleep(Duration::from_millis(50));
     ready.wait();
     let start = Instant::now();
-    for t in pubs {
-        t.join()
-            .map_err(|_| io::Error::other("publisher panicked"))??;
-    }
+    join_publishers(pubs)?;
     let publish_secs = start.elapsed().as_secs_f64();
     let (mut lost, mut disorder, mut last) = (0, 0, start);
     for s in subs {
@@ -150,20 +110,4 @@ pub fn run(p: &PubSubParams) -> io::Result<PubSubResult> {
         out_of_order: disorder,
         server_version: version,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stamps_round_trip() {
-        let mut p = vec![0u8; 16];
-        stamp(&mut p, 42, 3);
-        assert_eq!(stamp_of(&p), Some((42, 3)));
-        let mut short = vec![0u8; 8];
-        stamp(&mut short, 7, 3);
-        assert_eq!(stamp_of(&short), Some((7, 0)), "no room for the publisher");
-        assert_eq!(stamp_of(&[1, 2, 3]), None);
-    }
 }

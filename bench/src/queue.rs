@@ -3,8 +3,8 @@
 //! how evenly the group shared the load.
 
 use crate::conn::Conn;
-use crate::pubsub::{stamp, stamp_of};
-use shoal_core::proto::{self, ServerOp};
+use crate::publish::{join_publishers, stamp_of, start_publishers};
+use shoal_core::proto::ServerOp;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
@@ -90,33 +90,11 @@ pub fn run(p: &QueueParams) -> io::Result<QueueResult> {
             },
         ));
     }
-    let mut pubs = Vec::new();
-    let mut version = String::new();
-    for id in 0..publishers {
-        let mut c = Conn::connect(&p.url)?;
-        version = c.info.version.clone();
-        let (ready, subject, msgs) = (ready.clone(), p.subject.clone(), p.msgs);
-        pubs.push(std::thread::spawn(move || -> io::Result<()> {
-            let mut payload = vec![0u8; size];
-            ready.wait();
-            for seq in 0..msgs {
-                stamp(&mut payload, seq, id);
-                proto::write_pub(&mut c.wbuf, subject.as_bytes(), None, None, &payload);
-                if c.wbuf.len() >= 64 * 1024 {
-                    c.flush()?;
-                }
-            }
-            c.flush()?;
-            c.ping()
-        }));
-    }
+    let (version, pubs) = start_publishers(&p.url, &p.subject, publishers, size, p.msgs, &ready)?;
     std::thread::sleep(Duration::from_millis(50));
     ready.wait();
     let start = Instant::now();
-    for t in pubs {
-        t.join()
-            .map_err(|_| io::Error::other("publisher panicked"))??;
-    }
+    join_publishers(pubs)?;
     published.store(true, Ordering::Release);
     let mut seen = vec![0u8; total as usize];
     let mut per_member = Vec::new();

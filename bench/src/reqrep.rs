@@ -276,7 +276,7 @@ fn run_inline(p: &ReqRepParams) -> io::Result<ReqRepResult> {
 /// servers' results, so an operator can look rather than read.
 pub fn plot(results: &[(String, ReqRepResult)], path: &str, title: &str) -> io::Result<()> {
     use plotters::prelude::*;
-    let err = |e: String| io::Error::other(format!("plot: {e}"));
+    let err = |e: String| crate::plot::err(e);
     let labels = ["p50", "p90", "p99", "p99.9", "max"];
     let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
@@ -296,33 +296,14 @@ pub fn plot(results: &[(String, ReqRepResult)], path: &str, title: &str) -> io::
         .y_desc("latency (µs, log scale)")
         .draw()
         .map_err(|e| err(e.to_string()))?;
-    for (i, (name, r)) in results.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        let points: Vec<(usize, f64)> = [r.p50_us, r.p90_us, r.p99_us, r.p999_us, r.max_us]
-            .into_iter()
-            .enumerate()
-            .collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-            .map_err(|e| err(e.to_string()))?
-            .label(name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        chart
-            .draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 4, color.filled())),
-            )
-            .map_err(|e| err(e.to_string()))?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| err(e.to_string()))?;
+    let series = results
+        .iter()
+        .map(|(name, r)| {
+            let pts = [r.p50_us, r.p90_us, r.p99_us, r.p999_us, r.max_us];
+            (name.clone(), pts.into_iter().enumerate().collect())
+        })
+        .collect();
+    crate::plot::draw_series(&mut chart, series)?;
     root.present().map_err(|e| err(e.to_string()))
 }
 

@@ -83,7 +83,7 @@ pub fn table(rows: &[SweepRow]) -> String {
 /// Draws msgs/s (left) against message size (log scale), one line per
 /// server.
 pub fn plot(rows: &[SweepRow], path: &str, title: &str) -> io::Result<()> {
-    let err = |e: String| io::Error::other(format!("plot: {e}"));
+    let err = |e: String| crate::plot::err(e);
     let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
     let max_size = rows.iter().map(|r| r.size).max().unwrap_or(1) as f64;
@@ -109,35 +109,18 @@ pub fn plot(rows: &[SweepRow], path: &str, title: &str) -> io::Result<()> {
         .collect();
     series.sort();
     series.dedup();
-    for (i, (server, subs)) in series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        let points: Vec<(f64, f64)> = rows
-            .iter()
-            .filter(|r| r.server == *server && r.subscribers == *subs)
-            .map(|r| (r.size as f64, r.msgs_per_sec))
-            .collect();
-        let server = format!("{server}, 1->{subs}");
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-            .map_err(|e| err(e.to_string()))?
-            .label(server.to_string())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        chart
-            .draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 4, color.filled())),
-            )
-            .map_err(|e| err(e.to_string()))?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| err(e.to_string()))?;
+    let lines = series
+        .iter()
+        .map(|(server, subs)| {
+            let points = rows
+                .iter()
+                .filter(|r| r.server == *server && r.subscribers == *subs)
+                .map(|r| (r.size as f64, r.msgs_per_sec))
+                .collect();
+            (format!("{server}, 1->{subs}"), points)
+        })
+        .collect();
+    crate::plot::draw_series(&mut chart, lines)?;
     root.present().map_err(|e| err(e.to_string()))?;
     Ok(())
 }

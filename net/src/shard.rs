@@ -95,6 +95,8 @@ pub(crate) struct Shard {
     plain_refs: RefCell<AHashMap<Bytes, u32>>,
     peers: Vec<PeerLink>,
     dirty: RefCell<Vec<Rc<Client>>>,
+    /// The other half of `dirty` while it is being flushed.
+    flushing: RefCell<Vec<Rc<Client>>>,
     pub clients: RefCell<AHashMap<u64, Rc<Client>>>,
     counters: LocalCounters,
     /// Set when the shard stops accepting (lame duck or shutdown).
@@ -123,6 +125,7 @@ impl Shard {
             plain_refs: RefCell::new(AHashMap::new()),
             peers,
             dirty: RefCell::new(Vec::new()),
+            flushing: RefCell::new(Vec::new()),
             clients: RefCell::new(AHashMap::new()),
             counters: LocalCounters::default(),
             stop_accepting: LocalEvent::default(),
@@ -378,15 +381,19 @@ impl Shard {
     /// Writes every connection that got data since the last flush and
     /// publishes the counters.
     pub(crate) fn flush_dirty(&self) {
+        // Swap with a spare list so neither loses its capacity: no
+        // allocation per processed read buffer.
+        let mut batch = std::mem::take(&mut *self.flushing.borrow_mut());
         loop {
-            let batch = std::mem::take(&mut *self.dirty.borrow_mut());
+            std::mem::swap(&mut batch, &mut *self.dirty.borrow_mut());
             if batch.is_empty() {
                 break;
             }
-            for c in &batch {
+            for c in batch.drain(..) {
                 c.flush();
             }
         }
+        *self.flushing.borrow_mut() = batch;
         let c = &self.counters;
         for (cell, atomic) in [
             (&c.in_msgs, &self.stats.in_msgs),

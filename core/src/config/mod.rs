@@ -26,6 +26,20 @@ pub struct ClusterConfig {
     pub sync_interest: bool,
 }
 
+impl ClusterConfig {
+    /// Host and port of `listen`, with nats-server's defaults (all
+    /// interfaces, 6222) for what is not set yet; `host` and `port` keys each
+    /// replace one half.
+    fn listen_parts(&self) -> (String, String) {
+        let (h, p) = self
+            .listen
+            .as_deref()
+            .and_then(|l| l.rsplit_once(':'))
+            .unwrap_or(("0.0.0.0", "6222"));
+        (h.to_owned(), p.to_owned())
+    }
+}
+
 /// Everything the server can be configured with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
@@ -285,30 +299,12 @@ impl ServerConfig {
                 "name" => self.cluster.name = Some(string(e)?),
                 "listen" => self.cluster.listen = Some(string(e)?),
                 "host" => {
-                    let port = self
-                        .cluster
-                        .listen
-                        .as_deref()
-                        .and_then(|l| l.rsplit_once(':'))
-                        .map(|(_, p)| p.to_owned());
-                    self.cluster.listen = Some(format!(
-                        "{}:{}",
-                        string(e)?,
-                        port.unwrap_or_else(|| "6222".into())
-                    ));
+                    let (_, port) = self.cluster.listen_parts();
+                    self.cluster.listen = Some(format!("{}:{port}", string(e)?));
                 }
                 "port" => {
-                    let host = self
-                        .cluster
-                        .listen
-                        .as_deref()
-                        .and_then(|l| l.rsplit_once(':'))
-                        .map(|(h, _)| h.to_owned());
-                    self.cluster.listen = Some(format!(
-                        "{}:{}",
-                        host.unwrap_or_else(|| "0.0.0.0".into()),
-                        size(e)?
-                    ));
+                    let (host, _) = self.cluster.listen_parts();
+                    self.cluster.listen = Some(format!("{host}:{}", size(e)?));
                 }
                 "routes" => self.cluster.routes = string_list(e)?,
                 "sync_interest" => self.cluster.sync_interest = boolean(e)?,

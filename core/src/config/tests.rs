@@ -122,3 +122,13 @@ fn invalid_values_are_errors_naming_key_and_line() {
     let e = ServerConfig::from_conf("debug: 3").unwrap_err();
     assert!(matches!(e, ConfigError::Invalid { ref key, .. } if key == "debug"));
 }
+
+#[test]
+fn cluster_host_and_port_keys() {
+    let c = ServerConfig::from_conf("cluster { port: 7000 }").unwrap();
+    assert_eq!(c.cluster.listen.as_deref(), Some("0.0.0.0:7000"));
+    let c = ServerConfig::from_conf("cluster { host: 127.0.0.1, port: 7000 }").unwrap();
+    assert_eq!(c.cluster.listen.as_deref(), Some("127.0.0.1:7000"));
+    let c = ServerConfig::from_conf("cluster { host: 10.0.0.1 }").unwrap();
+    assert_eq!(c.cluster.listen.as_deref(), Some("10.0.0.1:6222"));
+}
