@@ -6,6 +6,8 @@
 //! - [`index`]: the subject index with its match cache, generic over what a
 //!   subscription points at.
 //! - [`auth`]: users, passwords, tokens and per-user permissions.
+//! - [`route`]: the route wire format between cluster nodes (framing, rkyv
+//!   payloads, validation).
 //!
 //! Nothing here does I/O, spawns, locks or reads the clock: the runtime
 //! (`shoal-net`) drives it, which keeps it testable and shard-local.
@@ -14,4 +16,5 @@ pub mod auth;
 pub mod config;
 pub mod index;
 pub mod proto;
+pub mod route;
 pub mod subject;
