@@ -4,6 +4,7 @@
 //! (message batches; a full channel makes the publishing connection wait,
 //! which is the backpressure).
 
+use crate::route::{RouteAttach, RouteId};
 use bytes::Bytes;
 use shoal_core::proto::Publish;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +27,32 @@ pub(crate) enum Control {
         subject: Bytes,
         queue: Option<Bytes>,
     },
+    /// Interest of a route (a peer node's clients), announced by the shard
+    /// that owns the link: `delta` entries added (or removed when negative)
+    /// for `route` (1 for a plain subject, member counts for queue groups).
+    RouteInterest {
+        route: RouteId,
+        subject: Bytes,
+        queue: Option<Bytes>,
+        delta: i32,
+    },
+    /// A route link closed: remove everything it had announced.
+    RouteDown {
+        route: RouteId,
+        interest: Arc<Vec<(Bytes, Option<Bytes>, u32)>>,
+    },
+    /// Take over an authenticated route connection (to the owning shard).
+    AttachRoute(Box<RouteAttach>),
+    /// Write this pre-encoded frame on a route link (gossip INFO).
+    RouteFrame { route: RouteId, frame: Bytes },
+    /// Close a route link (a duplicate, or the cluster is going away).
+    CloseRoute { route: RouteId },
+    /// Strict interest mode: once every route link this shard owns has
+    /// acknowledged everything sent before this, answer `BarrierDone`.
+    Barrier { from: ShardId, token: u64 },
+    BarrierDone { token: u64 },
+    /// The cluster's client URLs changed: send clients a fresh INFO.
+    InfoChanged,
     /// Enter lame duck mode (sent by the server to every shard).
     LameDuck,
     /// Flush and close every connection, stop accepting, end the shard.
@@ -41,6 +68,9 @@ pub(crate) struct Remote {
     /// Deliver to one local member of each of these queue groups (the
     /// publishing shard already picked this shard for them).
     pub queues: Vec<Bytes>,
+    /// Instead of local subscribers: write it on this route link (a slot of
+    /// the receiving shard), with `plain` and `queues` for the peer.
+    pub route: Option<u32>,
 }
 
 /// All messages for one shard from one processed read buffer.

@@ -144,6 +144,64 @@ async fn ping_timer(shard: Rc<Shard>, client: std::rc::Weak<Client>) {
     }
 }
 
+/// Reads once from `stream`, appending to `buf`. The read size adapts to the
+/// traffic between `MIN_READ` and `MAX_READ` (the buffer is zero-filled before
+/// each read, so small reads stay cheap). Returns the bytes read; 0 at EOF.
+pub(crate) async fn read_some(
+    stream: &Rc<RefCell<TcpStream>>,
+    buf: &mut BytesMut,
+    read_size: &Cell<usize>,
+) -> std::io::Result<usize> {
+    let start = buf.len();
+    let want = read_size.get();
+    buf.resize(start + want, 0);
+    let read = futures_lite::future::poll_fn(|cx| {
+        let mut s = stream.borrow_mut();
+        futures_lite::AsyncRead::poll_read(std::pin::Pin::new(&mut *s), cx, &mut buf[start..])
+    })
+    .await;
+    let n = *read.as_ref().unwrap_or(&0);
+    buf.truncate(start + n);
+    if n > 0 {
+        read_size.set(if n == want {
+            (want * 2).min(MAX_READ)
+        } else {
+            (n * 2).clamp(MIN_READ, MAX_READ)
+        });
+    }
+    read
+}
+
+/// Strict interest mode: the PONG once every peer node acknowledged the
+/// interest sent before it, or `-ERR` when they do not within `timeout` (the
+/// connection stays open).
+async fn pong_after_barrier(shard: Rc<Shard>, client: Rc<Client>, timeout: Duration) {
+    let (token, wait) = shard.barrier();
+    let done = futures_lite::future::or(
+        async {
+            wait.done.wait().await;
+            true
+        },
+        async {
+            runtime::sleep(timeout).await;
+            false
+        },
+    )
+    .await;
+    let res = if done {
+        client.queue(|b| b.extend_from_slice(proto::PONG))
+    } else {
+        shard.cancel_barrier(token);
+        client.queue(|b| proto::write_err(b, INTEREST_SYNC_TIMEOUT))
+    };
+    shard.mark_dirty(&client, res);
+    shard.flush_dirty();
+}
+
+/// Strict interest mode: the peers did not acknowledge a subscription in
+/// time (no nats-server counterpart; nats-server has no strict mode).
+pub(crate) const INTEREST_SYNC_TIMEOUT: &str = "Interest Sync Timeout";
+
 /// An operation's outcome: keep going, or close for this reason.
 type Step = Result<(), CloseReason>;
 
@@ -153,6 +211,9 @@ struct Connection {
     parser: ClientParser,
     out: Outgoing,
     read_size: Cell<usize>,
+    /// Strict interest mode: a SUB since the last PING, so the next PONG
+    /// waits for the cluster's peers.
+    unsynced: bool,
 }
 
 impl Connection {
@@ -169,41 +230,23 @@ impl Connection {
             parser,
             out,
             read_size: Cell::new(4096),
+            unsynced: false,
         }
     }
 
     async fn run(mut self) -> CloseReason {
         let mut buf = BytesMut::with_capacity(MAX_READ);
         loop {
-            let start = buf.len();
-            let want = self.read_size.get();
-            buf.resize(start + want, 0);
-            let stream = self.client.stream().clone();
-            let read = futures_lite::future::poll_fn(|cx| {
-                let mut s = stream.borrow_mut();
-                futures_lite::AsyncRead::poll_read(
-                    std::pin::Pin::new(&mut *s),
-                    cx,
-                    &mut buf[start..],
-                )
-            })
-            .await;
-            let n = match read {
+            match read_some(self.client.stream(), &mut buf, &self.read_size).await {
                 Ok(0) => {
                     return self
                         .client
                         .close_reason()
                         .unwrap_or(CloseReason::ClientClosed)
                 }
-                Ok(n) => n,
+                Ok(_) => {}
                 Err(_) => return self.client.close_reason().unwrap_or(CloseReason::ReadError),
-            };
-            buf.truncate(start + n);
-            self.read_size.set(if n == want {
-                (want * 2).min(MAX_READ)
-            } else {
-                (n * 2).clamp(MIN_READ, MAX_READ)
-            });
+            }
             if let Err(reason) = self.process(&mut buf) {
                 self.finish_batch().await;
                 return reason;
@@ -305,6 +348,18 @@ impl Connection {
                 // shard applies the interest already sent to it before it
                 // routes the next read buffer (`apply_pending_control`), and
                 // this connection's SUBs were sent before this point.
+                // Peer nodes are another matter: in strict interest mode the
+                // PONG waits until every peer acknowledged.
+                let cluster = &self.shard.shared.config.cluster;
+                if self.unsynced && cluster.sync_interest && cluster.enabled() {
+                    self.unsynced = false;
+                    runtime::spawn_detached(pong_after_barrier(
+                        self.shard.clone(),
+                        self.client.clone(),
+                        cluster.sync_timeout,
+                    ));
+                    return Ok(());
+                }
                 let res = self.client.queue(|b| b.extend_from_slice(proto::PONG));
                 self.shard.mark_dirty(&self.client, res);
                 Ok(())
@@ -446,6 +501,7 @@ impl Connection {
             self.send_err("Invalid Subject");
             return;
         }
+        self.unsynced = true;
         self.ok();
     }
 

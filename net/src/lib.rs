@@ -12,6 +12,7 @@
 //! - `bus`: what shards send each other;
 //! - `lifecycle`: accepting, lame duck, shutdown;
 //! - `listen`: binding the port once per shard;
+//! - `route`: route links to peer nodes (the cluster's data plane);
 //! - `runtime`: the seam to glommio;
 //! - `stats`: per-shard counters.
 
@@ -20,6 +21,7 @@ mod client;
 mod lifecycle;
 mod listen;
 mod outbound;
+pub mod route;
 pub mod runtime;
 mod server;
 mod shard;

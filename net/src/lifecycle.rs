@@ -82,12 +82,32 @@ pub(crate) fn shutdown(shard: &Rc<Shard>) {
     runtime::spawn_detached(finish(shard.clone()));
 }
 
-/// Waits (bounded) for the connection tasks to clean up, then ends the shard.
-async fn finish(shard: Rc<Shard>) {
-    let deadline = std::time::Instant::now() + shard.shared.config.write_deadline;
-    while !shard.clients.borrow().is_empty() && std::time::Instant::now() < deadline {
+/// Polls `done` every 5 ms until it holds or `deadline` passes.
+async fn wait_until(done: impl Fn() -> bool, deadline: std::time::Instant) {
+    while !done() && std::time::Instant::now() < deadline {
         runtime::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Waits (bounded) for the connection tasks to clean up, then closes the
+/// route links once every shard's clients are gone (so what they published
+/// is forwarded to peers first), then ends the shard.
+async fn finish(shard: Rc<Shard>) {
+    let deadline = std::time::Instant::now() + shard.shared.config.write_deadline;
+    wait_until(|| shard.clients.borrow().is_empty(), deadline).await;
+    let shared = &shard.shared;
+    shared.shards_without_clients.fetch_add(1, Relaxed);
+    wait_until(
+        || shared.shards_without_clients.load(Relaxed) >= shard.shards,
+        deadline,
+    )
+    .await;
+    shard.drain_data();
+    for link in shard.route_links() {
+        link.conn.close_after_flush(CloseReason::ServerShutdown);
+    }
+    let deadline = std::time::Instant::now() + shard.shared.config.write_deadline;
+    wait_until(|| shard.route_links().is_empty(), deadline).await;
     if shard.id == 0 {
         info!("Server Exiting..");
     }

@@ -36,6 +36,7 @@ pub enum CloseReason {
     MaxConnectionsExceeded,
     ServerShutdown,
     LameDuck,
+    DuplicateRoute,
 }
 
 impl std::fmt::Display for CloseReason {
@@ -54,6 +55,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::MaxConnectionsExceeded => "Maximum Connections Exceeded",
             CloseReason::ServerShutdown => "Server Shutdown",
             CloseReason::LameDuck => "Lame Duck Mode",
+            CloseReason::DuplicateRoute => "Duplicate Route",
         })
     }
 }

@@ -5,18 +5,21 @@
 use crate::bus::{self, Control, PeerLink};
 use crate::lifecycle;
 use crate::listen;
+use crate::route::{PeerMeta, RouteAttach, RouteEvent, RouteId, RouteView};
 use crate::runtime::{self, ExecutorSpec, TcpListener};
 use crate::shard::Shard;
 use crate::stats::{ShardStats, StatsSnapshot};
 use shoal_core::auth::{AuthConfigError, Authenticator};
 use shoal_core::config::ServerConfig;
 use shoal_core::proto::ServerInfo;
+use shoal_core::route::RouteInfo;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::os::fd::FromRawFd;
 use std::os::fd::IntoRawFd;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use thiserror::Error;
 use tracing::info;
@@ -57,6 +60,20 @@ pub(crate) struct Shared {
     /// message, simulating a shard too busy to run its inbox. Tests use it to
     /// prove that subscriptions are visible without the inbox task's help.
     pub test_control_delay: Option<std::time::Duration>,
+    /// The cluster's client URLs (this node's and its peers'), for INFO.
+    pub connect_urls: Mutex<Vec<String>>,
+    /// Live route links, for monitoring.
+    pub routes: Mutex<BTreeMap<RouteId, RouteView>>,
+    /// What route links report to the membership layer.
+    pub route_events: flume::Sender<RouteEvent>,
+    next_route_slot: AtomicU32,
+    next_route_shard: AtomicUsize,
+    /// Ready to serve (`/healthz`): set by the binary, or by the membership
+    /// layer once the cluster's interest has arrived.
+    pub ready: AtomicBool,
+    /// Shards whose clients are all gone at shutdown: route links close when
+    /// every shard got there, so what clients sent is forwarded first.
+    pub shards_without_clients: AtomicUsize,
 }
 
 impl Shared {
@@ -75,6 +92,7 @@ impl Shared {
             client_ip: Some(addr.ip().to_string()),
             auth_required: self.auth.required(),
             ldm: self.lame_duck.load(Relaxed),
+            connect_urls: self.connect_urls.lock().map(|u| u.clone()).unwrap_or_default(),
             ..Default::default()
         }
     }
@@ -85,6 +103,7 @@ pub struct Server {
     shared: Arc<Shared>,
     links: Vec<PeerLink>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    route_events: Option<flume::Receiver<RouteEvent>>,
 }
 
 fn server_id() -> String {
@@ -123,6 +142,7 @@ impl Server {
         let addr = listen::resolve(&config.host, port).map_err(listen_err)?;
         let (sockets, bound) = listen::bind_all(addr, shards).map_err(listen_err)?;
         let id = server_id();
+        let (events_tx, events_rx) = flume::unbounded();
         let shared = Arc::new(Shared {
             server_name: config.server_name.clone().unwrap_or_else(|| id.clone()),
             server_id: id,
@@ -139,6 +159,13 @@ impl Server {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .map(std::time::Duration::from_millis),
+            connect_urls: Mutex::new(Vec::new()),
+            routes: Mutex::new(BTreeMap::new()),
+            route_events: events_tx,
+            next_route_slot: AtomicU32::new(1),
+            next_route_shard: AtomicUsize::new(0),
+            ready: AtomicBool::new(false),
+            shards_without_clients: AtomicUsize::new(0),
             config,
         });
         let (links, inboxes) = bus::channels(shards);
@@ -172,11 +199,11 @@ impl Server {
             }
         }
         info!("Listening for client connections on {bound}");
-        info!("Server is ready");
         Ok(Server {
             shared,
             links,
             threads,
+            route_events: Some(events_rx),
         })
     }
 
@@ -204,6 +231,11 @@ impl Server {
 
     pub fn shards(&self) -> usize {
         self.links.len()
+    }
+
+    /// What route links report (taken once, by the membership layer).
+    pub fn take_route_events(&mut self) -> Option<flume::Receiver<RouteEvent>> {
+        self.route_events.take()
     }
 
     pub fn stats(&self) -> StatsSnapshot {
@@ -239,6 +271,97 @@ pub struct ServerControl {
 }
 
 impl ServerControl {
+    pub fn server_id(&self) -> &str {
+        &self.shared.server_id
+    }
+
+    pub fn server_name(&self) -> &str {
+        &self.shared.server_name
+    }
+
+    /// The address clients connect to.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.shared.config
+    }
+
+    pub fn is_lame_duck(&self) -> bool {
+        self.shared.lame_duck.load(Relaxed)
+    }
+
+    /// Hands an authenticated route connection to a shard (round-robin),
+    /// which serves it from now on.
+    pub fn attach_route(&self, stream: std::net::TcpStream, peer: PeerMeta) -> RouteId {
+        let shards = self.links.len();
+        let shard = self.shared.next_route_shard.fetch_add(1, Relaxed) % shards;
+        let id = RouteId {
+            shard: shard as u16,
+            slot: self.shared.next_route_slot.fetch_add(1, Relaxed),
+        };
+        let attach = Box::new(RouteAttach { id, stream, peer });
+        if self.links[shard]
+            .send_control(Control::AttachRoute(attach))
+            .is_err()
+        {
+            // The shard has stopped; the connection was dropped with the
+            // message. Report it like any closed link.
+            let _ = self.shared.route_events.send(RouteEvent::Closed {
+                route: id,
+                reason: "Server Shutdown".into(),
+            });
+        }
+        id
+    }
+
+    /// Sends a new INFO on a route link (gossip).
+    pub fn send_route_info(&self, route: RouteId, info: &RouteInfo) {
+        let mut buf = bytes::BytesMut::new();
+        shoal_core::route::write_info(&mut buf, info);
+        let _ = self.links[route.shard as usize].send_control(Control::RouteFrame {
+            route,
+            frame: buf.freeze(),
+        });
+    }
+
+    /// Closes a route link after what is queued on it.
+    pub fn close_route(&self, route: RouteId) {
+        let _ = self.links[route.shard as usize].send_control(Control::CloseRoute { route });
+    }
+
+    /// The live route links.
+    pub fn routes(&self) -> Vec<RouteView> {
+        self.shared
+            .routes
+            .lock()
+            .map(|r| r.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The cluster's client URLs changed: clients get a fresh INFO.
+    pub fn set_connect_urls(&self, urls: Vec<String>) {
+        if let Ok(mut u) = self.shared.connect_urls.lock() {
+            if *u == urls {
+                return;
+            }
+            *u = urls;
+        }
+        for l in &self.links {
+            let _ = l.send_control(Control::InfoChanged);
+        }
+    }
+
+    /// Marks the server ready (or not) for `/healthz`.
+    pub fn set_ready(&self, ready: bool) {
+        self.shared.ready.store(ready, Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.shared.ready.load(Relaxed)
+    }
+
     /// Flushes and closes every connection, then stops every shard.
     pub fn shutdown(&self) {
         info!("Initiating Shutdown...");

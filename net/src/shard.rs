@@ -7,14 +7,16 @@
 //! `RefCell`s never live across an `.await`.
 
 use crate::bus::{Batch, Control, Inbox, PeerLink, Remote, ShardId};
-use crate::outbound::{Client, LocalSub, QueueResult};
+use crate::outbound::{Client, CloseReason, LocalSub, QueueResult};
+use crate::route::{self, NodeInterest, RouteId, RouteLink};
 use crate::runtime::{self, LocalEvent};
 use crate::server::Shared;
 use crate::stats::ShardStats;
 use ahash::AHashMap;
 use bytes::Bytes;
 use shoal_core::index::{IndexError, Matches, SubjectIndex};
-use shoal_core::proto::{headers::NO_RESPONDERS, write_msg, Publish};
+use shoal_core::proto::{self as proto, headers::NO_RESPONDERS, write_msg, Publish};
+use shoal_core::route::{self as wire, InterestOp, MsgFrame, RouteMsg};
 use std::cell::{Cell, RefCell};
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
@@ -30,6 +32,8 @@ pub(crate) enum Target {
     /// Interest of another shard (one entry per plain subject, one per queue
     /// member: the multiplicity is the queue weight).
     Shard(ShardId),
+    /// Interest of a peer node, through a route link (same multiplicity).
+    Route(RouteId),
 }
 
 impl PartialEq for Target {
@@ -37,6 +41,7 @@ impl PartialEq for Target {
         match (self, other) {
             (Target::Local(a), Target::Local(b)) => Rc::ptr_eq(a, b),
             (Target::Shard(a), Target::Shard(b)) => a == b,
+            (Target::Route(a), Target::Route(b)) => a == b,
             _ => false,
         }
     }
@@ -49,6 +54,7 @@ impl Hash for Target {
         match self {
             Target::Local(s) => (Rc::as_ptr(s) as usize).hash(state),
             Target::Shard(id) => (usize::MAX - *id as usize).hash(state),
+            Target::Route(r) => (r.shard, r.slot).hash(state),
         }
     }
 }
@@ -111,11 +117,42 @@ pub(crate) struct Shard {
     )>,
     /// This shard's data inbox, drained synchronously at shutdown.
     data_rx: std::cell::OnceCell<flume::Receiver<Batch>>,
+    /// Whether this node is part of a cluster (keeps `node` up to date).
+    clustered: bool,
+    /// The route links this shard owns, by slot.
+    routes: RefCell<AHashMap<u32, Rc<RouteLink>>>,
+    /// This node's own interest as this shard sees it: what its links
+    /// announce to peers.
+    node: RefCell<NodeInterest>,
+    /// Strict interest mode: syncs sent on this shard's links, by token.
+    syncs: RefCell<AHashMap<u64, PendingSync>>,
+    /// Strict interest mode: barriers clients of this shard wait for.
+    barriers: RefCell<AHashMap<u64, Rc<BarrierWait>>>,
+    next_token: Cell<u64>,
 }
+
+/// A `Sync` sent on every link of this shard for a barrier of shard `from`.
+struct PendingSync {
+    from: ShardId,
+    token: u64,
+    /// Slots of the links that have not acknowledged yet.
+    waiting: Vec<u32>,
+}
+
+/// A client's barrier: every shard answers once all its links acknowledged.
+pub(crate) struct BarrierWait {
+    remaining: Cell<usize>,
+    pub done: LocalEvent,
+}
+
+/// Most queue members one peer may announce for a group (bounds the index
+/// entries a peer can make this node hold).
+const MAX_ROUTE_WEIGHT: u32 = 1 << 16;
 
 impl Shard {
     pub(crate) fn new(id: ShardId, shared: Arc<Shared>, peers: Vec<PeerLink>) -> Self {
         let stats = shared.shard_stats[id as usize].clone();
+        let clustered = shared.config.cluster.enabled();
         Shard {
             id,
             shards: peers.len(),
@@ -132,6 +169,12 @@ impl Shard {
             stopped: LocalEvent::default(),
             control_rx: std::cell::OnceCell::new(),
             data_rx: std::cell::OnceCell::new(),
+            clustered,
+            routes: RefCell::new(AHashMap::new()),
+            node: RefCell::new(NodeInterest::default()),
+            syncs: RefCell::new(AHashMap::new()),
+            barriers: RefCell::new(AHashMap::new()),
+            next_token: Cell::new(0),
         }
     }
 
@@ -174,6 +217,9 @@ impl Shard {
                 *n == 1
             }
         };
+        if announce {
+            self.node_interest(true, &subject, queue.as_ref());
+        }
         if announce && self.shards > 1 {
             let from = self.id;
             self.broadcast(|| Control::InterestAdd {
@@ -219,6 +265,9 @@ impl Shard {
                 }
             }
         };
+        if retract {
+            self.node_interest(false, &sub.subject, sub.queue.as_ref());
+        }
         if retract && self.shards > 1 {
             let from = self.id;
             self.broadcast(|| Control::InterestRemove {
@@ -232,18 +281,15 @@ impl Shard {
     // ----- the publish path -----
 
     /// Routes one message published by a local client: local subscribers
-    /// get it now, other shards through `out`. Returns whether anyone got it.
+    /// get it now, other shards through `out`, peer nodes through their
+    /// route links (once each). Returns whether anyone got it.
     pub(crate) fn publish(&self, from: &Rc<Client>, p: &Publish, out: &mut Outgoing) -> bool {
-        self.counters.in_msgs.set(self.counters.in_msgs.get() + 1);
-        self.counters.in_bytes.set(
-            self.counters.in_bytes.get()
-                + p.payload.len() as u64
-                + p.headers.as_ref().map_or(0, |h| h.len() as u64),
-        );
+        self.count_in(p);
         let m = self.index.borrow_mut().matches(&p.subject);
         let echo = from.flags.get().echo;
         let mut delivered = false;
         let mut remote_plain = 0u64;
+        let mut routes = RouteSends::default();
         for t in &m.plain {
             match t {
                 Target::Local(s) => {
@@ -252,40 +298,50 @@ impl Shard {
                     }
                 }
                 Target::Shard(j) => remote_plain |= 1 << j,
+                Target::Route(r) => routes.plain(*r),
             }
         }
         let mut remote_queues: Vec<(ShardId, Bytes)> = Vec::new();
+        let prefer_local = self.shared.config.cluster.queue_prefer_local;
         for g in &m.queues {
             let eligible = |t: &Target| match t {
                 Target::Local(s) => {
                     (echo || !Rc::ptr_eq(&s.client, from)) && !s.client.is_closing()
                 }
-                Target::Shard(_) => true,
+                Target::Shard(_) | Target::Route(_) => true,
             };
-            let Some(pick) = pick_weighted(&g.members, eligible) else {
-                continue;
+            // A member on this node when the group has one (no extra hop),
+            // else any member cluster-wide, weighted by member counts.
+            let pick = if prefer_local {
+                pick_weighted(&g.members, |t| !matches!(t, Target::Route(_)) && eligible(t))
+                    .or_else(|| pick_weighted(&g.members, eligible))
+            } else {
+                pick_weighted(&g.members, eligible)
             };
             match pick {
-                Target::Local(s) => delivered |= self.deliver(s, p),
-                Target::Shard(j) => remote_queues.push((*j, g.name.clone())),
+                None => {}
+                Some(Target::Local(s)) => delivered |= self.deliver(s, p),
+                Some(Target::Shard(j)) => remote_queues.push((*j, g.name.clone())),
+                Some(Target::Route(r)) => routes.queue(*r, g.name.clone()),
             }
         }
         if remote_plain != 0 || !remote_queues.is_empty() {
             delivered = true;
-            for (j, _) in self.other_shards() {
-                let plain = remote_plain & (1 << j) != 0;
-                let queues: Vec<Bytes> = remote_queues
-                    .iter()
-                    .filter(|(s, _)| *s == j)
-                    .map(|(_, q)| q.clone())
-                    .collect();
-                if plain || !queues.is_empty() {
+            self.forward_to_shards(p, remote_plain, &remote_queues, out);
+        }
+        if !routes.0.is_empty() {
+            delivered = true;
+            for (r, plain, queues) in routes.0 {
+                if r.shard == self.id {
+                    self.send_to_route(r.slot, p, plain, &queues);
+                } else {
                     out.push(
-                        j,
+                        r.shard,
                         Remote {
                             publish: p.clone(),
                             plain,
                             queues,
+                            route: Some(r.slot),
                         },
                     );
                 }
@@ -295,6 +351,120 @@ impl Shard {
             self.no_responders(from, p);
         }
         delivered
+    }
+
+    fn count_in(&self, p: &Publish) {
+        self.counters.in_msgs.set(self.counters.in_msgs.get() + 1);
+        self.counters.in_bytes.set(
+            self.counters.in_bytes.get()
+                + p.payload.len() as u64
+                + p.headers.as_ref().map_or(0, |h| h.len() as u64),
+        );
+    }
+
+    /// Queues one batch entry per other shard that has plain interest
+    /// (`remote_plain`, a bit per shard) or was picked for a queue group.
+    fn forward_to_shards(
+        &self,
+        p: &Publish,
+        remote_plain: u64,
+        remote_queues: &[(ShardId, Bytes)],
+        out: &mut Outgoing,
+    ) {
+        for (j, _) in self.other_shards() {
+            let plain = remote_plain & (1 << j) != 0;
+            let queues: Vec<Bytes> = remote_queues
+                .iter()
+                .filter(|(s, _)| *s == j)
+                .map(|(_, q)| q.clone())
+                .collect();
+            if plain || !queues.is_empty() {
+                out.push(
+                    j,
+                    Remote {
+                        publish: p.clone(),
+                        plain,
+                        queues,
+                        route: None,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Routes one message that arrived from a peer node: to this node's
+    /// subscribers only (local now, other shards through `out`), never to
+    /// another route. `plain` and `queues` say what the peer picked this node
+    /// for.
+    pub(crate) fn publish_from_route(&self, msg: &RouteMsg, out: &mut Outgoing) {
+        let p = Publish {
+            subject: msg.subject.clone(),
+            reply: msg.reply.clone(),
+            headers: msg.headers.clone(),
+            payload: msg.payload.clone(),
+        };
+        self.count_in(&p);
+        let m = self.index.borrow_mut().matches(&p.subject);
+        let mut remote_plain = 0u64;
+        if msg.plain {
+            for t in &m.plain {
+                match t {
+                    Target::Local(s) => {
+                        self.deliver(s, &p);
+                    }
+                    Target::Shard(j) => remote_plain |= 1 << j,
+                    Target::Route(_) => {}
+                }
+            }
+        }
+        let mut remote_queues: Vec<(ShardId, Bytes)> = Vec::new();
+        for q in &msg.queues {
+            let Some(g) = m.queues.iter().find(|g| g.name == q) else {
+                // The group's last member here left after the peer picked us.
+                continue;
+            };
+            let here = |t: &Target| match t {
+                Target::Local(s) => !s.client.is_closing(),
+                Target::Shard(_) => true,
+                Target::Route(_) => false,
+            };
+            match pick_weighted(&g.members, here) {
+                Some(Target::Local(s)) => {
+                    self.deliver(s, &p);
+                }
+                Some(Target::Shard(j)) => remote_queues.push((*j, g.name.clone())),
+                _ => {}
+            }
+        }
+        if remote_plain != 0 || !remote_queues.is_empty() {
+            self.forward_to_shards(&p, remote_plain, &remote_queues, out);
+        }
+    }
+
+    /// Writes a message on one of this shard's route links.
+    fn send_to_route(&self, slot: u32, p: &Publish, plain: bool, queues: &[Bytes]) {
+        let routes = self.routes.borrow();
+        let Some(link) = routes.get(&slot) else {
+            // The link went down after the publisher picked it.
+            return;
+        };
+        let frame = MsgFrame {
+            subject: &p.subject,
+            reply: p.reply.as_deref(),
+            headers: p.headers.as_deref(),
+            payload: &p.payload,
+            plain,
+            queues: queues.iter().map(|q| &q[..]).collect(),
+        };
+        let res = link.conn.queue(|b| wire::write_msg(b, &frame));
+        link.stats.out_msgs.fetch_add(1, Relaxed);
+        link.stats.out_bytes.fetch_add(
+            (p.payload.len() + p.headers.as_ref().map_or(0, |h| h.len())) as u64,
+            Relaxed,
+        );
+        if res == QueueResult::NewlyDirty {
+            self.dirty.borrow_mut().push(link.conn.clone());
+        }
     }
 
     /// A request nobody can answer: tell a client that asked for it with a
@@ -431,6 +601,229 @@ impl Shard {
         }
     }
 
+    // ----- routes -----
+
+    /// Keeps `node` up to date and tells this shard's links what changed.
+    fn node_interest(&self, add: bool, subject: &Bytes, queue: Option<&Bytes>) {
+        if !self.clustered {
+            return;
+        }
+        let op = {
+            let mut node = self.node.borrow_mut();
+            if add {
+                node.add(subject, queue)
+            } else {
+                node.remove(subject, queue)
+            }
+        };
+        let Some(op) = op else { return };
+        for link in self.routes.borrow().values() {
+            let res = link.send_interest(op.clone());
+            self.mark_dirty(&link.conn, res);
+        }
+    }
+
+    /// A new link on this shard: it gets this node's interest snapshot, then
+    /// every change after it.
+    pub(crate) fn add_route(&self, link: Rc<RouteLink>) {
+        let ops = self.node.borrow().snapshot();
+        route::queue_snapshot(&link, ops);
+        link.conn.flush();
+        self.routes.borrow_mut().insert(link.id.slot, link);
+    }
+
+    /// A link of this shard closed: everything it announced goes, on every
+    /// shard, and syncs no longer wait for it.
+    pub(crate) fn remove_route(&self, link: &Rc<RouteLink>) {
+        self.routes.borrow_mut().remove(&link.id.slot);
+        let interest = Arc::new(link.take_interest());
+        self.remove_route_entries(link.id, &interest);
+        let route = link.id;
+        self.broadcast(|| Control::RouteDown {
+            route,
+            interest: interest.clone(),
+        });
+        let done: Vec<(ShardId, u64)> = {
+            let mut syncs = self.syncs.borrow_mut();
+            let mut done = Vec::new();
+            syncs.retain(|_, s| {
+                s.waiting.retain(|slot| *slot != route.slot);
+                if s.waiting.is_empty() {
+                    done.push((s.from, s.token));
+                }
+                !s.waiting.is_empty()
+            });
+            done
+        };
+        for (from, token) in done {
+            self.sync_complete(from, token);
+        }
+    }
+
+    /// An interest change announced by the peer of one of this shard's links:
+    /// applied here and broadcast to the other shards as a delta.
+    pub(crate) fn route_interest(&self, link: &RouteLink, op: InterestOp) {
+        let subject = Bytes::from(op.subject);
+        let queue = op.queue.map(Bytes::from);
+        let weight = match queue {
+            None => op.weight.min(1),
+            Some(_) => op.weight.min(MAX_ROUTE_WEIGHT),
+        };
+        let old = {
+            let mut m = link.interest.borrow_mut();
+            let key = (subject.clone(), queue.clone());
+            if weight == 0 {
+                m.remove(&key).unwrap_or(0)
+            } else {
+                m.insert(key, weight).unwrap_or(0)
+            }
+        };
+        let delta = weight as i32 - old as i32;
+        if delta == 0 {
+            return;
+        }
+        if delta > 0 {
+            link.stats.subscriptions.fetch_add(delta as u64, Relaxed);
+        } else {
+            link.stats.subscriptions.fetch_sub(delta.unsigned_abs() as u64, Relaxed);
+        }
+        self.apply_route_delta(link.id, &subject, queue.as_ref(), delta);
+        let route = link.id;
+        self.broadcast(|| Control::RouteInterest {
+            route,
+            subject: subject.clone(),
+            queue: queue.clone(),
+            delta,
+        });
+    }
+
+    fn apply_route_delta(&self, route: RouteId, subject: &Bytes, queue: Option<&Bytes>, delta: i32) {
+        let mut index = self.index.borrow_mut();
+        let target = Target::Route(route);
+        for _ in 0..delta.unsigned_abs() {
+            if delta > 0 {
+                // Validated when the frame was decoded.
+                let _ = index.insert(subject, queue.map(|q| &q[..]), target.clone());
+            } else {
+                index.remove(subject, queue.map(|q| &q[..]), &target);
+            }
+        }
+    }
+
+    fn remove_route_entries(&self, route: RouteId, interest: &[(Bytes, Option<Bytes>, u32)]) {
+        for (subject, queue, weight) in interest {
+            self.apply_route_delta(route, subject, queue.as_ref(), -(*weight as i32));
+        }
+    }
+
+    /// The links this shard owns (lifecycle: closing them last).
+    pub(crate) fn route_links(&self) -> Vec<Rc<RouteLink>> {
+        self.routes.borrow().values().cloned().collect()
+    }
+
+    fn token(&self) -> u64 {
+        let t = self.next_token.get() + 1;
+        self.next_token.set(t);
+        t
+    }
+
+    /// Strict interest mode: a barrier for a client of this shard. Every
+    /// shard (this one included) sends a `Sync` on each of its links after
+    /// the interest already sent there, and answers once all acknowledged.
+    pub(crate) fn barrier(&self) -> (u64, Rc<BarrierWait>) {
+        let token = self.token();
+        let wait = Rc::new(BarrierWait {
+            remaining: Cell::new(self.shards),
+            done: LocalEvent::default(),
+        });
+        self.barriers.borrow_mut().insert(token, wait.clone());
+        let from = self.id;
+        self.broadcast(|| Control::Barrier { from, token });
+        self.start_sync(from, token);
+        (token, wait)
+    }
+
+    /// Forgets a barrier that timed out.
+    pub(crate) fn cancel_barrier(&self, token: u64) {
+        self.barriers.borrow_mut().remove(&token);
+    }
+
+    fn start_sync(&self, from: ShardId, token: u64) {
+        let slots: Vec<u32> = self.routes.borrow().keys().copied().collect();
+        if slots.is_empty() {
+            self.sync_complete(from, token);
+            return;
+        }
+        let local = self.token();
+        for link in self.routes.borrow().values() {
+            let res = link
+                .conn
+                .queue(|b| wire::write_token(b, wire::FrameKind::Sync, local));
+            self.mark_dirty(&link.conn, res);
+        }
+        self.syncs.borrow_mut().insert(
+            local,
+            PendingSync {
+                from,
+                token,
+                waiting: slots,
+            },
+        );
+        self.flush_dirty();
+    }
+
+    /// A link acknowledged a `Sync`.
+    pub(crate) fn sync_acked(&self, route: RouteId, local: u64) {
+        let done = {
+            let mut syncs = self.syncs.borrow_mut();
+            let Some(s) = syncs.get_mut(&local) else { return };
+            s.waiting.retain(|slot| *slot != route.slot);
+            if s.waiting.is_empty() {
+                syncs.remove(&local).map(|s| (s.from, s.token))
+            } else {
+                None
+            }
+        };
+        if let Some((from, token)) = done {
+            self.sync_complete(from, token);
+        }
+    }
+
+    fn sync_complete(&self, from: ShardId, token: u64) {
+        if from == self.id {
+            self.barrier_done(token);
+        } else {
+            let _ = self.peers[from as usize].send_control(Control::BarrierDone { token });
+        }
+    }
+
+    fn barrier_done(&self, token: u64) {
+        let mut barriers = self.barriers.borrow_mut();
+        let Some(w) = barriers.get(&token) else { return };
+        let left = w.remaining.get().saturating_sub(1);
+        w.remaining.set(left);
+        if left == 0 {
+            if let Some(w) = barriers.remove(&token) {
+                w.done.set();
+            }
+        }
+    }
+
+    /// The cluster's client URLs changed: every client gets a fresh INFO
+    /// (`connect_urls`), as nats-server sends.
+    fn send_info_to_clients(&self) {
+        let clients: Vec<_> = self.clients.borrow().values().cloned().collect();
+        for c in &clients {
+            if !c.authenticated.get() && self.shared.auth.required() {
+                continue;
+            }
+            let info = self.shared.info_for(c.id, c.addr);
+            let res = c.queue(|b| proto::write_info(b, &info));
+            self.mark_dirty(c, res);
+        }
+        self.flush_dirty();
+    }
+
     // ----- the inbox -----
 
     /// Starts the tasks that apply what other shards send.
@@ -513,6 +906,7 @@ impl Shard {
                     self.index
                         .borrow_mut()
                         .insert(&subject, queue.as_deref(), Target::Shard(from));
+                self.node_interest(true, &subject, queue.as_ref());
             }
             Control::InterestRemove {
                 from,
@@ -522,7 +916,33 @@ impl Shard {
                 self.index
                     .borrow_mut()
                     .remove(&subject, queue.as_deref(), &Target::Shard(from));
+                self.node_interest(false, &subject, queue.as_ref());
             }
+            Control::RouteInterest {
+                route,
+                subject,
+                queue,
+                delta,
+            } => self.apply_route_delta(route, &subject, queue.as_ref(), delta),
+            Control::RouteDown { route, interest } => self.remove_route_entries(route, &interest),
+            Control::AttachRoute(attach) => {
+                runtime::spawn_detached(route::serve(self.clone(), *attach));
+            }
+            Control::RouteFrame { route, frame } => {
+                if let Some(link) = self.routes.borrow().get(&route.slot) {
+                    let res = link.conn.queue(|b| b.extend_from_slice(&frame));
+                    self.mark_dirty(&link.conn, res);
+                }
+                self.flush_dirty();
+            }
+            Control::CloseRoute { route } => {
+                if let Some(link) = self.routes.borrow().get(&route.slot) {
+                    link.conn.close_after_flush(CloseReason::DuplicateRoute);
+                }
+            }
+            Control::Barrier { from, token } => self.start_sync(from, token),
+            Control::BarrierDone { token } => self.barrier_done(token),
+            Control::InfoChanged => self.send_info_to_clients(),
             Control::LameDuck => crate::lifecycle::enter_lame_duck(self.clone()),
             Control::Shutdown => {
                 crate::lifecycle::shutdown(self);
@@ -545,6 +965,10 @@ impl Shard {
     }
 
     fn deliver_remote(&self, r: &Remote) {
+        if let Some(slot) = r.route {
+            self.send_to_route(slot, &r.publish, r.plain, &r.queues);
+            return;
+        }
         let m = self.index.borrow_mut().matches(&r.publish.subject);
         if r.plain {
             for t in &m.plain {
@@ -563,6 +987,31 @@ impl Shard {
                 self.deliver(s, &r.publish);
             }
         }
+    }
+}
+
+/// The route links one message goes to: each once, with whether the peer
+/// has plain interest and which of its queue groups were picked.
+#[derive(Default)]
+struct RouteSends(Vec<(RouteId, bool, Vec<Bytes>)>);
+
+impl RouteSends {
+    fn entry(&mut self, r: RouteId) -> &mut (RouteId, bool, Vec<Bytes>) {
+        match self.0.iter().position(|e| e.0 == r) {
+            Some(i) => &mut self.0[i],
+            None => {
+                self.0.push((r, false, Vec::new()));
+                self.0.last_mut().expect("just pushed")
+            }
+        }
+    }
+
+    fn plain(&mut self, r: RouteId) {
+        self.entry(r).1 = true;
+    }
+
+    fn queue(&mut self, r: RouteId, name: Bytes) {
+        self.entry(r).2.push(name);
     }
 }
 

@@ -12,8 +12,8 @@ use conf::{Entry, Value};
 use std::time::Duration;
 use thiserror::Error;
 
-/// Route/cluster settings (used once clustering lands).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Route/cluster settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
     pub name: Option<String>,
     /// `host:port` to listen for routes on.
@@ -23,10 +23,41 @@ pub struct ClusterConfig {
     pub user: Option<String>,
     pub password: Option<String>,
     pub auth_timeout: Option<Duration>,
+    /// Strict interest mode: a PONG after a SUB waits until every peer
+    /// acknowledged the interest.
     pub sync_interest: bool,
+    /// How long strict mode waits for the peers before `-ERR`.
+    pub sync_timeout: Duration,
+    /// Queue groups: deliver to a member on this node when there is one.
+    pub queue_prefer_local: bool,
+    /// The route URL announced to peers, when `listen` is not reachable as is
+    /// (e.g. listening on 0.0.0.0).
+    pub advertise: Option<String>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            name: None,
+            listen: None,
+            routes: Vec::new(),
+            user: None,
+            password: None,
+            auth_timeout: None,
+            sync_interest: false,
+            sync_timeout: Duration::from_secs(2),
+            queue_prefer_local: true,
+            advertise: None,
+        }
+    }
 }
 
 impl ClusterConfig {
+    /// Whether this node takes part in a cluster (listens for or dials routes).
+    pub fn enabled(&self) -> bool {
+        self.listen.is_some() || !self.routes.is_empty()
+    }
+
     /// Host and port of `listen`, with nats-server's defaults (all
     /// interfaces, 6222) for what is not set yet; `host` and `port` keys each
     /// replace one half.
@@ -48,6 +79,9 @@ pub struct ServerConfig {
     pub port: i32,
     pub server_name: Option<String>,
     pub http_port: Option<u16>,
+    /// The client URL (`host:port`) announced to clients in `connect_urls`,
+    /// when the listen address is not reachable as is.
+    pub client_advertise: Option<String>,
     pub max_payload: usize,
     pub max_control_line: usize,
     pub max_connections: usize,
@@ -79,6 +113,7 @@ impl Default for ServerConfig {
             port: 4222,
             server_name: None,
             http_port: None,
+            client_advertise: None,
             max_payload: DEFAULT_MAX_PAYLOAD,
             max_control_line: DEFAULT_MAX_CONTROL_LINE,
             max_connections: 64 * 1024,
@@ -255,6 +290,7 @@ impl ServerConfig {
             "spin_before_park" => self.spin_before_park = Some(duration(e)?),
             "authorization" => self.apply_authorization(map(e)?)?,
             "cluster" => self.apply_cluster(map(e)?)?,
+            "client_advertise" => self.client_advertise = Some(string(e)?),
             _ => return unknown(e),
         }
         Ok(())
@@ -308,6 +344,9 @@ impl ServerConfig {
                 }
                 "routes" => self.cluster.routes = string_list(e)?,
                 "sync_interest" => self.cluster.sync_interest = boolean(e)?,
+                "sync_timeout" => self.cluster.sync_timeout = duration(e)?,
+                "queue_prefer_local" => self.cluster.queue_prefer_local = boolean(e)?,
+                "advertise" | "cluster_advertise" => self.cluster.advertise = Some(string(e)?),
                 "authorization" => {
                     for a in map(e)? {
                         match a.key.as_str() {

@@ -1,0 +1,260 @@
+//! One route link's task on its owning shard: the snapshot at link up,
+//! reading and applying the peer's frames, keep-alive, and cleanup.
+
+use super::{PeerMeta, RouteAttach, RouteEvent, RouteId, RouteStats, RouteView};
+use crate::client::read_some;
+use crate::outbound::{Client, CloseReason};
+use crate::runtime::{self, TcpStream};
+use crate::shard::{Outgoing, Shard};
+use ahash::AHashMap;
+use bytes::{Bytes, BytesMut};
+use shoal_core::route::{self as wire, Frame, FrameKind, InterestBatch, InterestOp};
+use std::cell::{Cell, RefCell};
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use tracing::{debug, info, warn};
+
+/// Interest operations per frame in the link-up snapshot (keeps frames far
+/// below the frame limit).
+const SNAPSHOT_CHUNK: usize = 1024;
+
+/// A route's outbound buffer may hold this much before the link is cut as a
+/// slow consumer (a peer must absorb bursts from every client of this node).
+const ROUTE_MAX_PENDING: usize = 256 * 1024 * 1024;
+
+/// A link as its owning shard keeps it.
+pub(crate) struct RouteLink {
+    pub id: RouteId,
+    pub peer: PeerMeta,
+    /// The connection's outbound half (buffering, flushing, closing are the
+    /// same as a client's).
+    pub conn: Rc<Client>,
+    /// What the peer announced: (subject, queue) → weight.
+    pub interest: RefCell<AHashMap<(Bytes, Option<Bytes>), u32>>,
+    pub stats: Arc<RouteStats>,
+    pings_out: Cell<u32>,
+}
+
+impl RouteLink {
+    /// Queues one interest change of this node for the peer.
+    pub(crate) fn send_interest(&self, op: InterestOp) -> crate::outbound::QueueResult {
+        self.conn
+            .queue(|b| wire::write_interest(b, &InterestBatch { ops: vec![op] }))
+    }
+
+    /// Everything the peer announced, for removal when the link goes.
+    pub(crate) fn take_interest(&self) -> Vec<(Bytes, Option<Bytes>, u32)> {
+        self.interest
+            .borrow_mut()
+            .drain()
+            .map(|((s, q), w)| (s, q, w))
+            .collect()
+    }
+}
+
+/// Serves one authenticated route connection until it closes.
+pub(crate) async fn serve(shard: Rc<Shard>, attach: RouteAttach) {
+    let RouteAttach { id, stream, peer } = attach;
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_nonblocking(true);
+    // SAFETY: the fd comes from a std stream this function owns.
+    let stream = unsafe { TcpStream::from_raw_fd(stream.into_raw_fd()) };
+    let Ok(addr) = stream.peer_addr() else {
+        report(&shard, RouteEvent::Closed {
+            route: id,
+            reason: "no peer address".into(),
+        });
+        return;
+    };
+    let cfg = &shard.shared.config;
+    let conn = Rc::new(Client::new(
+        shard.shared.next_client_id.fetch_add(1, Relaxed),
+        addr,
+        Rc::new(RefCell::new(stream)),
+        ROUTE_MAX_PENDING.max(cfg.max_pending),
+        cfg.write_deadline,
+    ));
+    let link = Rc::new(RouteLink {
+        id,
+        peer,
+        conn,
+        interest: RefCell::new(AHashMap::new()),
+        stats: Arc::new(RouteStats::default()),
+        pings_out: Cell::new(0),
+    });
+    info!(
+        "{addr} - {id} - Route connection created ({} {})",
+        link.peer.server_name, link.peer.server_id
+    );
+    shard.shared.routes.lock().unwrap().insert(
+        id,
+        RouteView {
+            id,
+            peer: link.peer.clone(),
+            addr,
+            stats: link.stats.clone(),
+            since: std::time::SystemTime::now(),
+        },
+    );
+    // Registering and queueing the snapshot happen in one step, so every
+    // later interest change is queued after the snapshot.
+    shard.add_route(link.clone());
+    runtime::spawn_detached(ping_timer(shard.clone(), Rc::downgrade(&link)));
+
+    let reason = read_loop(&shard, &link).await;
+    link.conn.close(reason);
+    let reason = link.conn.close_reason().unwrap_or(reason);
+    shard.remove_route(&link);
+    shard.shared.routes.lock().unwrap().remove(&id);
+    info!("{addr} - {id} - Route connection closed: {reason}");
+    report(
+        &shard,
+        RouteEvent::Closed {
+            route: id,
+            reason: reason.to_string(),
+        },
+    );
+}
+
+fn report(shard: &Shard, event: RouteEvent) {
+    // Nobody listening means the membership layer has stopped: nothing to do.
+    let _ = shard.shared.route_events.send(event);
+}
+
+async fn read_loop(shard: &Rc<Shard>, link: &Rc<RouteLink>) -> CloseReason {
+    let max_frame = shard.shared.config.max_payload.max(1 << 20) + 64 * 1024;
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let read_size = Cell::new(64 * 1024);
+    let mut out = Outgoing::new(shard.shards);
+    loop {
+        match read_some(link.conn.stream(), &mut buf, &read_size).await {
+            Ok(0) => return link.conn.close_reason().unwrap_or(CloseReason::ClientClosed),
+            Ok(_) => {}
+            Err(_) => return link.conn.close_reason().unwrap_or(CloseReason::ReadError),
+        }
+        shard.apply_pending_control();
+        let step = loop {
+            match wire::next_frame(&mut buf, max_frame) {
+                Ok(Some(frame)) => {
+                    if let Err(e) = handle(shard, link, frame, &mut out) {
+                        break Err(e);
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        if !out.is_empty() {
+            shard.send_batches(&mut out).await;
+        }
+        shard.flush_dirty();
+        if let Err(e) = step {
+            warn!(
+                "{} - {} - Route protocol error, closing the link: {e}",
+                link.conn.addr, link.id
+            );
+            return CloseReason::ParseError;
+        }
+        if let Some(reason) = link.conn.close_reason() {
+            return reason;
+        }
+        runtime::yield_if_needed().await;
+    }
+}
+
+fn handle(
+    shard: &Rc<Shard>,
+    link: &Rc<RouteLink>,
+    frame: Frame,
+    out: &mut Outgoing,
+) -> Result<(), wire::FrameError> {
+    match frame.kind {
+        FrameKind::Msg => {
+            let m = wire::decode_msg(&frame.body)?;
+            link.stats.in_msgs.fetch_add(1, Relaxed);
+            link.stats
+                .in_bytes
+                .fetch_add((m.payload.len() + m.headers.as_ref().map_or(0, |h| h.len())) as u64, Relaxed);
+            shard.publish_from_route(&m, out);
+        }
+        FrameKind::Interest => {
+            let batch = wire::decode_interest(&frame.body)?;
+            for op in batch.ops {
+                shard.route_interest(link, op);
+            }
+        }
+        FrameKind::Info => {
+            let info = wire::decode_info(&frame.body)?;
+            debug!("{} - {} - Route INFO update", link.conn.addr, link.id);
+            report(shard, RouteEvent::Info { route: link.id, info });
+        }
+        FrameKind::Ping => {
+            wire::expect_empty(&frame)?;
+            let res = link.conn.queue(|b| wire::write_empty(b, FrameKind::Pong));
+            shard.mark_dirty(&link.conn, res);
+        }
+        FrameKind::Pong => {
+            wire::expect_empty(&frame)?;
+            link.pings_out.set(0);
+        }
+        FrameKind::Sync => {
+            // Everything the peer sent before this was applied above (and
+            // broadcast to this node's other shards, which apply it before
+            // routing their next read buffer).
+            let token = wire::decode_token(frame.kind, &frame.body)?;
+            let res = link
+                .conn
+                .queue(|b| wire::write_token(b, FrameKind::SyncAck, token));
+            shard.mark_dirty(&link.conn, res);
+        }
+        FrameKind::SyncAck => {
+            let token = wire::decode_token(frame.kind, &frame.body)?;
+            shard.sync_acked(link.id, token);
+        }
+        FrameKind::SnapshotDone => {
+            wire::expect_empty(&frame)?;
+            report(shard, RouteEvent::SnapshotDone { route: link.id });
+        }
+    }
+    Ok(())
+}
+
+/// Queues this node's interest snapshot for a new link, in chunks, then the
+/// end marker.
+pub(crate) fn queue_snapshot(link: &RouteLink, ops: Vec<InterestOp>) {
+    let mut ops = ops;
+    while !ops.is_empty() {
+        let rest = ops.split_off(ops.len().min(SNAPSHOT_CHUNK));
+        let chunk = std::mem::replace(&mut ops, rest);
+        let _ = link
+            .conn
+            .queue(|b| wire::write_interest(b, &InterestBatch { ops: chunk }));
+    }
+    let _ = link
+        .conn
+        .queue(|b| wire::write_empty(b, FrameKind::SnapshotDone));
+}
+
+/// Pings the peer every `ping_interval`; `ping_max` unanswered closes the
+/// link as stale (a peer that vanished without a FIN).
+async fn ping_timer(shard: Rc<Shard>, link: std::rc::Weak<RouteLink>) {
+    let cfg = &shard.shared.config;
+    let (interval, max) = (cfg.ping_interval.min(std::time::Duration::from_secs(10)), cfg.ping_max);
+    loop {
+        runtime::sleep(interval).await;
+        let Some(link) = link.upgrade() else { return };
+        if link.conn.is_closing() {
+            return;
+        }
+        if link.pings_out.get() >= max {
+            link.conn.close(CloseReason::StaleConnection);
+            return;
+        }
+        link.pings_out.set(link.pings_out.get() + 1);
+        let res = link.conn.queue(|b| wire::write_empty(b, FrameKind::Ping));
+        shard.mark_dirty(&link.conn, res);
+        shard.flush_dirty();
+    }
+}

@@ -1,0 +1,90 @@
+//! Route links: the data plane between cluster nodes.
+//!
+//! Membership (who to dial, handshakes, gossip, duplicate links) is
+//! shoal-cluster's; it hands this module authenticated connections
+//! (`ServerControl::attach_route`). Each link is owned by one shard (chosen
+//! round-robin), which reads and writes it like a client connection. What
+//! crosses a link:
+//!
+//! - interest of this node's own clients, as `NodeInterest` on the owning
+//!   shard computes it (a snapshot at link up, then increments); interest
+//!   learned from a route is never sent on;
+//! - messages published by this node's clients that the peer has interest in,
+//!   once per peer; a message that came from a route goes to local
+//!   subscribers only (one hop, no loops).
+//!
+//! The peer's interest is entered into every shard's index as
+//! `Target::Route(id)` (the owner broadcasts it), so any shard's publish path
+//! finds it with the same lookup as local interest.
+
+mod interest;
+mod link;
+
+pub(crate) use interest::NodeInterest;
+pub(crate) use link::{queue_snapshot, serve, RouteLink};
+
+use shoal_core::route::RouteInfo;
+use std::sync::atomic::AtomicU64;
+
+/// A route link: the shard that owns it and its slot there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteId {
+    pub shard: u16,
+    pub slot: u32,
+}
+
+impl std::fmt::Display for RouteId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "rid:{}", self.slot)
+    }
+}
+
+/// Who is at the other end of a link (from its INFO).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerMeta {
+    pub server_id: String,
+    pub server_name: String,
+    pub route_url: String,
+    /// This node dialed the link (nats-server's "solicited").
+    pub solicited: bool,
+}
+
+/// An authenticated route connection handed to a shard.
+#[derive(Debug)]
+pub struct RouteAttach {
+    pub id: RouteId,
+    pub stream: std::net::TcpStream,
+    pub peer: PeerMeta,
+}
+
+/// What route links report to the membership layer.
+#[derive(Debug, Clone)]
+pub enum RouteEvent {
+    /// The peer sent a new INFO (its view of the cluster changed).
+    Info { route: RouteId, info: RouteInfo },
+    /// The peer's interest snapshot has been applied on every shard's path.
+    SnapshotDone { route: RouteId },
+    Closed { route: RouteId, reason: String },
+}
+
+/// Per-link counters for monitoring (`/routez`), written by the owning shard.
+#[derive(Debug, Default)]
+pub struct RouteStats {
+    pub in_msgs: AtomicU64,
+    pub out_msgs: AtomicU64,
+    pub in_bytes: AtomicU64,
+    pub out_bytes: AtomicU64,
+    /// Subjects and queue members the peer announced.
+    pub subscriptions: AtomicU64,
+    pub pending_bytes: AtomicU64,
+}
+
+/// A live link as monitoring sees it.
+#[derive(Debug, Clone)]
+pub struct RouteView {
+    pub id: RouteId,
+    pub peer: PeerMeta,
+    pub addr: std::net::SocketAddr,
+    pub stats: std::sync::Arc<RouteStats>,
+    pub since: std::time::SystemTime,
+}
