@@ -3,6 +3,7 @@
 //! nats-server's configuration file syntax; nats-server's log line shape.
 
 mod logging;
+mod monitor;
 
 use clap::Parser;
 use shoal_core::auth::{Secret, User};
@@ -11,7 +12,7 @@ use shoal_net::Server;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use tracing::{error, warn};
+use tracing::error;
 
 /// Shoal: a NATS-protocol message broker for bare-metal Linux.
 #[derive(Debug, Parser)]
@@ -26,9 +27,9 @@ struct Flags {
     /// Server name (default: the server id).
     #[arg(short = 'n', long = "name", visible_alias = "server_name")]
     name: Option<String>,
-    /// HTTP port for monitoring (lands with the operations work; accepted now).
-    #[arg(short = 'm', long = "http_port")]
-    http_port: Option<u16>,
+    /// HTTP port for monitoring (/varz, /routez, /healthz).
+    #[arg(short = 'm', long = "http_port", allow_negative_numbers = true)]
+    http_port: Option<i32>,
     /// User required for connections.
     #[arg(long)]
     user: Option<String>,
@@ -90,8 +91,12 @@ fn configure(flags: &Flags) -> Result<ServerConfig, String> {
     if let Some(n) = &flags.name {
         c.server_name = Some(n.clone());
     }
-    if flags.http_port.is_some() {
-        c.http_port = flags.http_port;
+    if let Some(p) = flags.http_port {
+        // -1 picks a free port, as for the client port.
+        c.http_port = Some(match p {
+            -1 => 0,
+            p => u16::try_from(p).map_err(|_| format!("invalid monitoring port {p}"))?,
+        });
     }
     if let Some(user) = &flags.user {
         c.auth.users.retain(|u| &u.name != user);
@@ -158,19 +163,14 @@ fn main() -> ExitCode {
         default_hook(info);
         std::process::abort();
     }));
-    if config.http_port.is_some() {
-        warn!("monitoring (-m/http_port) is not available yet; ignored");
-    }
-    if config.cluster.listen.is_some() || !config.cluster.routes.is_empty() {
-        warn!("clustering (--cluster/--routes) is not available yet; running standalone");
-    }
     if let Some(pid) = &config.pid_file {
         if let Err(e) = std::fs::write(pid, std::process::id().to_string()) {
             error!("cannot write pid file {pid}: {e}");
             return ExitCode::from(1);
         }
     }
-    let server = match Server::start(config) {
+    let http = config.http_port.map(|p| (config.host.clone(), p));
+    let mut server = match Server::start(config) {
         Ok(s) => s,
         Err(e) => {
             error!("{e}");
@@ -178,6 +178,25 @@ fn main() -> ExitCode {
         }
     };
     let control = server.control();
+    if let Some((host, port)) = http {
+        if let Err(e) = monitor::start(control.clone(), &host, port) {
+            error!("cannot listen for monitoring on {host}:{port}: {e}");
+            control.shutdown();
+            server.wait();
+            return ExitCode::from(1);
+        }
+    }
+    let events = server.take_route_events().expect("route events taken once");
+    let cluster = match shoal_cluster::Cluster::start(control.clone(), events) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("{e}");
+            control.shutdown();
+            server.wait();
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!("Server is ready");
     let mut signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
@@ -215,6 +234,7 @@ fn main() -> ExitCode {
         }
     });
     server.wait();
+    cluster.stop();
     signal_handle.close();
     ExitCode::SUCCESS
 }

@@ -1,6 +1,499 @@
-//! shoal-cluster: route links between nodes, the rkyv route protocol,
-//! interest sync, gossip discovery and one-hop forwarding. Depends on
-//! `shoal-net` and `shoal-core`.
+//! shoal-cluster: cluster membership, the control plane of clustering.
 //!
-//! Intentionally empty until the clustering issue lands; see
-//! `docs/ARCHITECTURE.md`.
+//! It listens for routes, dials seeds and gossiped peers (backoff with
+//! jitter, forever for seeds, bounded for gossiped peers), runs the
+//! handshake (INFO both ways, cluster name, credentials), keeps one link per
+//! pair of nodes (`registry::new_link_wins`), hands each authenticated link
+//! to the data plane (`shoal_net::route`, `ServerControl::attach_route`),
+//! tells peers about new members (INFO updates), keeps clients' `connect_urls`
+//! current and decides when the node is ready (`/healthz`).
+//!
+//! None of this is on the message path, so it runs on ordinary threads with
+//! blocking sockets and one mutex; the shards never wait for it.
+//!
+//! Modules: `url` (route URLs, announced addresses), `handshake` (the
+//! blocking INFO exchange and its checks), `registry` (membership state and
+//! rules).
+
+mod handshake;
+mod registry;
+mod url;
+
+pub use handshake::HandshakeError;
+pub use url::RouteUrl;
+
+use handshake::{check_auth, check_peer, read_info, send_info};
+use registry::{backoff, Decision, Link, Registry, GOSSIP_ATTEMPTS};
+use shoal_core::config::ClusterConfig;
+use shoal_core::route::{RouteInfo, ROUTE_PROTO};
+use shoal_net::route::{PeerMeta, RouteEvent, RouteId};
+use shoal_net::ServerControl;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use thiserror::Error;
+use tracing::{debug, error, info, warn};
+
+#[derive(Debug, Error)]
+pub enum ClusterError {
+    #[error("invalid cluster listen address {0:?}")]
+    Listen(String),
+    #[error("cannot listen for route connections on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("invalid route URL: {0}")]
+    Route(String),
+}
+
+/// A running membership layer.
+pub struct Cluster {
+    inner: Option<Arc<Inner>>,
+    route_addr: Option<SocketAddr>,
+}
+
+struct Inner {
+    control: ServerControl,
+    cfg: ClusterConfig,
+    reg: Mutex<Registry>,
+    route_url: String,
+    client_urls: Vec<String>,
+    seeds: Vec<RouteUrl>,
+    timeout: Duration,
+    stopping: AtomicBool,
+}
+
+/// How long a dial may take to connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a seed's dialer checks that its link is still up.
+const WATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+impl Cluster {
+    /// Starts membership for a running server. Without cluster settings the
+    /// node is standalone and ready at once.
+    pub fn start(
+        control: ServerControl,
+        events: flume::Receiver<RouteEvent>,
+    ) -> Result<Cluster, ClusterError> {
+        let cfg = control.config().cluster.clone();
+        if !cfg.enabled() {
+            control.set_ready(true);
+            return Ok(Cluster {
+                inner: None,
+                route_addr: None,
+            });
+        }
+        let seeds = cfg
+            .routes
+            .iter()
+            .map(|r| RouteUrl::parse(r).map_err(ClusterError::Route))
+            .collect::<Result<Vec<_>, _>>()?;
+        let listener = match &cfg.listen {
+            Some(l) => Some(bind(l)?),
+            None => None,
+        };
+        let route_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+        let route_url = match (&cfg.advertise, route_addr) {
+            (Some(a), _) => RouteUrl::parse(a).map_err(ClusterError::Route)?.display(),
+            (None, Some(a)) => format!("nats://{}:{}", url::reachable_host(a.ip()), a.port()),
+            (None, None) => String::new(),
+        };
+        let client = control.client_addr();
+        let client_urls = vec![control
+            .config()
+            .client_advertise
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", url::reachable_host(client.ip()), client.port()))];
+        let reg = Registry {
+            cluster: cfg.name.clone().unwrap_or_default(),
+            first_attempts: seeds.iter().map(|s| s.display()).collect(),
+            dialing: seeds.iter().map(|s| s.display()).collect(),
+            ..Default::default()
+        };
+        let inner = Arc::new(Inner {
+            timeout: cfg.auth_timeout.unwrap_or(Duration::from_secs(2)),
+            control,
+            cfg,
+            reg: Mutex::new(reg),
+            route_url,
+            client_urls,
+            seeds,
+            stopping: AtomicBool::new(false),
+        });
+        inner.control.set_connect_urls(inner.client_urls.clone());
+        if let (Some(l), Some(addr)) = (listener, route_addr) {
+            info!("Listening for route connections on {addr}");
+            let me = inner.clone();
+            spawn("shoal-routes-accept", move || accept_loop(me, l));
+        }
+        let me = inner.clone();
+        spawn("shoal-routes-events", move || event_loop(me, events));
+        for seed in inner.seeds.clone() {
+            let me = inner.clone();
+            spawn("shoal-route-dial", move || dial_loop(me, seed, true));
+        }
+        inner.update_ready(&mut inner.lock());
+        Ok(Cluster {
+            inner: Some(inner),
+            route_addr,
+        })
+    }
+
+    /// Where this node accepts routes (with the real port when `-1`).
+    pub fn route_addr(&self) -> Option<SocketAddr> {
+        self.route_addr
+    }
+
+    /// Stops dialing (at shutdown).
+    pub fn stop(&self) {
+        if let Some(i) = &self.inner {
+            i.stopping.store(true, Relaxed);
+        }
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
+    if let Err(e) = std::thread::Builder::new().name(name.into()).spawn(f) {
+        error!("cannot start thread {name}: {e}");
+    }
+}
+
+/// Binds the route listener: `nats://host:port` or `host:port`; port -1
+/// picks a free port.
+fn bind(listen: &str) -> Result<TcpListener, ClusterError> {
+    let rest = listen
+        .strip_prefix("nats://")
+        .or_else(|| listen.strip_prefix("nats-route://"))
+        .unwrap_or(listen);
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| ClusterError::Listen(listen.into()))?;
+    let port: i32 = port
+        .parse()
+        .map_err(|_| ClusterError::Listen(listen.into()))?;
+    let port = match port {
+        -1 => 0,
+        p if (0..=65535).contains(&p) => p as u16,
+        _ => return Err(ClusterError::Listen(listen.into())),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
+    TcpListener::bind((host, port)).map_err(|source| ClusterError::Bind {
+        addr: format!("{host}:{port}"),
+        source,
+    })
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        // A panic while holding the lock aborts the process (panic hook), so
+        // a poisoned lock is never observed in practice; recover anyway.
+        self.reg.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Relaxed)
+    }
+
+    /// This node's INFO, with its current view of the cluster.
+    fn info(&self, reg: &Registry) -> RouteInfo {
+        RouteInfo {
+            proto: ROUTE_PROTO,
+            server_id: self.control.server_id().into(),
+            server_name: self.control.server_name().into(),
+            version: shoal_net::VERSION.into(),
+            cluster: reg.cluster.clone(),
+            route_url: self.route_url.clone(),
+            client_urls: self.client_urls.clone(),
+            peers: reg.peer_urls(),
+            user: None,
+            pass: None,
+            lame_duck: reg.lame_duck,
+        }
+    }
+
+    /// Tells every peer this node's current view (new members to dial, lame
+    /// duck mode).
+    fn gossip(&self, reg: &Registry) {
+        let info = self.info(reg);
+        for id in reg.links.keys() {
+            self.control.send_route_info(*id, &info);
+        }
+    }
+
+    fn update_connect_urls(&self, reg: &Registry) {
+        self.control
+            .set_connect_urls(reg.connect_urls(&self.client_urls));
+    }
+
+    fn update_ready(&self, reg: &mut Registry) {
+        if reg.check_ready() {
+            info!(
+                "Cluster interest complete ({} route(s)): ready",
+                reg.links.len()
+            );
+            self.control.set_ready(true);
+        }
+    }
+
+    /// Starts a dialer for each URL in a peer's gossip not known yet.
+    fn learn_peers(self: &Arc<Self>, reg: &mut Registry, peers: &[String]) {
+        if reg.lame_duck || self.stopping() {
+            return;
+        }
+        for p in peers {
+            let Ok(url) = RouteUrl::parse(p) else {
+                continue;
+            };
+            let key = url.display();
+            if key == self.route_url || reg.self_urls.contains(&key) || reg.dialing.contains(&key) {
+                continue;
+            }
+            if reg.connected_to(&url.resolve()) {
+                continue;
+            }
+            debug!("Learned route {key} from gossip");
+            reg.dialing.insert(key.clone());
+            if !reg.ready {
+                reg.first_attempts.insert(key);
+            }
+            let me = self.clone();
+            spawn("shoal-route-dial", move || dial_loop(me, url, false));
+        }
+    }
+
+    /// A handshaken link: keep it (handing it to a shard) or drop it as a
+    /// duplicate, then tell the cluster.
+    fn register(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        theirs: RouteInfo,
+        solicited: bool,
+        dialed: Vec<SocketAddr>,
+    ) -> Result<RouteId, HandshakeError> {
+        let mut reg = self.lock();
+        if reg.lame_duck || self.stopping() {
+            return Err(HandshakeError::Refused("shutting down".into()));
+        }
+        let dialer = if solicited {
+            self.control.server_id().to_owned()
+        } else {
+            theirs.server_id.clone()
+        };
+        match reg.decide(&theirs.server_id, &dialer) {
+            Decision::Reject => {
+                return Err(HandshakeError::Refused(format!(
+                    "duplicate route to {}",
+                    theirs.server_id
+                )))
+            }
+            Decision::Replace(old) => {
+                debug!("Replacing duplicate route {old} to {}", theirs.server_id);
+                reg.links.remove(&old);
+                self.control.close_route(old);
+            }
+            Decision::Attach => {}
+        }
+        if reg.cluster.is_empty() && !theirs.cluster.is_empty() {
+            reg.cluster = theirs.cluster.clone();
+        }
+        let mut addrs = dialed;
+        if let Ok(u) = RouteUrl::parse(&theirs.route_url) {
+            addrs.extend(u.resolve());
+        }
+        let id = self.control.attach_route(
+            stream,
+            PeerMeta {
+                server_id: theirs.server_id.clone(),
+                server_name: theirs.server_name.clone(),
+                route_url: theirs.route_url.clone(),
+                solicited,
+            },
+        );
+        reg.links.insert(
+            id,
+            Link {
+                server_id: theirs.server_id.clone(),
+                route_url: theirs.route_url.clone(),
+                addrs,
+                client_urls: theirs.client_urls.clone(),
+                dialer,
+                snapshot_done: false,
+                lame_duck: theirs.lame_duck,
+            },
+        );
+        self.gossip(&reg);
+        self.learn_peers(&mut reg, &theirs.peers);
+        self.update_connect_urls(&reg);
+        Ok(id)
+    }
+
+    fn dial(self: &Arc<Self>, url: &RouteUrl) -> Result<RouteId, HandshakeError> {
+        let addrs = url.resolve();
+        let addr = addrs.first().ok_or_else(|| {
+            HandshakeError::Io(std::io::Error::other(format!(
+                "cannot resolve {}",
+                url.host
+            )))
+        })?;
+        let mut stream = TcpStream::connect_timeout(addr, CONNECT_TIMEOUT)?;
+        stream.set_nodelay(true)?;
+        let mut ours = self.info(&self.lock());
+        // Credentials from the URL, as nats-server; else this node's own
+        // cluster credentials (same user on every node).
+        ours.user = url.user.clone().or_else(|| self.cfg.user.clone());
+        ours.pass = url
+            .pass
+            .clone()
+            .or_else(|| self.cfg.password.clone().filter(|p| !p.starts_with("$2")));
+        send_info(&mut stream, &ours)?;
+        let theirs = read_info(&mut stream, self.timeout)?;
+        check_peer(&ours, &theirs)?;
+        self.register(stream, theirs, true, addrs)
+    }
+
+    fn accept(self: &Arc<Self>, mut stream: TcpStream) -> Result<RouteId, HandshakeError> {
+        stream.set_nodelay(true)?;
+        let theirs = read_info(&mut stream, self.timeout)?;
+        let ours = self.info(&self.lock());
+        check_peer(&ours, &theirs)?;
+        check_auth(&self.cfg, &theirs)?;
+        send_info(&mut stream, &ours)?;
+        self.register(stream, theirs, false, Vec::new())
+    }
+}
+
+fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
+    for stream in listener.incoming() {
+        if inner.stopping() {
+            return;
+        }
+        match stream {
+            Ok(s) => {
+                let me = inner.clone();
+                spawn("shoal-route-accept", move || {
+                    let peer = s.peer_addr().ok();
+                    match me.accept(s) {
+                        Ok(id) => debug!("Route {id} accepted from {peer:?}"),
+                        Err(HandshakeError::SelfRoute) => {}
+                        Err(e) => warn!("Route connection from {peer:?} refused: {e}"),
+                    }
+                });
+            }
+            Err(e) => {
+                error!("Error accepting route connection: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// Keeps a link to `url`: dials with backoff until connected; for a seed,
+/// watches the link and redials when it drops, forever; for a gossiped peer,
+/// ends once connected or after `GOSSIP_ATTEMPTS` failures.
+fn dial_loop(inner: Arc<Inner>, url: RouteUrl, seed: bool) {
+    let key = url.display();
+    let mut attempt = 0u32;
+    let finish_first = |inner: &Inner| {
+        let mut reg = inner.lock();
+        if reg.first_attempts.remove(&key) {
+            inner.update_ready(&mut reg);
+        }
+    };
+    loop {
+        if inner.stopping() || inner.lock().lame_duck {
+            break;
+        }
+        let addrs = url.resolve();
+        if inner.lock().connected_to(&addrs) {
+            finish_first(&inner);
+            if !seed {
+                break;
+            }
+            attempt = 0;
+            std::thread::sleep(WATCH_INTERVAL);
+            continue;
+        }
+        match inner.dial(&url) {
+            Ok(id) => {
+                debug!("Route {id} connected to {key}");
+                attempt = 0;
+                finish_first(&inner);
+                if !seed {
+                    break;
+                }
+            }
+            Err(HandshakeError::SelfRoute) => {
+                debug!("Route {key} is this node");
+                inner.lock().self_urls.insert(key.clone());
+                finish_first(&inner);
+                break;
+            }
+            Err(e) => {
+                attempt += 1;
+                if attempt == 1 {
+                    info!("Error trying to connect to route {key}: {e}");
+                } else {
+                    debug!("Error trying to connect to route {key} (attempt {attempt}): {e}");
+                }
+                finish_first(&inner);
+                if !seed && attempt >= GOSSIP_ATTEMPTS {
+                    info!("Giving up on route {key} after {attempt} attempts");
+                    break;
+                }
+                std::thread::sleep(backoff(attempt));
+            }
+        }
+    }
+    inner.lock().dialing.remove(&key);
+}
+
+fn event_loop(inner: Arc<Inner>, events: flume::Receiver<RouteEvent>) {
+    loop {
+        let event = match events.recv_timeout(Duration::from_millis(100)) {
+            Ok(e) => Some(e),
+            Err(flume::RecvTimeoutError::Timeout) => None,
+            Err(flume::RecvTimeoutError::Disconnected) => return,
+        };
+        let mut reg = inner.lock();
+        match event {
+            Some(RouteEvent::Info { route, info }) => {
+                if let Some(l) = reg.links.get_mut(&route) {
+                    l.client_urls = info.client_urls.clone();
+                    l.lame_duck = info.lame_duck;
+                }
+                inner.learn_peers(&mut reg, &info.peers);
+                inner.update_connect_urls(&reg);
+            }
+            Some(RouteEvent::SnapshotDone { route }) => {
+                if let Some(l) = reg.links.get_mut(&route) {
+                    l.snapshot_done = true;
+                }
+            }
+            Some(RouteEvent::Closed { route, reason }) => {
+                if let Some(l) = reg.links.remove(&route) {
+                    info!("Route {route} to {} closed: {reason}", l.route_url);
+                    inner.update_connect_urls(&reg);
+                    // A seed has its own dialer; a gossiped peer gets one
+                    // (bounded) so the mesh heals if it comes back.
+                    let is_seed = inner
+                        .seeds
+                        .iter()
+                        .any(|s| s.resolve().iter().any(|a| l.addrs.contains(a)));
+                    if !is_seed {
+                        inner.learn_peers(&mut reg, std::slice::from_ref(&l.route_url));
+                    }
+                }
+            }
+            None => {}
+        }
+        if inner.control.is_lame_duck() && !reg.lame_duck {
+            reg.lame_duck = true;
+            inner.gossip(&reg);
+            inner.update_connect_urls(&reg);
+        }
+        inner.update_ready(&mut reg);
+    }
+}

@@ -44,13 +44,23 @@ pub(crate) enum Control {
     /// Take over an authenticated route connection (to the owning shard).
     AttachRoute(Box<RouteAttach>),
     /// Write this pre-encoded frame on a route link (gossip INFO).
-    RouteFrame { route: RouteId, frame: Bytes },
+    RouteFrame {
+        route: RouteId,
+        frame: Bytes,
+    },
     /// Close a route link (a duplicate, or the cluster is going away).
-    CloseRoute { route: RouteId },
+    CloseRoute {
+        route: RouteId,
+    },
     /// Strict interest mode: once every route link this shard owns has
     /// acknowledged everything sent before this, answer `BarrierDone`.
-    Barrier { from: ShardId, token: u64 },
-    BarrierDone { token: u64 },
+    Barrier {
+        from: ShardId,
+        token: u64,
+    },
+    BarrierDone {
+        token: u64,
+    },
     /// The cluster's client URLs changed: send clients a fresh INFO.
     InfoChanged,
     /// Enter lame duck mode (sent by the server to every shard).

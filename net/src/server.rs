@@ -92,7 +92,11 @@ impl Shared {
             client_ip: Some(addr.ip().to_string()),
             auth_required: self.auth.required(),
             ldm: self.lame_duck.load(Relaxed),
-            connect_urls: self.connect_urls.lock().map(|u| u.clone()).unwrap_or_default(),
+            connect_urls: self
+                .connect_urls
+                .lock()
+                .map(|u| u.clone())
+                .unwrap_or_default(),
             ..Default::default()
         }
     }
@@ -360,6 +364,25 @@ impl ServerControl {
 
     pub fn is_ready(&self) -> bool {
         self.shared.ready.load(Relaxed)
+    }
+
+    /// Counters summed over shards.
+    pub fn stats(&self) -> StatsSnapshot {
+        StatsSnapshot::sum(&self.shared.shard_stats)
+    }
+
+    /// Time since the server started.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.shared.started.elapsed()
+    }
+
+    /// The clients' view of the cluster (INFO `connect_urls`).
+    pub fn connect_urls(&self) -> Vec<String> {
+        self.shared
+            .connect_urls
+            .lock()
+            .map(|u| u.clone())
+            .unwrap_or_default()
     }
 
     /// Flushes and closes every connection, then stops every shard.

@@ -313,8 +313,10 @@ impl Shard {
             // A member on this node when the group has one (no extra hop),
             // else any member cluster-wide, weighted by member counts.
             let pick = if prefer_local {
-                pick_weighted(&g.members, |t| !matches!(t, Target::Route(_)) && eligible(t))
-                    .or_else(|| pick_weighted(&g.members, eligible))
+                pick_weighted(&g.members, |t| {
+                    !matches!(t, Target::Route(_)) && eligible(t)
+                })
+                .or_else(|| pick_weighted(&g.members, eligible))
             } else {
                 pick_weighted(&g.members, eligible)
             };
@@ -685,7 +687,9 @@ impl Shard {
         if delta > 0 {
             link.stats.subscriptions.fetch_add(delta as u64, Relaxed);
         } else {
-            link.stats.subscriptions.fetch_sub(delta.unsigned_abs() as u64, Relaxed);
+            link.stats
+                .subscriptions
+                .fetch_sub(delta.unsigned_abs() as u64, Relaxed);
         }
         self.apply_route_delta(link.id, &subject, queue.as_ref(), delta);
         let route = link.id;
@@ -697,7 +701,13 @@ impl Shard {
         });
     }
 
-    fn apply_route_delta(&self, route: RouteId, subject: &Bytes, queue: Option<&Bytes>, delta: i32) {
+    fn apply_route_delta(
+        &self,
+        route: RouteId,
+        subject: &Bytes,
+        queue: Option<&Bytes>,
+        delta: i32,
+    ) {
         let mut index = self.index.borrow_mut();
         let target = Target::Route(route);
         for _ in 0..delta.unsigned_abs() {
@@ -776,7 +786,9 @@ impl Shard {
     pub(crate) fn sync_acked(&self, route: RouteId, local: u64) {
         let done = {
             let mut syncs = self.syncs.borrow_mut();
-            let Some(s) = syncs.get_mut(&local) else { return };
+            let Some(s) = syncs.get_mut(&local) else {
+                return;
+            };
             s.waiting.retain(|slot| *slot != route.slot);
             if s.waiting.is_empty() {
                 syncs.remove(&local).map(|s| (s.from, s.token))
@@ -799,7 +811,9 @@ impl Shard {
 
     fn barrier_done(&self, token: u64) {
         let mut barriers = self.barriers.borrow_mut();
-        let Some(w) = barriers.get(&token) else { return };
+        let Some(w) = barriers.get(&token) else {
+            return;
+        };
         let left = w.remaining.get().saturating_sub(1);
         w.remaining.set(left);
         if left == 0 {
@@ -848,6 +862,10 @@ impl Shard {
                 pending.fetch_sub(1, Relaxed);
                 if !me.apply_control(msg) {
                     break;
+                }
+                // Interest changes queue frames on route links.
+                if me.clustered {
+                    me.flush_dirty();
                 }
             }
         });

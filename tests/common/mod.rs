@@ -18,6 +18,10 @@ pub const SHARDS: [usize; 2] = [1, 2];
 pub struct Shoal {
     child: Child,
     pub addr: String,
+    /// Where it accepts routes (with `--cluster`).
+    pub route_addr: Option<String>,
+    /// Its monitoring address (with `-m`).
+    pub http_addr: Option<String>,
     pub log: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
@@ -35,17 +39,17 @@ impl Shoal {
         conf: Option<&str>,
         env: &[(&str, &str)],
     ) -> Shoal {
+        let shards = shards.to_string();
+        let mut all = vec!["-a", "127.0.0.1", "-p", "-1", "--shards", &shards];
+        all.extend_from_slice(args);
+        Self::launch(&all, conf, env)
+    }
+
+    /// Starts `shoal` with exactly these arguments (plus `-c` when `conf`).
+    pub fn launch(args: &[&str], conf: Option<&str>, env: &[(&str, &str)]) -> Shoal {
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
         cmd.envs(env.iter().copied());
-        cmd.args([
-            "-a",
-            "127.0.0.1",
-            "-p",
-            "-1",
-            "--shards",
-            &shards.to_string(),
-        ]);
         if let Some(conf) = conf {
             let path = dir.path().join("shoal.conf");
             std::fs::write(&path, conf).unwrap();
@@ -59,15 +63,22 @@ impl Shoal {
         let sink = log.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
-            let mut addr = None;
+            let (mut addr, mut route, mut http) = (None, None, None);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(a) = line.split("Listening for client connections on ").nth(1) {
-                    addr = Some(a.trim().to_string());
+                let after = |marker: &str| line.split(marker).nth(1).map(|a| a.trim().to_string());
+                if let Some(a) = after("Listening for client connections on ") {
+                    addr = Some(a);
+                }
+                if let Some(a) = after("Listening for route connections on ") {
+                    route = Some(a);
+                }
+                if let Some(a) = after("Starting http monitor on http://") {
+                    http = Some(a);
                 }
                 if line.contains("Server is ready") {
                     if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr.clone());
+                        let _ = tx.send(addr.clone().map(|a| (a, route.clone(), http.clone())));
                     }
                 }
                 sink.lock().unwrap().push(line);
@@ -76,7 +87,7 @@ impl Shoal {
                 let _ = tx.send(None);
             }
         });
-        let addr = rx
+        let (addr, route_addr, http_addr) = rx
             .recv_timeout(Duration::from_secs(10))
             .ok()
             .flatten()
@@ -86,6 +97,8 @@ impl Shoal {
         Shoal {
             child,
             addr,
+            route_addr,
+            http_addr,
             log,
             _dir: dir,
         }
@@ -93,6 +106,19 @@ impl Shoal {
 
     pub fn url(&self) -> String {
         format!("nats://{}", self.addr)
+    }
+
+    /// `nats://host:port` of its route listener.
+    pub fn route_url(&self) -> String {
+        format!(
+            "nats://{}",
+            self.route_addr.as_ref().expect("started with --cluster")
+        )
+    }
+
+    /// GET on the monitoring port: status code and JSON body.
+    pub fn http_get(&self, path: &str) -> (u16, serde_json::Value) {
+        http_get(self.http_addr.as_ref().expect("started with -m"), path)
     }
 
     pub fn pid(&self) -> i32 {
@@ -289,4 +315,49 @@ fn fastrand_u64() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed) ^ (std::process::id() as u64) << 32
+}
+
+/// A minimal HTTP/1.0 GET for the monitoring endpoints: status and JSON body
+/// (Null when the server is unreachable, status 0).
+pub fn http_get(addr: &str, path: &str) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return (0, serde_json::Value::Null);
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// A free loopback port (bound, then released), for nodes that must know
+/// each other's ports before they start.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` every 20 ms until it holds; panics with `what` after `within`.
+pub fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

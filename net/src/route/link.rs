@@ -62,10 +62,13 @@ pub(crate) async fn serve(shard: Rc<Shard>, attach: RouteAttach) {
     // SAFETY: the fd comes from a std stream this function owns.
     let stream = unsafe { TcpStream::from_raw_fd(stream.into_raw_fd()) };
     let Ok(addr) = stream.peer_addr() else {
-        report(&shard, RouteEvent::Closed {
-            route: id,
-            reason: "no peer address".into(),
-        });
+        report(
+            &shard,
+            RouteEvent::Closed {
+                route: id,
+                reason: "no peer address".into(),
+            },
+        );
         return;
     };
     let cfg = &shard.shared.config;
@@ -130,7 +133,12 @@ async fn read_loop(shard: &Rc<Shard>, link: &Rc<RouteLink>) -> CloseReason {
     let mut out = Outgoing::new(shard.shards);
     loop {
         match read_some(link.conn.stream(), &mut buf, &read_size).await {
-            Ok(0) => return link.conn.close_reason().unwrap_or(CloseReason::ClientClosed),
+            Ok(0) => {
+                return link
+                    .conn
+                    .close_reason()
+                    .unwrap_or(CloseReason::ClientClosed)
+            }
             Ok(_) => {}
             Err(_) => return link.conn.close_reason().unwrap_or(CloseReason::ReadError),
         }
@@ -174,9 +182,10 @@ fn handle(
         FrameKind::Msg => {
             let m = wire::decode_msg(&frame.body)?;
             link.stats.in_msgs.fetch_add(1, Relaxed);
-            link.stats
-                .in_bytes
-                .fetch_add((m.payload.len() + m.headers.as_ref().map_or(0, |h| h.len())) as u64, Relaxed);
+            link.stats.in_bytes.fetch_add(
+                (m.payload.len() + m.headers.as_ref().map_or(0, |h| h.len())) as u64,
+                Relaxed,
+            );
             shard.publish_from_route(&m, out);
         }
         FrameKind::Interest => {
@@ -188,7 +197,13 @@ fn handle(
         FrameKind::Info => {
             let info = wire::decode_info(&frame.body)?;
             debug!("{} - {} - Route INFO update", link.conn.addr, link.id);
-            report(shard, RouteEvent::Info { route: link.id, info });
+            report(
+                shard,
+                RouteEvent::Info {
+                    route: link.id,
+                    info,
+                },
+            );
         }
         FrameKind::Ping => {
             wire::expect_empty(&frame)?;
@@ -241,7 +256,10 @@ pub(crate) fn queue_snapshot(link: &RouteLink, ops: Vec<InterestOp>) {
 /// link as stale (a peer that vanished without a FIN).
 async fn ping_timer(shard: Rc<Shard>, link: std::rc::Weak<RouteLink>) {
     let cfg = &shard.shared.config;
-    let (interval, max) = (cfg.ping_interval.min(std::time::Duration::from_secs(10)), cfg.ping_max);
+    let (interval, max) = (
+        cfg.ping_interval.min(std::time::Duration::from_secs(10)),
+        cfg.ping_max,
+    );
     loop {
         runtime::sleep(interval).await;
         let Some(link) = link.upgrade() else { return };

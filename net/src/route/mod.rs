@@ -61,10 +61,18 @@ pub struct RouteAttach {
 #[derive(Debug, Clone)]
 pub enum RouteEvent {
     /// The peer sent a new INFO (its view of the cluster changed).
-    Info { route: RouteId, info: RouteInfo },
+    Info {
+        route: RouteId,
+        info: RouteInfo,
+    },
     /// The peer's interest snapshot has been applied on every shard's path.
-    SnapshotDone { route: RouteId },
-    Closed { route: RouteId, reason: String },
+    SnapshotDone {
+        route: RouteId,
+    },
+    Closed {
+        route: RouteId,
+        reason: String,
+    },
 }
 
 /// Per-link counters for monitoring (`/routez`), written by the owning shard.
