@@ -352,3 +352,245 @@ async fn routes_need_the_cluster_credentials() {
     assert_eq!(num_routes(&other), 0);
     assert!(a.log_contains("cluster name mismatch"));
 }
+
+/// A node with fixed ports, so it can be restarted in place.
+struct Fixed {
+    client: u16,
+    route: u16,
+    http: u16,
+}
+
+impl Fixed {
+    fn new() -> Fixed {
+        Fixed {
+            client: free_port(),
+            route: free_port(),
+            http: free_port(),
+        }
+    }
+
+    fn start(&self, seed: &str) -> Shoal {
+        let (c, r, h) = (
+            self.client.to_string(),
+            format!("nats://127.0.0.1:{}", self.route),
+            self.http.to_string(),
+        );
+        let args = [
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &c,
+            "--shards",
+            "2",
+            "--cluster",
+            &r,
+            "--routes",
+            seed,
+            "-m",
+            &h,
+            "--cluster_name",
+            "test",
+        ];
+        Shoal::launch(&args, None, &[])
+    }
+}
+
+/// Publishes numbered messages, `burst` every `every`, until told to stop;
+/// returns how many it sent, failing on any publish error.
+fn steady_publisher(
+    client: async_nats::Client,
+    subject: &'static str,
+    every: Duration,
+    burst: usize,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<usize>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        let mut i = 0usize;
+        while !*stop_rx.borrow() {
+            for _ in 0..burst {
+                client
+                    .publish(subject, i.to_string().into())
+                    .await
+                    .expect("a publisher saw an error");
+                i += 1;
+            }
+            tokio::time::sleep(every).await;
+        }
+        client.flush().await.expect("flush");
+        i
+    });
+    (stop_tx, task)
+}
+
+#[tokio::test]
+async fn a_killed_node_loses_no_subscriptions_and_rejoins_with_full_interest() {
+    let n1 = node(2, None, &[]);
+    let seed = n1.route_url();
+    let n2 = node(2, Some(&seed), &[]);
+    let spot = Fixed::new();
+    let mut n3 = spot.start(&seed);
+    full_mesh(&[&n1, &n2, &n3]);
+
+    // A subscriber on node 3 (it learns the other nodes from INFO), a
+    // publisher on node 1 that keeps publishing through everything.
+    let sub_client = n3.client().await;
+    let mut sub = sub_client.subscribe("steady").await.unwrap();
+    let publisher = n1.client().await;
+    sync_interest(&sub_client, &publisher).await;
+    let (stop, task) = steady_publisher(publisher.clone(), "steady", Duration::from_millis(2), 1);
+    let seq =
+        |m: &async_nats::Message| -> usize { String::from_utf8_lossy(&m.payload).parse().unwrap() };
+    let before = seq(&next_msg(&mut sub).await);
+
+    // Kill node 3 without warning.
+    n3.signal(SIGKILL);
+    n3.wait_exit(Duration::from_secs(5));
+    eventually(SETTLE, "the survivors to drop the dead link", || {
+        num_routes(&n1) == 1 && num_routes(&n2) == 1
+    });
+    // The subscriber reconnects to a survivor and resubscribes by itself:
+    // messages published after the kill arrive again.
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    let mut resumed = false;
+    while tokio::time::Instant::now() < deadline && !resumed {
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), sub.next()).await {
+            resumed = seq(&m) > before + 500;
+        }
+    }
+    assert!(
+        resumed,
+        "the subscription never worked again after the kill"
+    );
+
+    // Interest that lives on node 1 while node 3 restarts.
+    let watcher = n1.client().await;
+    let mut check = watcher.subscribe("rejoin.check").await.unwrap();
+    watcher.flush().await.unwrap();
+
+    // Restarted in place: it rejoins, and once it reports healthy it already
+    // has the cluster's interest (no probe, no sleep).
+    let n3 = spot.start(&seed);
+    eventually(SETTLE, "the restarted node to be healthy", || healthy(&n3));
+    let late = n3.client().await;
+    late.publish("rejoin.check", "hello".into()).await.unwrap();
+    late.flush().await.unwrap();
+    assert_eq!(&next_msg(&mut check).await.payload[..], b"hello");
+    full_mesh(&[&n1, &n2, &n3]);
+
+    stop.send(true).unwrap();
+    let sent = task.await.expect("the publisher never saw an error");
+    assert!(sent > 0);
+}
+
+#[tokio::test]
+async fn lame_duck_moves_clients_without_losing_a_message() {
+    let conf = "lame_duck_duration: \"2s\"\nlame_duck_grace_period: \"500ms\"\n";
+    let n1 = Shoal::start(
+        2,
+        &[
+            "--cluster",
+            "nats://127.0.0.1:-1",
+            "-m",
+            "-1",
+            "--cluster_name",
+            "test",
+        ],
+        Some(conf),
+    );
+    let seed = n1.route_url();
+    let n2 = node(2, Some(&seed), &[]);
+    let n3 = node(2, Some(&seed), &[]);
+    full_mesh(&[&n1, &n2, &n3]);
+
+    // The steady subscriber is on node 2; the publisher is on node 1, which
+    // goes into lame duck mode and closes it.
+    let sub_client = n2.client().await;
+    let mut sub = sub_client.subscribe("ldm.seq").await.unwrap();
+    let publisher = n1.client().await;
+    sync_interest(&sub_client, &publisher).await;
+    let (stop, task) = steady_publisher(publisher.clone(), "ldm.seq", Duration::from_millis(1), 50);
+    next_msg(&mut sub).await;
+    n1.signal(SIGUSR2);
+    // Until the publisher has moved and published from its new node.
+    eventually(SETTLE, "node 1 to leave the mesh", || {
+        num_routes(&n2) == 1 && num_routes(&n3) == 1
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.send(true).unwrap();
+    let sent = task.await.unwrap();
+    let mut got = vec![String::from_utf8_lossy(&next_msg(&mut sub).await.payload).into_owned()];
+    got.extend(
+        drain(&mut sub, Duration::from_millis(500))
+            .await
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m.payload).into_owned()),
+    );
+    let got: Vec<usize> = got.iter().map(|s| s.parse().unwrap()).collect();
+    let first = got[0];
+    let want: Vec<usize> = (first..sent).collect();
+    let missing: Vec<usize> = want.iter().filter(|i| !got.contains(i)).copied().collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} lost: {:?}",
+        missing.len(),
+        want.len(),
+        &missing[..missing.len().min(20)]
+    );
+    assert_eq!(got.len(), want.len(), "duplicates");
+}
+
+/// Strict interest mode: two nodes, the second slow to apply what arrives
+/// on its routes (test hook). Returns the subscriber's raw connection on
+/// node 1 and a publisher's on node 2.
+async fn strict_pair(sync_timeout: &str) -> (Shoal, Shoal, Raw, Raw) {
+    let conf = format!(
+        "cluster {{ name: strict, listen: \"127.0.0.1:-1\", sync_interest: true, sync_timeout: \"{sync_timeout}\" }}"
+    );
+    let n1 = Shoal::start(2, &["-m", "-1"], Some(&conf));
+    let seed = n1.route_url();
+    let n2 = Shoal::start_with_env(
+        2,
+        &["-m", "-1", "--routes", &seed],
+        Some(&conf),
+        &[("SHOAL_TEST_ROUTE_DELAY_MS", "300")],
+    );
+    full_mesh(&[&n1, &n2]);
+    let (sub, publ) = (n1.raw().await, n2.raw().await);
+    (n1, n2, sub, publ)
+}
+
+#[tokio::test]
+async fn strict_interest_pong_means_every_peer_has_the_subscription() {
+    let (_n1, _n2, mut sub, mut publ) = strict_pair("5s").await;
+    sub.send(b"CONNECT {\"verbose\":false}\r\nSUB strict.x 1\r\nPING\r\n")
+        .await;
+    let started = std::time::Instant::now();
+    assert_eq!(sub.line().await.as_deref(), Some("PONG"));
+    // The PONG waited for the slow peer...
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "PONG did not wait for the peer"
+    );
+    // ...so a publish there right after it reaches the subscriber.
+    publ.send(b"CONNECT {\"verbose\":false}\r\nPUB strict.x 2\r\nhi\r\n")
+        .await;
+    assert_eq!(sub.line().await.as_deref(), Some("MSG strict.x 1 2"));
+    assert_eq!(sub.line().await.as_deref(), Some("hi"));
+}
+
+#[tokio::test]
+async fn strict_interest_times_out_with_an_error() {
+    let (_n1, _n2, mut sub, _publ) = strict_pair("50ms").await;
+    sub.send(b"CONNECT {\"verbose\":false}\r\nSUB strict.y 1\r\nPING\r\n")
+        .await;
+    assert_eq!(
+        sub.line().await.as_deref(),
+        Some("-ERR 'Interest Sync Timeout'")
+    );
+    // The connection stays usable.
+    sub.send(b"PING\r\n").await;
+    assert_eq!(sub.line().await.as_deref(), Some("PONG"));
+}

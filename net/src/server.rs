@@ -60,6 +60,10 @@ pub(crate) struct Shared {
     /// message, simulating a shard too busy to run its inbox. Tests use it to
     /// prove that subscriptions are visible without the inbox task's help.
     pub test_control_delay: Option<std::time::Duration>,
+    /// Test hook (`SHOAL_TEST_ROUTE_DELAY_MS`): route links wait this long
+    /// before applying each read buffer, simulating a slow peer, so tests can
+    /// show what strict interest mode waits for.
+    pub test_route_delay: Option<std::time::Duration>,
     /// The cluster's client URLs (this node's and its peers'), for INFO.
     pub connect_urls: Mutex<Vec<String>>,
     /// Live route links, for monitoring.
@@ -160,6 +164,10 @@ impl Server {
             lame_duck: AtomicBool::new(false),
             started: Instant::now(),
             test_control_delay: std::env::var("SHOAL_TEST_CONTROL_DELAY_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(std::time::Duration::from_millis),
+            test_route_delay: std::env::var("SHOAL_TEST_ROUTE_DELAY_MS")
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .map(std::time::Duration::from_millis),

@@ -142,6 +142,9 @@ async fn read_loop(shard: &Rc<Shard>, link: &Rc<RouteLink>) -> CloseReason {
             Ok(_) => {}
             Err(_) => return link.conn.close_reason().unwrap_or(CloseReason::ReadError),
         }
+        if let Some(d) = shard.shared.test_route_delay {
+            runtime::sleep(d).await;
+        }
         shard.apply_pending_control();
         let step = loop {
             match wire::next_frame(&mut buf, max_frame) {
