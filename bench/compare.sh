@@ -12,6 +12,10 @@
 #   pinned   each server on CPU 0 (taskset), Shoal --shards 1, nats-server
 #            GOMAXPROCS=1; the load generator on CPU 1: per-core comparison.
 #   unpinned Shoal --shards 2, nats-server default; nothing pinned.
+#   cluster  a 3-node cluster of each on loopback (same topology: every node
+#            seeded with node 1), Shoal --shards 1 per node, nothing pinned;
+#            publishers/requesters on node 1, subscribers/responders on
+#            node 2 (shoal-bench --url A,B). Not in the default MODES.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,8 +47,51 @@ SCENARIOS=(
   "request-reply 8 concurrent|reqrep --requesters 8 --size 16 --requests 5000"
   "conns 1000|conns --connections 1000 --size 16 --msgs 100"
 )
+CLUSTER_SCENARIOS=(
+  "cross-node pub->sub 16B|pubsub --subs 1 --size 16 --msgs 1000000"
+  "cross-node pub->sub 1KiB|pubsub --subs 1 --size 1024 --msgs 300000"
+  "cross-node request-reply sequential|reqrep --requesters 1 --size 16 --requests 20000"
+  "cross-node request-reply 8 concurrent|reqrep --requesters 8 --size 16 --requests 5000"
+)
+
+# start_cluster NAME BASEPORT: three nodes of shoal or nats-server; client
+# ports BASE..BASE+2, route ports BASE+10..BASE+12.
+start_cluster() {
+  local seed="nats://127.0.0.1:$(($2 + 10))"
+  for i in 0 1 2; do
+    local cport=$(($2 + i)) rport=$(($2 + 10 + i)) routes=()
+    [ "$i" -gt 0 ] && routes=(--routes "$seed")
+    if [ "$1" = shoal ]; then
+      ./target/release/shoal -a 127.0.0.1 -p "$cport" --shards 1 --cluster "nats://127.0.0.1:$rport" --cluster_name bench "${routes[@]}" 2>>"${SHOAL_LOG:-/dev/null}" & PIDS+=($!)
+    else
+      nats-server -a 127.0.0.1 -p "$cport" --cluster "nats://127.0.0.1:$rport" --cluster_name bench "${routes[@]}" 2>/dev/null & PIDS+=($!)
+    fi
+  done
+  for i in 0 1 2; do wait_port $(($2 + i)); done
+  sleep 2 # the mesh forms (gossip) before the first round
+}
 
 for mode in $MODES; do
+  if [ "$mode" = cluster ]; then
+    unset GOMAXPROCS || true
+    start_cluster shoal "$SHOAL_PORT"; start_cluster nats $((SHOAL_PORT + 100))
+    for sc in "${CLUSTER_SCENARIOS[@]}"; do
+      name=${sc%%|*}; args=${sc#*|}
+      if [ -n "${ONLY:-}" ] && [ "$name" != "$ONLY" ]; then continue; fi
+      for round in $(seq 1 "$ROUNDS"); do
+        for server in shoal nats; do
+          base=$SHOAL_PORT; [ "$server" = nats ] && base=$((SHOAL_PORT + 100))
+          # shellcheck disable=SC2086
+          res=$($BENCH --url "nats://127.0.0.1:$base,nats://127.0.0.1:$((base + 1))" --json $args) || { echo "$server failed: $name" >&2; exit 1; }
+          echo "{\"mode\":\"$mode\",\"scenario\":\"$name\",\"server\":\"$server\",\"round\":$round,\"r\":$res}" >> "$OUT"
+        done
+      done
+    done
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    PIDS=()
+    continue
+  fi
   if [ "$mode" = pinned ]; then
     SRV="taskset -c 0"; GEN="taskset -c 1"; SHARDS=1; export GOMAXPROCS=1
   else
@@ -86,7 +133,7 @@ for r in rows:
 def med(mode, sc, srv, key):
     return statistics.median(x["r"][key] for x in rows if x["mode"]==mode and x["scenario"]==sc and x["server"]==srv)
 for mode, sc in seen:
-    if sc.startswith("request"):
+    if "request" in sc:
         metrics = [("req/s", "requests_per_sec", "{:,.0f}"), ("p50 µs", "p50_us", "{:.0f}"), ("p99 µs", "p99_us", "{:.0f}"), ("p99.9 µs", "p999_us", "{:.0f}")]
     elif sc.startswith("pub ") :
         metrics = [("msgs/s", "msgs_per_sec", "{:,.0f}"), ("MB/s", "mb_per_sec", "{:,.1f}")]

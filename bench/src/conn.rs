@@ -14,6 +14,25 @@ pub struct Conn {
     pub info: ServerInfo,
 }
 
+/// The two ends of a scenario: `--url A,B` puts publishers and requesters on
+/// A and subscribers and responders on B (two nodes of a cluster); a single
+/// URL is both.
+pub fn endpoints(url: &str) -> (String, String) {
+    match url.split_once(',') {
+        Some((a, b)) => (a.trim().to_owned(), b.trim().to_owned()),
+        None => (url.to_owned(), url.to_owned()),
+    }
+}
+
+/// Waits for subscriptions made on other connections to be visible where
+/// messages are published: a moment on one server; across two cluster nodes
+/// long enough for the interest to cross the route (loopback takes about a
+/// millisecond; this leaves a wide margin).
+pub fn settle(url: &str) {
+    let (a, b) = endpoints(url);
+    std::thread::sleep(Duration::from_millis(if a == b { 50 } else { 500 }));
+}
+
 fn err(msg: impl Into<String>) -> io::Error {
     io::Error::other(msg.into())
 }

@@ -12,7 +12,8 @@ use std::process::ExitCode;
     about = "Load generator for NATS-protocol servers"
 )]
 struct Cli {
-    /// Server URL.
+    /// Server URL; `URL_A,URL_B` puts publishers/requesters on A and
+    /// subscribers/responders on B (two nodes of a cluster).
     #[arg(long, default_value = "nats://127.0.0.1:4222", global = true)]
     url: String,
     /// A second server: run the same scenario against both, alternately,

@@ -38,9 +38,10 @@ pub fn run(p: &PubSubParams) -> io::Result<PubSubResult> {
     let publishers = p.publishers.max(1);
     let expected = p.msgs * publishers as u64;
     let ready = Arc::new(Barrier::new(p.subscribers + publishers + 1));
+    let (pub_url, sub_url) = crate::conn::endpoints(&p.url);
     let mut subs = Vec::new();
     for i in 0..p.subscribers {
-        let mut c = Conn::connect(&p.url)?;
+        let mut c = Conn::connect(&sub_url)?;
         c.subscribe(&p.subject, None, i as u64 + 1);
         c.ping()?;
         c.set_read_timeout(Duration::from_secs(5))?;
@@ -80,11 +81,12 @@ pub fn run(p: &PubSubParams) -> io::Result<PubSubResult> {
             Ok((got, disorder, Instant::now()))
         }));
     }
-    let (version, pubs) = start_publishers(&p.url, &p.subject, publishers, p.size, p.msgs, &ready)?;
+    let (version, pubs) =
+        start_publishers(&pub_url, &p.subject, publishers, p.size, p.msgs, &ready)?;
     // Subscriptions made on other connections must be visible to the
     // publishers' connections: the PING on each subscriber did that on
     // servers with that guarantee; give the others a moment too.
-    std::thread::sleep(Duration::from_millis(50));
+    crate::conn::settle(&p.url);
     ready.wait();
     let start = Instant::now();
     join_publishers(pubs)?;

@@ -109,16 +109,16 @@ pub fn run(p: &ReqRepParams) -> io::Result<ReqRepResult> {
         return run_inline(p);
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let (req_url, resp_url) = crate::conn::endpoints(&p.url);
     let mut responders = Vec::new();
     for _ in 0..p.responders {
-        responders.push(responder(&p.url, &p.subject, stop.clone())?);
+        responders.push(responder(&resp_url, &p.subject, stop.clone())?);
     }
-    std::thread::sleep(Duration::from_millis(50));
     let ready = Arc::new(Barrier::new(p.requesters + 1));
     let mut requesters = Vec::new();
     let mut version = String::new();
     for i in 0..p.requesters {
-        let mut c = Conn::connect(&p.url)?;
+        let mut c = Conn::connect(&req_url)?;
         version = c.info.version.clone();
         let inbox = format!("_INBOX.bench.{i}");
         c.subscribe(&inbox, None, 1);
@@ -156,6 +156,8 @@ pub fn run(p: &ReqRepParams) -> io::Result<ReqRepResult> {
             Ok(h)
         }));
     }
+    // Responders' and requesters' inbox subscriptions visible everywhere.
+    crate::conn::settle(&p.url);
     ready.wait();
     let start = Instant::now();
     let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
@@ -214,16 +216,17 @@ fn wait_reply(c: &mut Conn) -> io::Result<()> {
 /// thread switch to the measured path, so the figures are the server's two
 /// hops plus loopback, which is what a sequential RPC latency should show.
 fn run_inline(p: &ReqRepParams) -> io::Result<ReqRepResult> {
-    let mut resp = Conn::connect(&p.url)?;
+    let (req_url, resp_url) = crate::conn::endpoints(&p.url);
+    let mut resp = Conn::connect(&resp_url)?;
     resp.subscribe(&p.subject, Some("responders"), 1);
     resp.ping()?;
     resp.set_read_timeout(Duration::from_secs(5))?;
-    let mut req = Conn::connect(&p.url)?;
+    let mut req = Conn::connect(&req_url)?;
     let inbox = "_INBOX.bench.inline";
     req.subscribe(inbox, None, 1);
     req.ping()?;
     req.set_read_timeout(Duration::from_secs(5))?;
-    std::thread::sleep(Duration::from_millis(50));
+    crate::conn::settle(&p.url);
     let version = req.info.version.clone();
     let payload = vec![b'r'; p.size];
     let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
