@@ -594,3 +594,95 @@ async fn strict_interest_times_out_with_an_error() {
     sub.send(b"PING\r\n").await;
     assert_eq!(sub.line().await.as_deref(), Some("PONG"));
 }
+
+fn link_subscriptions(n: &Shoal) -> Vec<u64> {
+    let routes = n.http_get("/routez").1["routes"].clone();
+    routes
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .map(|l| l["subscriptions"].as_u64().unwrap_or(0))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_subject_is_announced_once_per_node_and_retracted_by_the_last() {
+    let nodes = cluster(2, 2);
+    let watcher = nodes[1].client().await;
+    let mut clients = Vec::new();
+    let mut subs = Vec::new();
+    for _ in 0..3 {
+        let c = nodes[0].client().await;
+        subs.push(c.subscribe("dup.subject").await.unwrap());
+        sync_interest(&c, &watcher).await;
+        clients.push(c);
+    }
+    // Node 2 learned one subject from node 1, not three.
+    eventually(SETTLE, "one announced subject", || {
+        link_subscriptions(&nodes[1]) == [1]
+    });
+    for (i, s) in subs.iter_mut().enumerate().take(2) {
+        s.unsubscribe().await.unwrap();
+        clients[i].flush().await.unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        link_subscriptions(&nodes[1]),
+        [1],
+        "retracted while a subscriber remains"
+    );
+    subs[2].unsubscribe().await.unwrap();
+    clients[2].flush().await.unwrap();
+    eventually(SETTLE, "the last removal to retract it", || {
+        link_subscriptions(&nodes[1]) == [0]
+    });
+}
+
+#[tokio::test]
+async fn clients_learn_the_cluster_in_info_and_hear_of_new_nodes() {
+    let a = node(1, None, &[]);
+    let b = node(1, Some(&a.route_url()), &[]);
+    full_mesh(&[&a, &b]);
+    let urls = |line: &str| -> Vec<String> {
+        let json: serde_json::Value =
+            serde_json::from_str(line.trim_start_matches("INFO ")).unwrap();
+        let mut u: Vec<String> = json["connect_urls"]
+            .as_array()
+            .map(|v| v.iter().map(|s| s.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default();
+        u.sort();
+        u
+    };
+    let mut stream = tokio::net::TcpStream::connect(&a.addr).await.unwrap();
+    let mut raw_info = Vec::new();
+    {
+        use tokio::io::AsyncReadExt;
+        let mut byte = [0u8; 1];
+        while !raw_info.ends_with(b"\r\n") {
+            stream.read_exact(&mut byte).await.unwrap();
+            raw_info.push(byte[0]);
+        }
+    }
+    let info = String::from_utf8(raw_info).unwrap();
+    let mut want = vec![a.addr.clone(), b.addr.clone()];
+    want.sort();
+    assert_eq!(urls(info.trim_end()), want);
+
+    // A third node joins: the connected client gets a fresh INFO.
+    let mut raw = Raw::from_stream(stream);
+    raw.send(b"CONNECT {\"verbose\":false}\r\n").await;
+    let c = node(1, Some(&a.route_url()), &[]);
+    full_mesh(&[&a, &b, &c]);
+    let mut want = vec![a.addr.clone(), b.addr.clone(), c.addr.clone()];
+    want.sort();
+    let mut seen = false;
+    while let Some(line) = raw.line().await {
+        if line.starts_with("INFO ") && urls(&line) == want {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "no INFO with the new node's URL");
+}

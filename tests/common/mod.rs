@@ -174,6 +174,14 @@ pub struct Raw {
 }
 
 impl Raw {
+    /// A raw connection whose INFO the caller has already read.
+    pub fn from_stream(stream: TcpStream) -> Raw {
+        Raw {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     pub async fn connect(addr: &str) -> Raw {
         let stream = TcpStream::connect(addr).await.unwrap();
         let mut raw = Raw {
@@ -305,6 +313,9 @@ pub async fn sync_interest_via(
         publisher.flush().await.unwrap();
         if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(10), s.next()).await {
             s.unsubscribe().await.unwrap();
+            // Sent now, not whenever the client next flushes: the probe's
+            // interest must not linger (tests count announced subjects).
+            subscriber.flush().await.unwrap();
             return;
         }
     }
