@@ -1,17 +1,22 @@
-//! The HTTP monitoring endpoint (`-m/--http_port`): nats-server's JSON
-//! shapes, so tools that scrape nats-server read Shoal.
+//! The HTTP monitoring endpoint (`-m/--http_port`, `http_port` in config):
+//! nats-server's JSON shapes and field names, so tools that scrape
+//! nats-server read Shoal, plus Prometheus text at `/metrics`.
 //!
-//! It runs on its own thread with a single-threaded tokio runtime and hyper,
-//! reading only atomics and the membership snapshot: a scrape never touches a
-//! shard's thread, so monitoring cannot slow the message path.
+//! It runs on its own thread with a single-threaded tokio runtime and hyper.
+//! Totals come from the shards' atomics; per-connection figures are asked of
+//! each shard over its control channel (answered between two read buffers),
+//! so a scrape never makes the message path share or lock anything.
+
+mod json;
+mod metrics;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 use shoal_net::ServerControl;
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::SystemTime;
 use tracing::{error, info};
 
 /// Binds the monitoring port and serves it on a thread of its own.
@@ -24,6 +29,7 @@ pub fn start(control: ServerControl, host: &str, port: u16) -> std::io::Result<S
         .spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_io()
+                .enable_time()
                 .build()
             {
                 Ok(rt) => rt,
@@ -32,13 +38,13 @@ pub fn start(control: ServerControl, host: &str, port: u16) -> std::io::Result<S
                     return;
                 }
             };
-            rt.block_on(serve(control, listener));
+            rt.block_on(serve(control, listener, addr));
         })?;
     info!("Starting http monitor on http://{addr}");
     Ok(addr)
 }
 
-async fn serve(control: ServerControl, listener: std::net::TcpListener) {
+async fn serve(control: ServerControl, listener: std::net::TcpListener, addr: SocketAddr) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -46,15 +52,28 @@ async fn serve(control: ServerControl, listener: std::net::TcpListener) {
             return;
         }
     };
+    let state = std::sync::Arc::new(json::State::new(control, addr));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let control = control.clone();
+        let state = state.clone();
         tokio::task::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                let control = control.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(&control, &req)) }
+                let state = state.clone();
+                async move {
+                    // Shards answer snapshot requests from their own
+                    // threads; waiting for them must not block this one.
+                    let resp = tokio::task::spawn_blocking(move || route(&state, &req))
+                        .await
+                        .unwrap_or_else(|_| {
+                            reply(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                json!({"error": "internal"}),
+                            )
+                        });
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
             let _ = hyper::server::conn::http1::Builder::new()
@@ -64,14 +83,50 @@ async fn serve(control: ServerControl, listener: std::net::TcpListener) {
     }
 }
 
-fn route(control: &ServerControl, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+fn query(req: &Request<hyper::body::Incoming>) -> HashMap<String, String> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (!k.is_empty()).then(|| (k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+fn route(state: &json::State, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    let q = query(req);
+    state.count(req.uri().path());
     match req.uri().path().trim_end_matches('/') {
-        "/healthz" => healthz(control),
-        "/varz" => reply(StatusCode::OK, varz(control)),
-        "/routez" => reply(StatusCode::OK, routez(control)),
+        "/healthz" => {
+            let (ok, body) = json::healthz(state);
+            reply(
+                if ok {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                },
+                body,
+            )
+        }
+        "/varz" => reply(StatusCode::OK, json::varz(state)),
+        "/connz" => match json::connz(state, &q) {
+            Ok(body) => reply(StatusCode::OK, body),
+            Err(e) => reply(StatusCode::BAD_REQUEST, json!({ "error": e })),
+        },
+        "/subsz" | "/subscriptionsz" => reply(StatusCode::OK, json::subsz(state, &q)),
+        "/routez" => reply(StatusCode::OK, json::routez(state)),
+        "/metrics" => Response::builder()
+            .header(
+                "Content-Type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+            .body(Full::new(Bytes::from(metrics::render(state))))
+            .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))),
         "" => reply(
             StatusCode::OK,
-            json!({ "endpoints": ["/varz", "/routez", "/healthz"] }),
+            json!({ "endpoints": ["/varz", "/connz", "/subsz", "/routez", "/healthz", "/metrics"] }),
         ),
         _ => reply(StatusCode::NOT_FOUND, json!({ "error": "not found" })),
     }
@@ -85,93 +140,4 @@ fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
         .header("Content-Type", "application/json")
         .body(Full::new(Bytes::from(text)))
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
-}
-
-/// nats-server's `/healthz`: `{"status":"ok"}`, or 503 with the reason.
-/// A clustered node is healthy once it has the cluster's interest.
-fn healthz(control: &ServerControl) -> Response<Full<Bytes>> {
-    if control.is_ready() && !control.is_lame_duck() {
-        reply(StatusCode::OK, json!({ "status": "ok" }))
-    } else {
-        let why = if control.is_lame_duck() {
-            "lame duck mode"
-        } else {
-            "waiting for the cluster's interest"
-        };
-        reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({ "status": "unavailable", "error": why }),
-        )
-    }
-}
-
-fn now() -> String {
-    humantime::format_rfc3339_nanos(SystemTime::now()).to_string()
-}
-
-fn varz(control: &ServerControl) -> Value {
-    let st = control.stats();
-    let cfg = control.config();
-    let addr = control.client_addr();
-    json!({
-        "server_id": control.server_id(),
-        "server_name": control.server_name(),
-        "version": shoal_net::VERSION,
-        "proto": 1,
-        "host": addr.ip().to_string(),
-        "port": addr.port(),
-        "max_connections": cfg.max_connections,
-        "max_payload": cfg.max_payload,
-        "max_pending": cfg.max_pending,
-        "connections": st.connections,
-        "total_connections": st.total_connections,
-        "routes": control.routes().len(),
-        "in_msgs": st.in_msgs,
-        "out_msgs": st.out_msgs,
-        "in_bytes": st.in_bytes,
-        "out_bytes": st.out_bytes,
-        "slow_consumers": st.slow_consumers,
-        "subscriptions": st.subscriptions,
-        "uptime": humantime::format_duration(std::time::Duration::from_secs(control.uptime().as_secs())).to_string(),
-        "now": now(),
-        "connect_urls": control.connect_urls(),
-        "cluster": {
-            "name": cfg.cluster.name.clone().unwrap_or_default(),
-            "urls": cfg.cluster.routes,
-        },
-    })
-}
-
-fn routez(control: &ServerControl) -> Value {
-    use std::sync::atomic::Ordering::Relaxed;
-    let routes: Vec<Value> = control
-        .routes()
-        .into_iter()
-        .map(|r| {
-            json!({
-                "rid": r.id.slot,
-                "remote_id": r.peer.server_id,
-                "remote_name": r.peer.server_name,
-                "did_solicit": r.peer.solicited,
-                "ip": r.addr.ip().to_string(),
-                "port": r.addr.port(),
-                "url": r.peer.route_url,
-                "start": humantime::format_rfc3339_seconds(r.since).to_string(),
-                "pending_size": r.stats.pending_bytes.load(Relaxed),
-                "in_msgs": r.stats.in_msgs.load(Relaxed),
-                "out_msgs": r.stats.out_msgs.load(Relaxed),
-                "in_bytes": r.stats.in_bytes.load(Relaxed),
-                "out_bytes": r.stats.out_bytes.load(Relaxed),
-                "subscriptions": r.stats.subscriptions.load(Relaxed),
-                "shard": r.id.shard,
-            })
-        })
-        .collect();
-    json!({
-        "server_id": control.server_id(),
-        "server_name": control.server_name(),
-        "now": now(),
-        "num_routes": routes.len(),
-        "routes": routes,
-    })
 }

@@ -63,6 +63,11 @@ pub(crate) enum Control {
     },
     /// The cluster's client URLs changed: send clients a fresh INFO.
     InfoChanged,
+    /// Monitoring asks for this shard's connections and index figures.
+    Snapshot {
+        subs: bool,
+        reply: flume::Sender<crate::snapshot::ShardSnapshot>,
+    },
     /// Enter lame duck mode (sent by the server to every shard).
     LameDuck,
     /// Flush and close every connection, stop accepting, end the shard.

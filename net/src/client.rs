@@ -8,7 +8,7 @@
 //! connection that got data and sends the batches: one write per connection
 //! and one channel send per shard per read.
 
-use crate::outbound::{Client, ClientFlags, CloseReason, LocalSub};
+use crate::outbound::{Client, ClientFlags, CloseReason, ConnMeta, LocalSub};
 use crate::runtime::{self, TcpStream};
 use crate::shard::{Outgoing, Shard};
 use bytes::{Bytes, BytesMut};
@@ -138,6 +138,7 @@ async fn ping_timer(shard: Rc<Shard>, client: std::rc::Weak<Client>) {
             return;
         }
         client.pings_out.set(client.pings_out.get() + 1);
+        client.meta.ping_sent.set(Some(std::time::Instant::now()));
         let res = client.queue(|b| b.extend_from_slice(proto::PING));
         shard.mark_dirty(&client, res);
         shard.flush_dirty();
@@ -247,6 +248,10 @@ impl Connection {
                 Ok(_) => {}
                 Err(_) => return self.client.close_reason().unwrap_or(CloseReason::ReadError),
             }
+            self.client
+                .meta
+                .last_activity
+                .set(std::time::Instant::now());
             if let Err(reason) = self.process(&mut buf) {
                 self.finish_batch().await;
                 return reason;
@@ -366,6 +371,10 @@ impl Connection {
             }
             ClientOp::Pong => {
                 self.client.pings_out.set(0);
+                let meta = &self.client.meta;
+                if let Some(sent) = meta.ping_sent.take() {
+                    meta.rtt.set(Some(sent.elapsed()));
+                }
                 Ok(())
             }
             ClientOp::Sub {
@@ -424,7 +433,10 @@ impl Connection {
             headers: opts.headers,
             no_responders: opts.no_responders,
         });
-        *self.client.name.borrow_mut() = opts.name;
+        *self.client.name.borrow_mut() = opts.name.clone();
+        // Kept for monitoring (lang, version, user) and for re-checking the
+        // credentials when the configuration is reloaded.
+        *self.client.meta.connect.borrow_mut() = Some(opts);
         self.ok();
         Ok(())
     }
@@ -449,6 +461,12 @@ impl Connection {
             return;
         }
         self.ok();
+        let meta = &self.client.meta;
+        ConnMeta::add(&meta.in_msgs, 1);
+        ConnMeta::add(
+            &meta.in_bytes,
+            (p.payload.len() + p.headers.as_ref().map_or(0, |h| h.len())) as u64,
+        );
         self.shard.publish(&self.client, &p, &mut self.out);
     }
 

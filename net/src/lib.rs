@@ -14,7 +14,8 @@
 //! - `listen`: binding the port once per shard;
 //! - `route`: route links to peer nodes (the cluster's data plane);
 //! - `runtime`: the seam to glommio;
-//! - `stats`: per-shard counters.
+//! - `stats`: per-shard counters;
+//! - `snapshot`: what a shard reports to monitoring on request.
 
 mod bus;
 mod client;
@@ -25,6 +26,7 @@ pub mod route;
 pub mod runtime;
 mod server;
 mod shard;
+pub mod snapshot;
 pub mod stats;
 
 pub use outbound::CloseReason;

@@ -119,6 +119,47 @@ pub(crate) struct Client {
     pub pings_out: Cell<u32>,
     pub authenticated: Cell<bool>,
     pub name: RefCell<Option<String>>,
+    /// Monitoring (`/connz`): shard-local, never atomics.
+    pub meta: ConnMeta,
+}
+
+/// What monitoring reports about a connection, kept in `Cell`s by its shard.
+#[derive(Debug)]
+pub(crate) struct ConnMeta {
+    pub start: std::time::SystemTime,
+    pub last_activity: Cell<std::time::Instant>,
+    pub in_msgs: Cell<u64>,
+    pub in_bytes: Cell<u64>,
+    pub out_msgs: Cell<u64>,
+    pub out_bytes: Cell<u64>,
+    /// When the last server PING was sent, and the round trip of the last
+    /// answered one.
+    pub ping_sent: Cell<Option<std::time::Instant>>,
+    pub rtt: Cell<Option<Duration>>,
+    /// The client's CONNECT options.
+    pub connect: RefCell<Option<shoal_core::proto::ConnectOptions>>,
+}
+
+impl Default for ConnMeta {
+    fn default() -> Self {
+        ConnMeta {
+            start: std::time::SystemTime::now(),
+            last_activity: Cell::new(std::time::Instant::now()),
+            in_msgs: Cell::new(0),
+            in_bytes: Cell::new(0),
+            out_msgs: Cell::new(0),
+            out_bytes: Cell::new(0),
+            ping_sent: Cell::new(None),
+            rtt: Cell::new(None),
+            connect: RefCell::new(None),
+        }
+    }
+}
+
+impl ConnMeta {
+    pub(crate) fn add(cell: &Cell<u64>, n: u64) {
+        cell.set(cell.get() + n);
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -154,6 +195,7 @@ impl Client {
             pings_out: Cell::new(0),
             authenticated: Cell::new(false),
             name: RefCell::new(None),
+            meta: ConnMeta::default(),
         }
     }
 

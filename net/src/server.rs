@@ -384,6 +384,44 @@ impl ServerControl {
         self.shared.started.elapsed()
     }
 
+    /// Every shard's connections and index figures, asked over the control
+    /// channels (each shard answers from its own thread). A shard that does
+    /// not answer within `timeout` (stopping, or stalled) is left out.
+    pub fn snapshot(
+        &self,
+        subs: bool,
+        timeout: std::time::Duration,
+    ) -> Vec<crate::snapshot::ShardSnapshot> {
+        let (tx, rx) = flume::unbounded();
+        let mut asked = 0;
+        for l in &self.links {
+            if l.send_control(Control::Snapshot {
+                subs,
+                reply: tx.clone(),
+            })
+            .is_ok()
+            {
+                asked += 1;
+            }
+        }
+        drop(tx);
+        let deadline = std::time::Instant::now() + timeout;
+        let mut out: Vec<_> = (0..asked)
+            .map_while(|_| rx.recv_deadline(deadline).ok())
+            .collect();
+        out.sort_by_key(|s| s.id);
+        out
+    }
+
+    /// Per-shard counters (no round trip to the shards).
+    pub fn shard_stats(&self) -> Vec<crate::stats::StatsSnapshot> {
+        self.shared
+            .shard_stats
+            .iter()
+            .map(|s| crate::stats::StatsSnapshot::sum(std::slice::from_ref(s)))
+            .collect()
+    }
+
     /// The clients' view of the cluster (INFO `connect_urls`).
     pub fn connect_urls(&self) -> Vec<String> {
         self.shared

@@ -529,12 +529,13 @@ impl Shard {
             QueueResult::Queued => {}
             QueueResult::SlowConsumer | QueueResult::Closed => return false,
         }
+        let bytes = p.payload.len() as u64 + headers.map_or(0, |h| h.len() as u64);
         self.counters.out_msgs.set(self.counters.out_msgs.get() + 1);
-        self.counters.out_bytes.set(
-            self.counters.out_bytes.get()
-                + p.payload.len() as u64
-                + headers.map_or(0, |h| h.len() as u64),
-        );
+        self.counters
+            .out_bytes
+            .set(self.counters.out_bytes.get() + bytes);
+        c.meta.out_msgs.set(c.meta.out_msgs.get() + 1);
+        c.meta.out_bytes.set(c.meta.out_bytes.get() + bytes);
         if let Some(reply) = &p.reply {
             if let Some(perms) = c.perms.borrow_mut().as_mut() {
                 if perms.compiled().allows_responses().is_some() {
@@ -724,6 +725,12 @@ impl Shard {
         for (subject, queue, weight) in interest {
             self.apply_route_delta(route, subject, queue.as_ref(), -(*weight as i32));
         }
+    }
+
+    /// Entries in the index and its cache figures (monitoring).
+    pub(crate) fn index_stats(&self) -> (usize, shoal_core::index::CacheStats) {
+        let index = self.index.borrow();
+        (index.len(), index.cache_stats())
     }
 
     /// The links this shard owns (lifecycle: closing them last).
@@ -961,6 +968,9 @@ impl Shard {
             Control::Barrier { from, token } => self.start_sync(from, token),
             Control::BarrierDone { token } => self.barrier_done(token),
             Control::InfoChanged => self.send_info_to_clients(),
+            Control::Snapshot { subs, reply } => {
+                let _ = reply.send(crate::snapshot::take(self, subs));
+            }
             Control::LameDuck => crate::lifecycle::enter_lame_duck(self.clone()),
             Control::Shutdown => {
                 crate::lifecycle::shutdown(self);

@@ -30,6 +30,8 @@ pub struct StatsSnapshot {
     pub out_bytes: u64,
     pub slow_consumers: u64,
     pub subscriptions: u64,
+    pub batches_out: u64,
+    pub batches_in: u64,
 }
 
 impl StatsSnapshot {
@@ -44,6 +46,8 @@ impl StatsSnapshot {
             s.out_bytes += st.out_bytes.load(Relaxed);
             s.slow_consumers += st.slow_consumers.load(Relaxed);
             s.subscriptions += st.subscriptions.load(Relaxed);
+            s.batches_out += st.batches_out.load(Relaxed);
+            s.batches_in += st.batches_in.load(Relaxed);
         }
         s
     }
