@@ -3,6 +3,7 @@
 
 use shoal_core::config::ServerConfig;
 use std::fmt;
+use tracing::level_filters::LevelFilter;
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
@@ -42,31 +43,48 @@ where
     }
 }
 
-/// Installs the global logger: stderr (or the log file), INFO by default,
-/// DEBUG with `-D`, TRACE with `-V`.
-pub fn init(config: &ServerConfig) -> Result<(), String> {
-    let level = if config.trace {
-        Level::TRACE
+/// Changes the log level of the installed logger (configuration reload).
+pub type SetLevel = Box<dyn Fn(&ServerConfig) -> Result<(), String> + Send + Sync>;
+
+fn level_of(config: &ServerConfig) -> LevelFilter {
+    if config.trace {
+        LevelFilter::TRACE
     } else if config.debug {
-        Level::DEBUG
+        LevelFilter::DEBUG
     } else {
-        Level::INFO
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .event_format(NatsFormat {
-            pid: std::process::id(),
-        });
-    match &config.log_file {
+        LevelFilter::INFO
+    }
+}
+
+/// Installs the global logger: stderr (or the log file), INFO by default,
+/// DEBUG with `-D` (`debug: true`), TRACE with `-V` (`trace: true`). Returns
+/// what changes the level later.
+pub fn init(config: &ServerConfig) -> Result<SetLevel, String> {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
+    use tracing_subscriber::prelude::*;
+    let writer = match &config.log_file {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
                 .map_err(|e| format!("cannot open log file {path}: {e}"))?;
-            builder.with_writer(std::sync::Mutex::new(file)).init();
+            BoxMakeWriter::new(std::sync::Mutex::new(file))
         }
-        None => builder.with_writer(std::io::stderr).init(),
-    }
-    Ok(())
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(level_of(config));
+    let format = tracing_subscriber::fmt::layer()
+        .event_format(NatsFormat {
+            pid: std::process::id(),
+        })
+        .with_writer(writer);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(format)
+        .try_init()
+        .map_err(|e| e.to_string())?;
+    Ok(Box::new(move |c: &ServerConfig| {
+        handle.reload(level_of(c)).map_err(|e| e.to_string())
+    }))
 }

@@ -12,7 +12,7 @@ use shoal_net::Server;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use tracing::error;
+use tracing::{error, warn};
 
 /// Shoal: a NATS-protocol message broker for bare-metal Linux.
 #[derive(Debug, Parser)]
@@ -141,6 +141,35 @@ fn configure(flags: &Flags) -> Result<ServerConfig, String> {
     Ok(c)
 }
 
+/// SIGHUP: re-reads the configuration file (command-line flags still win,
+/// as at start) and applies what may change while running; an invalid file
+/// changes nothing.
+fn reload(flags: &Flags, control: &shoal_net::ServerControl, set_level: &logging::SetLevel) {
+    if flags.config.is_none() {
+        warn!("Failed to reload server configuration: no configuration file (-c)");
+        return;
+    }
+    let config = match configure(flags) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("Failed to reload server configuration: {e}");
+            return;
+        }
+    };
+    if let Err(e) = set_level(&config) {
+        warn!("cannot change the log level: {e}");
+    }
+    match control.reload(config) {
+        Ok(kept) => {
+            for key in kept {
+                warn!("Reload: {key} cannot change while the server runs; restart to apply it");
+            }
+            tracing::info!("Reloaded server configuration");
+        }
+        Err(e) => error!("Failed to reload server configuration: {e}"),
+    }
+}
+
 fn main() -> ExitCode {
     let flags = Flags::parse();
     let config = match configure(&flags) {
@@ -150,10 +179,13 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Err(e) = logging::init(&config) {
-        eprintln!("shoal: {e}");
-        return ExitCode::from(1);
-    }
+    let set_level = match logging::init(&config) {
+        Ok(set) => set,
+        Err(e) => {
+            eprintln!("shoal: {e}");
+            return ExitCode::from(1);
+        }
+    };
     // A panic on a shard thread would leave that shard's clients hanging
     // while the rest of the server runs on: log it and stop the process, so
     // clients reconnect elsewhere and the supervisor restarts it.
@@ -201,6 +233,7 @@ fn main() -> ExitCode {
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGUSR2,
+        signal_hook::consts::SIGHUP,
     ]) {
         Ok(s) => s,
         Err(e) => {
@@ -214,6 +247,7 @@ fn main() -> ExitCode {
         for sig in signals.forever() {
             match sig {
                 signal_hook::consts::SIGUSR2 => control.lame_duck(),
+                signal_hook::consts::SIGHUP => reload(&flags, &control, &set_level),
                 _ if stopping => {
                     // A second TERM/INT: the operator wants out now.
                     std::process::exit(1);

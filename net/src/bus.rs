@@ -63,6 +63,8 @@ pub(crate) enum Control {
     },
     /// The cluster's client URLs changed: send clients a fresh INFO.
     InfoChanged,
+    /// A reloaded configuration (users, permissions, limits).
+    Reload(Arc<crate::server::Dynamic>),
     /// Monitoring asks for this shard's connections and index figures.
     Snapshot {
         subs: bool,

@@ -40,13 +40,15 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         let _ = socket2::SockRef::from(&fd).set_nodelay(true);
     }
     let id = shared.next_client_id.fetch_add(1, Relaxed);
+    let dynamic = shard.current();
+    let cfg = &dynamic.config;
     let stream = Rc::new(RefCell::new(stream));
     let client = Rc::new(Client::new(
         id,
         addr,
         stream,
-        shared.config.max_pending,
-        shared.config.write_deadline,
+        cfg.max_pending,
+        cfg.write_deadline,
     ));
     client.flags.set(ClientFlags {
         // nats-server's defaults before CONNECT.
@@ -60,7 +62,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     shard.mark_dirty(&client, res);
 
     let total = shared.connections.fetch_add(1, Relaxed) + 1;
-    if total > shared.config.max_connections {
+    if total > cfg.max_connections {
         shared.connections.fetch_sub(1, Relaxed);
         let _ = client.queue(|b| proto::write_err(b, "maximum connections exceeded"));
         client.close_after_flush(CloseReason::MaxConnectionsExceeded);
@@ -76,12 +78,8 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     shard.clients.borrow_mut().insert(id, client.clone());
     shard.flush_dirty();
 
-    if shared.auth.required() {
-        runtime::spawn_detached(auth_timer(
-            shard.clone(),
-            client.clone(),
-            shared.config.auth_timeout,
-        ));
+    if dynamic.auth.required() {
+        runtime::spawn_detached(auth_timer(shard.clone(), client.clone(), cfg.auth_timeout));
     }
     runtime::spawn_detached(ping_timer(shard.clone(), Rc::downgrade(&client)));
 
@@ -121,9 +119,12 @@ async fn auth_timer(shard: Rc<Shard>, client: Rc<Client>, timeout: Duration) {
 /// connection is stale. Holds the client weakly: a closed connection's socket
 /// is released when its task ends, not when this timer next fires.
 async fn ping_timer(shard: Rc<Shard>, client: std::rc::Weak<Client>) {
-    let cfg = &shard.shared.config;
-    let (interval, max) = (cfg.ping_interval, cfg.ping_max);
     loop {
+        // Read each time: a reload may change them.
+        let (interval, max) = {
+            let d = shard.current();
+            (d.config.ping_interval, d.config.ping_max)
+        };
         runtime::sleep(interval).await;
         let Some(client) = client.upgrade() else {
             return;
@@ -219,7 +220,8 @@ struct Connection {
 
 impl Connection {
     fn new(shard: Rc<Shard>, client: Rc<Client>) -> Self {
-        let cfg = &shard.shared.config;
+        let dynamic = shard.current();
+        let cfg = &dynamic.config;
         let parser = ClientParser::new(Limits {
             max_control_line: cfg.max_control_line,
             max_payload: cfg.max_payload,
@@ -335,7 +337,7 @@ impl Connection {
             }
         }
         if !self.client.authenticated.get()
-            && self.shard.shared.auth.required()
+            && self.shard.current().auth.required()
             && !matches!(op, ClientOp::Connect(_))
         {
             self.send_err(shoal_core::auth::AUTHORIZATION_VIOLATION);
@@ -394,7 +396,6 @@ impl Connection {
     }
 
     fn connect(&mut self, json: &[u8]) -> Step {
-        let shared = &self.shard.shared;
         let opts = match ConnectOptions::from_json(json) {
             Ok(o) => o,
             Err(e) => {
@@ -408,7 +409,7 @@ impl Connection {
             }
         };
         if !self.client.authenticated.get() {
-            match shared.auth.authenticate(&opts) {
+            match self.shard.current().auth.authenticate(&opts) {
                 Ok(session) => {
                     *self.client.perms.borrow_mut() =
                         session.permissions.map(ClientPermissions::new);
@@ -501,7 +502,7 @@ impl Connection {
             self.ok();
             return;
         }
-        let max = self.shard.shared.config.max_subscriptions;
+        let max = self.shard.current().config.max_subscriptions;
         if max > 0 && self.client.subs.borrow().len() >= max {
             self.send_err("maximum subscriptions exceeded");
             return;

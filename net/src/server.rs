@@ -44,8 +44,12 @@ pub enum StartError {
 
 /// Immutable state shared by every shard (plus counters).
 pub(crate) struct Shared {
+    /// The configuration the server started with: what cannot change while
+    /// it runs (addresses, shards, cluster) is read from here.
     pub config: ServerConfig,
-    pub auth: Authenticator,
+    /// What a reload can change (users, permissions, limits): shards keep
+    /// their own copy (`Shard::current`), replaced by `Control::Reload`.
+    pub dynamic: std::sync::RwLock<Arc<Dynamic>>,
     pub server_id: String,
     pub server_name: String,
     pub addr: SocketAddr,
@@ -80,9 +84,31 @@ pub(crate) struct Shared {
     pub shards_without_clients: AtomicUsize,
 }
 
+/// The reloadable part of the configuration, with the authenticator built
+/// from it.
+pub(crate) struct Dynamic {
+    pub config: ServerConfig,
+    pub auth: Authenticator,
+}
+
+impl std::fmt::Debug for Dynamic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print credentials.
+        f.write_str("Dynamic { .. }")
+    }
+}
+
 impl Shared {
+    pub(crate) fn current(&self) -> Arc<Dynamic> {
+        self.dynamic
+            .read()
+            .map(|d| d.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
     /// The INFO a client gets.
     pub(crate) fn info_for(&self, client_id: u64, addr: SocketAddr) -> ServerInfo {
+        let d = self.current();
         ServerInfo {
             server_id: self.server_id.clone(),
             server_name: self.server_name.clone(),
@@ -91,10 +117,10 @@ impl Shared {
             host: self.addr.ip().to_string(),
             port: self.addr.port(),
             headers: true,
-            max_payload: self.config.max_payload,
+            max_payload: d.config.max_payload,
             client_id: Some(client_id),
             client_ip: Some(addr.ip().to_string()),
-            auth_required: self.auth.required(),
+            auth_required: d.auth.required(),
             ldm: self.lame_duck.load(Relaxed),
             connect_urls: self
                 .connect_urls
@@ -154,7 +180,10 @@ impl Server {
         let shared = Arc::new(Shared {
             server_name: config.server_name.clone().unwrap_or_else(|| id.clone()),
             server_id: id,
-            auth,
+            dynamic: std::sync::RwLock::new(Arc::new(Dynamic {
+                config: config.clone(),
+                auth,
+            })),
             addr: bound,
             next_client_id: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
@@ -363,6 +392,47 @@ impl ServerControl {
         for l in &self.links {
             let _ = l.send_control(Control::InfoChanged);
         }
+    }
+
+    /// Applies a reloaded configuration: users, passwords, permissions and
+    /// limits change for every shard; connections whose credentials no longer
+    /// pass are closed with `Authorization Violation`, subscriptions no
+    /// longer permitted are removed. Settings that cannot change while the
+    /// server runs are kept and named in the returned list. An invalid
+    /// configuration changes nothing.
+    pub fn reload(&self, new: ServerConfig) -> Result<Vec<&'static str>, StartError> {
+        let auth = Authenticator::new(&new.auth)?;
+        let old = &self.shared.config;
+        let mut kept = Vec::new();
+        let mut config = new;
+        macro_rules! keep {
+            ($($field:ident),*) => {$(
+                if config.$field != old.$field {
+                    kept.push(stringify!($field));
+                    config.$field = old.$field.clone();
+                }
+            )*};
+        }
+        keep!(
+            host,
+            port,
+            server_name,
+            http_port,
+            shards,
+            cluster,
+            client_advertise,
+            spin_before_park,
+            pid_file,
+            log_file
+        );
+        let dynamic = Arc::new(Dynamic { config, auth });
+        if let Ok(mut d) = self.shared.dynamic.write() {
+            *d = dynamic.clone();
+        }
+        for l in &self.links {
+            let _ = l.send_control(Control::Reload(dynamic.clone()));
+        }
+        Ok(kept)
     }
 
     /// Marks the server ready (or not) for `/healthz`.

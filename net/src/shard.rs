@@ -129,6 +129,8 @@ pub(crate) struct Shard {
     /// Strict interest mode: barriers clients of this shard wait for.
     barriers: RefCell<AHashMap<u64, Rc<BarrierWait>>>,
     next_token: Cell<u64>,
+    /// This shard's copy of the reloadable configuration.
+    dynamic: RefCell<Arc<crate::server::Dynamic>>,
 }
 
 /// A `Sync` sent on every link of this shard for a barrier of shard `from`.
@@ -153,6 +155,7 @@ impl Shard {
     pub(crate) fn new(id: ShardId, shared: Arc<Shared>, peers: Vec<PeerLink>) -> Self {
         let stats = shared.shard_stats[id as usize].clone();
         let clustered = shared.config.cluster.enabled();
+        let dynamic = RefCell::new(shared.current());
         Shard {
             id,
             shards: peers.len(),
@@ -175,6 +178,7 @@ impl Shard {
             syncs: RefCell::new(AHashMap::new()),
             barriers: RefCell::new(AHashMap::new()),
             next_token: Cell::new(0),
+            dynamic,
         }
     }
 
@@ -727,6 +731,62 @@ impl Shard {
         }
     }
 
+    /// The reloadable configuration as this shard applies it.
+    pub(crate) fn current(&self) -> Arc<crate::server::Dynamic> {
+        self.dynamic.borrow().clone()
+    }
+
+    /// A reloaded configuration: every client's credentials are checked
+    /// again (closed with `Authorization Violation` when they no longer
+    /// pass), its permissions replaced, and subscriptions the new permissions
+    /// forbid are removed with the subscription violation error. New limits
+    /// apply to new connections and new subscriptions.
+    fn reload(self: &Rc<Self>, d: Arc<crate::server::Dynamic>) {
+        *self.dynamic.borrow_mut() = d.clone();
+        let clients: Vec<_> = self.clients.borrow().values().cloned().collect();
+        for c in clients {
+            if c.is_closing() || !c.authenticated.get() {
+                continue;
+            }
+            let opts = c.meta.connect.borrow().clone().unwrap_or_default();
+            match d.auth.authenticate(&opts) {
+                Err(e) => {
+                    tracing::debug!(
+                        "{} - cid:{} - authorization revoked by reload",
+                        c.addr,
+                        c.id
+                    );
+                    let res = c.queue(|b| proto::write_err(b, e.err_text()));
+                    self.mark_dirty(&c, res);
+                    c.close_after_flush(CloseReason::AuthenticationViolation);
+                }
+                Ok(session) => {
+                    *c.perms.borrow_mut() = session
+                        .permissions
+                        .map(shoal_core::auth::ClientPermissions::new);
+                    let subs: Vec<Rc<LocalSub>> = c.subs.borrow().values().cloned().collect();
+                    for s in subs {
+                        let allowed = c
+                            .perms
+                            .borrow_mut()
+                            .as_mut()
+                            .is_none_or(|p| p.may_subscribe(&s.subject));
+                        if !allowed {
+                            let text = format!(
+                                "Permissions Violation for Subscription to \"{}\"",
+                                String::from_utf8_lossy(&s.subject)
+                            );
+                            let res = c.queue(|b| proto::write_err(b, &text));
+                            self.mark_dirty(&c, res);
+                            self.unsubscribe(&s);
+                        }
+                    }
+                }
+            }
+        }
+        self.flush_dirty();
+    }
+
     /// Entries in the index and its cache figures (monitoring).
     pub(crate) fn index_stats(&self) -> (usize, shoal_core::index::CacheStats) {
         let index = self.index.borrow();
@@ -835,7 +895,7 @@ impl Shard {
     fn send_info_to_clients(&self) {
         let clients: Vec<_> = self.clients.borrow().values().cloned().collect();
         for c in &clients {
-            if !c.authenticated.get() && self.shared.auth.required() {
+            if !c.authenticated.get() && self.current().auth.required() {
                 continue;
             }
             let info = self.shared.info_for(c.id, c.addr);
@@ -968,6 +1028,7 @@ impl Shard {
             Control::Barrier { from, token } => self.start_sync(from, token),
             Control::BarrierDone { token } => self.barrier_done(token),
             Control::InfoChanged => self.send_info_to_clients(),
+            Control::Reload(d) => self.reload(d),
             Control::Snapshot { subs, reply } => {
                 let _ = reply.send(crate::snapshot::take(self, subs));
             }

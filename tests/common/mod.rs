@@ -121,6 +121,11 @@ impl Shoal {
         http_get(self.http_addr.as_ref().expect("started with -m"), path)
     }
 
+    /// The configuration file it was started with (to rewrite before SIGHUP).
+    pub fn conf_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("shoal.conf")
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
@@ -158,7 +163,7 @@ impl Shoal {
 }
 
 #[allow(unused_imports)]
-pub use libc::{SIGKILL, SIGTERM, SIGUSR2};
+pub use libc::{SIGHUP, SIGKILL, SIGTERM, SIGUSR2};
 
 impl Drop for Shoal {
     fn drop(&mut self) {

@@ -1,0 +1,133 @@
+//! Live reload (SIGHUP): users, passwords, permissions, limits and the log
+//! level change without dropping healthy connections; a connection that lost
+//! its authorization is closed with nats-server's error; an invalid file
+//! changes nothing.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+const BEFORE: &str = r#"
+max_payload: 1024
+authorization {
+  users: [
+    { user: alice, password: apw, permissions: { subscribe: { allow: ["a.>", "_INBOX.>"] } } }
+    { user: bob, password: bpw }
+  ]
+}
+"#;
+
+const AFTER: &str = r#"
+max_payload: 2048
+debug: true
+authorization {
+  users: [
+    { user: alice, password: apw, permissions: { subscribe: { allow: ["b.>", "_INBOX.>"] } } }
+  ]
+}
+"#;
+
+async fn login(s: &Shoal, user: &str, pass: &str) -> Raw {
+    let mut r = s.raw().await;
+    r.send(
+        format!(
+            "CONNECT {{\"verbose\":false,\"user\":\"{user}\",\"pass\":\"{pass}\"}}\r\nPING\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(r.line().await.as_deref(), Some("PONG"), "{user} logs in");
+    r
+}
+
+fn wait_log(s: &Shoal, text: &str) {
+    eventually(Duration::from_secs(10), text, || s.log_contains(text));
+}
+
+#[tokio::test]
+async fn reload_applies_users_permissions_limits_and_log_level() {
+    for shards in SHARDS {
+        let s = Shoal::start(shards, &[], Some(BEFORE));
+        let mut alice = login(&s, "alice", "apw").await;
+        alice.send(b"SUB a.> 1\r\nSUB b.> 2\r\nPING\r\n").await;
+        // b.> is not allowed yet.
+        assert_eq!(
+            alice.line().await.as_deref(),
+            Some("-ERR 'Permissions Violation for Subscription to \"b.>\"'")
+        );
+        assert_eq!(alice.line().await.as_deref(), Some("PONG"));
+        let mut bob = login(&s, "bob", "bpw").await;
+        assert!(!s.log_contains("Client connection created"), "debug is off");
+
+        std::fs::write(s.conf_path(), AFTER).unwrap();
+        s.signal(SIGHUP);
+        wait_log(&s, "Reloaded server configuration");
+
+        // Bob's user is gone: closed with nats-server's error.
+        assert_eq!(
+            bob.line().await.as_deref(),
+            Some("-ERR 'Authorization Violation'"),
+            "shards={shards}"
+        );
+        assert!(bob.closed_within(Duration::from_secs(5)).await);
+        // Alice stays connected; her a.> subscription is no longer allowed.
+        assert_eq!(
+            alice.line().await.as_deref(),
+            Some("-ERR 'Permissions Violation for Subscription to \"a.>\"'")
+        );
+        alice.send(b"SUB b.> 3\r\nPING\r\n").await;
+        assert_eq!(
+            alice.line().await.as_deref(),
+            Some("PONG"),
+            "b.> now allowed"
+        );
+        let mut pubr = login(&s, "alice", "apw").await;
+        pubr.send(b"PUB a.x 1\r\n1\r\nPUB b.x 1\r\n2\r\nPING\r\n")
+            .await;
+        assert_eq!(pubr.line().await.as_deref(), Some("PONG"));
+        assert_eq!(
+            alice.line().await.as_deref(),
+            Some("MSG b.x 3 1"),
+            "a.> was removed"
+        );
+        assert_eq!(alice.line().await.as_deref(), Some("2"));
+
+        // New limits for new connections, and the new log level.
+        let info_line = {
+            let mut r = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            use tokio::io::AsyncReadExt;
+            let n = r.read(&mut buf).await.unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        };
+        assert!(info_line.contains("\"max_payload\":2048"), "{info_line}");
+        wait_log(&s, "Client connection created");
+        // Bob cannot log in any more.
+        let mut r = s.raw().await;
+        r.send(b"CONNECT {\"verbose\":false,\"user\":\"bob\",\"pass\":\"bpw\"}\r\n")
+            .await;
+        assert_eq!(
+            r.line().await.as_deref(),
+            Some("-ERR 'Authorization Violation'")
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_invalid_file_is_rejected_and_the_old_config_stays() {
+    let s = Shoal::start(1, &[], Some(BEFORE));
+    let mut bob = login(&s, "bob", "bpw").await;
+    std::fs::write(
+        s.conf_path(),
+        "authorization { users: [ { user: x, nonsense_key: 1 } ] }",
+    )
+    .unwrap();
+    s.signal(SIGHUP);
+    wait_log(&s, "Failed to reload server configuration");
+    assert!(!s.log_contains("Reloaded server configuration"));
+    // Nothing changed: bob is still connected and can still log in.
+    bob.send(b"PING\r\n").await;
+    assert_eq!(bob.line().await.as_deref(), Some("PONG"));
+    login(&s, "bob", "bpw").await;
+}
