@@ -54,6 +54,26 @@ CLUSTER_SCENARIOS=(
   "cross-node request-reply 8 concurrent|reqrep --requesters 8 --size 16 --requests 5000"
 )
 
+stop_all() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; PIDS=(); }
+
+# measure MODE GEN SHOAL_URL NATS_URL SCENARIO...: every scenario, ROUNDS
+# times, alternating servers; one JSON line per run into $OUT.
+measure() {
+  local mode=$1 gen=$2 shoal_url=$3 nats_url=$4; shift 4
+  for sc in "$@"; do
+    local name=${sc%%|*} args=${sc#*|}
+    if [ -n "${ONLY:-}" ] && [ "$name" != "$ONLY" ]; then continue; fi
+    for round in $(seq 1 "$ROUNDS"); do
+      for server in shoal nats; do
+        local url=$shoal_url; [ "$server" = nats ] && url=$nats_url
+        # shellcheck disable=SC2086
+        res=$($gen $BENCH --url "$url" --json $args) || { echo "$server failed: $name" >&2; exit 1; }
+        echo "{\"mode\":\"$mode\",\"scenario\":\"$name\",\"server\":\"$server\",\"round\":$round,\"r\":$res}" >> "$OUT"
+      done
+    done
+  done
+}
+
 # start_cluster NAME BASEPORT: three nodes of shoal or nats-server; client
 # ports BASE..BASE+2, route ports BASE+10..BASE+12.
 start_cluster() {
@@ -75,21 +95,9 @@ for mode in $MODES; do
   if [ "$mode" = cluster ]; then
     unset GOMAXPROCS || true
     start_cluster shoal "$SHOAL_PORT"; start_cluster nats $((SHOAL_PORT + 100))
-    for sc in "${CLUSTER_SCENARIOS[@]}"; do
-      name=${sc%%|*}; args=${sc#*|}
-      if [ -n "${ONLY:-}" ] && [ "$name" != "$ONLY" ]; then continue; fi
-      for round in $(seq 1 "$ROUNDS"); do
-        for server in shoal nats; do
-          base=$SHOAL_PORT; [ "$server" = nats ] && base=$((SHOAL_PORT + 100))
-          # shellcheck disable=SC2086
-          res=$($BENCH --url "nats://127.0.0.1:$base,nats://127.0.0.1:$((base + 1))" --json $args) || { echo "$server failed: $name" >&2; exit 1; }
-          echo "{\"mode\":\"$mode\",\"scenario\":\"$name\",\"server\":\"$server\",\"round\":$round,\"r\":$res}" >> "$OUT"
-        done
-      done
-    done
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    PIDS=()
+    measure "$mode" "" "nats://127.0.0.1:$SHOAL_PORT,nats://127.0.0.1:$((SHOAL_PORT + 1))" \
+      "nats://127.0.0.1:$((SHOAL_PORT + 100)),nats://127.0.0.1:$((SHOAL_PORT + 101))" "${CLUSTER_SCENARIOS[@]}"
+    stop_all
     continue
   fi
   if [ "$mode" = pinned ]; then
@@ -101,21 +109,8 @@ for mode in $MODES; do
   $SRV ./target/release/shoal -a 127.0.0.1 -p "$SHOAL_PORT" --shards "$SHARDS" ${SHOAL_ARGS:-} 2>>"${SHOAL_LOG:-/dev/null}" & PIDS+=($!)
   $SRV nats-server -a 127.0.0.1 -p "$NATS_PORT" 2>/dev/null & PIDS+=($!)
   wait_port "$SHOAL_PORT"; wait_port "$NATS_PORT"
-  for sc in "${SCENARIOS[@]}"; do
-    name=${sc%%|*}; args=${sc#*|}
-    if [ -n "${ONLY:-}" ] && [ "$name" != "$ONLY" ]; then continue; fi
-    for round in $(seq 1 "$ROUNDS"); do
-      for server in shoal nats; do
-        port=$SHOAL_PORT; [ "$server" = nats ] && port=$NATS_PORT
-        # shellcheck disable=SC2086
-        res=$($GEN $BENCH --url "nats://127.0.0.1:$port" --json $args) || { echo "$server failed: $name" >&2; exit 1; }
-        echo "{\"mode\":\"$mode\",\"scenario\":\"$name\",\"server\":\"$server\",\"round\":$round,\"r\":$res}" >> "$OUT"
-      done
-    done
-  done
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  PIDS=()
+  measure "$mode" "$GEN" "nats://127.0.0.1:$SHOAL_PORT" "nats://127.0.0.1:$NATS_PORT" "${SCENARIOS[@]}"
+  stop_all
 done
 
 python3 - "$OUT" "$ROUNDS" <<'PY'

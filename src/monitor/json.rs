@@ -257,33 +257,23 @@ pub fn connz(state: &State, q: &HashMap<String, String>) -> Result<Value, String
         .into_iter()
         .flat_map(|s| s.conns)
         .collect();
+    let now = SystemTime::now();
+    // Nanoseconds from `a` to `b` (0 when `b` is earlier).
+    let span = |a: SystemTime, b: SystemTime| b.duration_since(a).unwrap_or_default().as_nanos();
+    let epoch = SystemTime::UNIX_EPOCH;
     let key = |c: &ConnSnapshot| -> u128 {
         match sort {
             "cid" => c.cid as u128,
-            "start" => c
-                .start
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos(),
+            "start" => span(epoch, c.start),
             "subs" => c.subscriptions as u128,
             "pending" => c.pending_bytes as u128,
             "msgs_to" => c.out_msgs as u128,
             "msgs_from" => c.in_msgs as u128,
             "bytes_to" => c.out_bytes as u128,
             "bytes_from" => c.in_bytes as u128,
-            "last" => c
-                .last_activity
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos(),
-            "idle" => SystemTime::now()
-                .duration_since(c.last_activity)
-                .unwrap_or_default()
-                .as_nanos(),
-            "uptime" => SystemTime::now()
-                .duration_since(c.start)
-                .unwrap_or_default()
-                .as_nanos(),
+            "last" => span(epoch, c.last_activity),
+            "idle" => span(c.last_activity, now),
+            "uptime" => span(c.start, now),
             "rtt" => c.rtt.unwrap_or_default().as_nanos(),
             _ => 0,
         }
@@ -310,7 +300,6 @@ pub fn connz(state: &State, q: &HashMap<String, String>) -> Result<Value, String
         conns.reverse();
     }
     let total = conns.len();
-    let now = SystemTime::now();
     let page: Vec<Value> = conns
         .iter()
         .skip(offset)
