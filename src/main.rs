@@ -39,6 +39,21 @@ struct Flags {
     /// Authorization token required for connections.
     #[arg(long)]
     auth: Option<String>,
+    /// Require TLS for client connections (with --tlscert and --tlskey).
+    #[arg(long)]
+    tls: bool,
+    /// Server certificate chain (PEM).
+    #[arg(long)]
+    tlscert: Option<String>,
+    /// Server private key (PEM).
+    #[arg(long)]
+    tlskey: Option<String>,
+    /// Require and verify client certificates (mutual TLS).
+    #[arg(long)]
+    tlsverify: bool,
+    /// CA certificates client certificates must chain to (PEM).
+    #[arg(long)]
+    tlscacert: Option<String>,
     /// Configuration file (nats-server syntax).
     #[arg(short = 'c', long = "config")]
     config: Option<PathBuf>,
@@ -131,6 +146,23 @@ fn configure(flags: &Flags) -> Result<ServerConfig, String> {
     }
     if let Some(n) = &flags.cluster_name {
         c.cluster.name = Some(n.clone());
+    }
+    if flags.tls || flags.tlsverify || flags.tlscert.is_some() || flags.tlskey.is_some() {
+        let mut t = c.tls.clone().unwrap_or_default();
+        if let Some(v) = &flags.tlscert {
+            t.cert_file = v.clone();
+        }
+        if let Some(v) = &flags.tlskey {
+            t.key_file = v.clone();
+        }
+        if let Some(v) = &flags.tlscacert {
+            t.ca_file = Some(v.clone());
+        }
+        t.verify |= flags.tlsverify;
+        if t.cert_file.is_empty() || t.key_file.is_empty() {
+            return Err("TLS needs --tlscert and --tlskey".into());
+        }
+        c.tls = Some(t);
     }
     if let Some(s) = flags.shards {
         c.shards = Some(s.max(1));

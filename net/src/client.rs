@@ -83,7 +83,10 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     }
     runtime::spawn_detached(ping_timer(shard.clone(), Rc::downgrade(&client)));
 
-    let reason = Connection::new(shard.clone(), client.clone()).run().await;
+    let reason = match start_tls(&shard, &client).await {
+        Ok(()) => Connection::new(shard.clone(), client.clone()).run().await,
+        Err(reason) => reason,
+    };
     client.close(reason);
     let reason = client.close_reason().unwrap_or(reason);
 
@@ -174,6 +177,40 @@ pub(crate) async fn read_some(
     read
 }
 
+/// TLS (when configured): the handshake after the plain INFO, as
+/// nats-server. A client that answers in plain text gets nats-server's
+/// `-ERR 'Secure Connection - TLS Required'`.
+async fn start_tls(shard: &Rc<Shard>, client: &Rc<Client>) -> Result<(), CloseReason> {
+    let Some(config) = shard.shared.tls.clone() else {
+        return Ok(());
+    };
+    let timeout = shard
+        .shared
+        .config
+        .tls
+        .as_ref()
+        .map_or(Duration::from_secs(2), |t| t.timeout);
+    match crate::tls::accept(client.stream(), config, timeout).await {
+        Ok(conn) => {
+            *client.tls.borrow_mut() = Some(conn);
+            Ok(())
+        }
+        Err(e) => {
+            debug!(
+                "{} - cid:{} - TLS handshake error: {e}",
+                client.addr, client.id
+            );
+            if matches!(e, crate::tls::HandshakeError::Plaintext) {
+                let res = client.queue(|b| proto::write_err(b, crate::tls::TLS_REQUIRED));
+                shard.mark_dirty(client, res);
+                client.close_after_flush(CloseReason::TlsError);
+                shard.flush_dirty();
+            }
+            Err(CloseReason::TlsError)
+        }
+    }
+}
+
 /// Strict interest mode: the PONG once every peer node acknowledged the
 /// interest sent before it, or `-ERR` when they do not within `timeout` (the
 /// connection stays open).
@@ -239,16 +276,46 @@ impl Connection {
 
     async fn run(mut self) -> CloseReason {
         let mut buf = BytesMut::with_capacity(MAX_READ);
+        let tls = self.client.tls.borrow().is_some();
+        let mut cipher = BytesMut::new();
+        // The client's first records may have arrived with its handshake
+        // (TLS 1.3 sends application data right after Finished): rustls
+        // already holds them, so decrypt before waiting on the socket.
+        let mut held = tls;
         loop {
-            match read_some(self.client.stream(), &mut buf, &self.read_size).await {
-                Ok(0) => {
-                    return self
-                        .client
-                        .close_reason()
-                        .unwrap_or(CloseReason::ClientClosed)
+            let into = if tls { &mut cipher } else { &mut buf };
+            if !std::mem::take(&mut held) {
+                match read_some(self.client.stream(), into, &self.read_size).await {
+                    Ok(0) => {
+                        return self
+                            .client
+                            .close_reason()
+                            .unwrap_or(CloseReason::ClientClosed)
+                    }
+                    Ok(_) => {}
+                    Err(_) => return self.client.close_reason().unwrap_or(CloseReason::ReadError),
                 }
-                Ok(_) => {}
-                Err(_) => return self.client.close_reason().unwrap_or(CloseReason::ReadError),
+            }
+            if tls {
+                let open = {
+                    let mut conn = self.client.tls.borrow_mut();
+                    let conn = conn.as_mut().expect("a TLS connection keeps its session");
+                    crate::tls::read_plaintext(conn, &cipher, &mut buf)
+                };
+                cipher.clear();
+                // rustls may have something to say (e.g. a key update).
+                self.client.flush();
+                match open {
+                    Ok(true) => {}
+                    Ok(false) => return CloseReason::ClientClosed,
+                    Err(e) => {
+                        debug!(
+                            "{} - cid:{} - TLS error: {e}",
+                            self.client.addr, self.client.id
+                        );
+                        return CloseReason::TlsError;
+                    }
+                }
             }
             self.client
                 .meta

@@ -15,6 +15,7 @@
 //! - `route`: route links to peer nodes (the cluster's data plane);
 //! - `runtime`: the seam to glommio;
 //! - `stats`: per-shard counters;
+//! - `tls`: client TLS (rustls): handshake, sealing, decrypting;
 //! - `snapshot`: what a shard reports to monitoring on request.
 
 mod bus;
@@ -28,6 +29,7 @@ mod server;
 mod shard;
 pub mod snapshot;
 pub mod stats;
+mod tls;
 
 pub use outbound::CloseReason;
 pub use server::{Server, ServerControl, StartError, MAX_SHARDS};

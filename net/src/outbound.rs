@@ -37,6 +37,7 @@ pub enum CloseReason {
     ServerShutdown,
     LameDuck,
     DuplicateRoute,
+    TlsError,
 }
 
 impl std::fmt::Display for CloseReason {
@@ -56,6 +57,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::ServerShutdown => "Server Shutdown",
             CloseReason::LameDuck => "Lame Duck Mode",
             CloseReason::DuplicateRoute => "Duplicate Route",
+            CloseReason::TlsError => "TLS Handshake Failure",
         })
     }
 }
@@ -105,6 +107,10 @@ pub(crate) struct Client {
     fd: RawFd,
     stream: Rc<RefCell<TcpStream>>,
     out: RefCell<BytesMut>,
+    /// TLS: the session, and the sealed bytes waiting for the socket (the
+    /// send path writes these instead of `out`).
+    pub tls: RefCell<Option<rustls::ServerConnection>>,
+    wire: RefCell<BytesMut>,
     dirty: Cell<bool>,
     /// A writer task is waiting for the socket to become writable.
     blocked: Cell<bool>,
@@ -183,6 +189,8 @@ impl Client {
             fd,
             stream,
             out: RefCell::new(BytesMut::with_capacity(4096)),
+            tls: RefCell::new(None),
+            wire: RefCell::new(BytesMut::new()),
             dirty: Cell::new(false),
             blocked: Cell::new(false),
             closing: Cell::new(None),
@@ -205,7 +213,31 @@ impl Client {
 
     /// Whether a writer task waits for the socket, and the bytes queued.
     pub(crate) fn pending(&self) -> (bool, usize) {
-        (self.blocked.get(), self.out.borrow().len())
+        (
+            self.blocked.get(),
+            self.out.borrow().len() + self.wire.borrow().len(),
+        )
+    }
+
+    fn is_tls(&self) -> bool {
+        self.tls.borrow().is_some()
+    }
+
+    /// TLS: encrypts what is queued into `wire`. The buffer the send path
+    /// writes from: `wire` with TLS, `out` without.
+    fn sendable(&self) -> &RefCell<BytesMut> {
+        let mut tls = self.tls.borrow_mut();
+        match tls.as_mut() {
+            Some(conn) => {
+                crate::tls::seal(
+                    conn,
+                    &mut self.out.borrow_mut(),
+                    &mut self.wire.borrow_mut(),
+                );
+                &self.wire
+            }
+            None => &self.out,
+        }
     }
 
     pub(crate) fn is_closing(&self) -> bool {
@@ -223,11 +255,14 @@ impl Client {
         if self.is_closing() {
             return QueueResult::Closed;
         }
-        let len = {
+        let mut len = {
             let mut out = self.out.borrow_mut();
             write(&mut out);
             out.len()
         };
+        if self.blocked.get() && self.is_tls() {
+            len += self.wire.borrow().len();
+        }
         if len > self.max_pending {
             self.out.borrow_mut().clear();
             self.close(CloseReason::SlowConsumerPendingBytes);
@@ -247,8 +282,9 @@ impl Client {
         if self.blocked.get() {
             return;
         }
+        let buf = self.sendable();
         loop {
-            let mut out = self.out.borrow_mut();
+            let mut out = buf.borrow_mut();
             if out.is_empty() {
                 break;
             }
@@ -341,11 +377,12 @@ async fn writer(client: Rc<Client>) {
     let deadline = client.write_deadline;
     let mut stuck_since = std::time::Instant::now();
     loop {
-        if client.out.borrow().is_empty() {
+        let buf = client.sendable();
+        if buf.borrow().is_empty() {
             break;
         }
         let write = futures_lite::future::poll_fn(|cx| {
-            let out = client.out.borrow();
+            let out = buf.borrow();
             let mut stream = client.stream.borrow_mut();
             futures_lite::AsyncWrite::poll_write(std::pin::Pin::new(&mut *stream), cx, &out)
         });
@@ -355,16 +392,16 @@ async fn writer(client: Rc<Client>) {
         });
         match attempt.await {
             Some(Ok(n)) => {
-                client.out.borrow_mut().advance(n);
+                buf.borrow_mut().advance(n);
                 stuck_since = std::time::Instant::now();
             }
             Some(Err(_)) => {
-                client.out.borrow_mut().clear();
+                buf.borrow_mut().clear();
                 client.close(CloseReason::WriteError);
                 break;
             }
             None if stuck_since.elapsed() >= deadline => {
-                client.out.borrow_mut().clear();
+                buf.borrow_mut().clear();
                 client.close(CloseReason::SlowConsumerWriteDeadline);
                 break;
             }

@@ -40,6 +40,8 @@ pub enum StartError {
     Executor(std::io::Error),
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Immutable state shared by every shard (plus counters).
@@ -68,6 +70,8 @@ pub(crate) struct Shared {
     /// before applying each read buffer, simulating a slow peer, so tests can
     /// show what strict interest mode waits for.
     pub test_route_delay: Option<std::time::Duration>,
+    /// Client TLS, when configured: every client must use it.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The cluster's client URLs (this node's and its peers'), for INFO.
     pub connect_urls: Mutex<Vec<String>>,
     /// Live route links, for monitoring.
@@ -122,6 +126,8 @@ impl Shared {
             client_ip: Some(addr.ip().to_string()),
             auth_required: d.auth.required(),
             ldm: self.lame_duck.load(Relaxed),
+            tls_required: self.tls.is_some(),
+            tls_verify: self.config.tls.as_ref().is_some_and(|t| t.verify),
             connect_urls: self
                 .connect_urls
                 .lock()
@@ -157,6 +163,10 @@ impl Server {
     /// Binds, starts every shard, and returns once all accept connections.
     pub fn start(config: ServerConfig) -> Result<Server, StartError> {
         let auth = Authenticator::new(&config.auth)?;
+        let tls = match &config.tls {
+            Some(t) => Some(crate::tls::server_config(t).map_err(StartError::Tls)?),
+            None => None,
+        };
         let cpus = runtime::allowed_cpus();
         let shards = config.shards.unwrap_or(cpus.len()).max(1);
         if shards > MAX_SHARDS {
@@ -200,6 +210,7 @@ impl Server {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .map(std::time::Duration::from_millis),
+            tls,
             connect_urls: Mutex::new(Vec::new()),
             routes: Mutex::new(BTreeMap::new()),
             route_events: events_tx,
@@ -423,7 +434,8 @@ impl ServerControl {
             client_advertise,
             spin_before_park,
             pid_file,
-            log_file
+            log_file,
+            tls
         );
         let dynamic = Arc::new(Dynamic { config, auth });
         if let Ok(mut d) = self.shared.dynamic.write() {

@@ -12,6 +12,33 @@ use conf::{Entry, Value};
 use std::time::Duration;
 use thiserror::Error;
 
+/// TLS settings (`tls { cert_file, key_file, ca_file, verify, timeout }`,
+/// or `--tls --tlscert --tlskey --tlscacert --tlsverify`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert_file: String,
+    pub key_file: String,
+    /// CA certificates that client certificates must chain to (`verify`).
+    pub ca_file: Option<String>,
+    /// Require and verify a client certificate (mutual TLS).
+    pub verify: bool,
+    /// Time allowed for the TLS handshake.
+    pub timeout: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: String::new(),
+            key_file: String::new(),
+            ca_file: None,
+            verify: false,
+            // nats-server's default TLS handshake timeout.
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
 /// Route/cluster settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
@@ -104,6 +131,8 @@ pub struct ServerConfig {
     pub shards: Option<usize>,
     /// How long an idle shard spins before parking.
     pub spin_before_park: Option<Duration>,
+    /// Client TLS: when set, every client must use TLS.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -133,6 +162,7 @@ impl Default for ServerConfig {
             pid_file: None,
             shards: None,
             spin_before_park: None,
+            tls: None,
         }
     }
 }
@@ -204,6 +234,29 @@ fn duration(e: &Entry) -> Result<Duration, ConfigError> {
             "expected a duration such as \"10s\" or a number of seconds",
         ),
     }
+}
+
+/// A `tls { }` block; `cert_file` and `key_file` are required.
+fn tls_block(entries: &[Entry]) -> Result<TlsConfig, ConfigError> {
+    let mut t = TlsConfig::default();
+    for e in entries {
+        match e.key.as_str() {
+            "cert_file" => t.cert_file = string(e)?,
+            "key_file" => t.key_file = string(e)?,
+            "ca_file" => t.ca_file = Some(string(e)?),
+            "verify" => t.verify = boolean(e)?,
+            "timeout" => t.timeout = duration(e)?,
+            _ => return unknown(e),
+        }
+    }
+    if t.cert_file.is_empty() || t.key_file.is_empty() {
+        return Err(ConfigError::Invalid {
+            key: "tls".into(),
+            line: entries.first().map_or(0, |e| e.line),
+            reason: "cert_file and key_file are required".into(),
+        });
+    }
+    Ok(t)
 }
 
 fn map(e: &Entry) -> Result<&[Entry], ConfigError> {
@@ -291,6 +344,7 @@ impl ServerConfig {
             "authorization" => self.apply_authorization(map(e)?)?,
             "cluster" => self.apply_cluster(map(e)?)?,
             "client_advertise" => self.client_advertise = Some(string(e)?),
+            "tls" => self.tls = Some(tls_block(map(e)?)?),
             _ => return unknown(e),
         }
         Ok(())

@@ -1,0 +1,171 @@
+//! Client TLS with a real client (async-nats) and a test CA generated here
+//! with rcgen: TLS pub/sub, a client trusting another CA refused, mutual TLS
+//! with and without a client certificate, plain clients refused.
+
+mod common;
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+fn ca(name: &str) -> Ca {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, name);
+    Ca {
+        cert: p.self_signed(&key).unwrap(),
+        key,
+    }
+}
+
+/// Writes `name.pem` and `name-key.pem` signed by `ca` into `dir`.
+fn leaf(dir: &Path, name: &str, ca: &Ca, sans: &[&str]) -> (PathBuf, PathBuf) {
+    let key = KeyPair::generate().unwrap();
+    let mut p =
+        CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, name);
+    let cert = p.signed_by(&key, &ca.cert, &ca.key).unwrap();
+    let (c, k) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}-key.pem")),
+    );
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k)
+}
+
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: PathBuf,
+    other_ca: PathBuf,
+    server: (PathBuf, PathBuf),
+    client: (PathBuf, PathBuf),
+}
+
+fn pki() -> Pki {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca1, ca2) = (ca("shoal test CA"), ca("another CA"));
+    let ca_path = dir.path().join("ca.pem");
+    let other = dir.path().join("other-ca.pem");
+    std::fs::write(&ca_path, ca1.cert.pem()).unwrap();
+    std::fs::write(&other, ca2.cert.pem()).unwrap();
+    let server = leaf(dir.path(), "server", &ca1, &["127.0.0.1", "localhost"]);
+    let client = leaf(dir.path(), "client", &ca1, &["client"]);
+    Pki {
+        dir,
+        ca: ca_path,
+        other_ca: other,
+        server,
+        client,
+    }
+}
+
+fn tls_server(p: &Pki, shards: usize, verify: bool) -> Shoal {
+    let (cert, key, ca) = (
+        p.server.0.to_str().unwrap(),
+        p.server.1.to_str().unwrap(),
+        p.ca.to_str().unwrap(),
+    );
+    let mut args = vec!["--tls", "--tlscert", cert, "--tlskey", key];
+    if verify {
+        args.extend(["--tlsverify", "--tlscacert", ca]);
+    }
+    Shoal::start(shards, &args, None)
+}
+
+async fn connect(
+    s: &Shoal,
+    root: &Path,
+    client: Option<&(PathBuf, PathBuf)>,
+) -> Result<async_nats::Client, String> {
+    let mut opts = async_nats::ConnectOptions::new()
+        .require_tls(true)
+        .add_root_certificates(root.to_path_buf())
+        .connection_timeout(Duration::from_secs(3));
+    if let Some((c, k)) = client {
+        opts = opts.add_client_certificate(c.clone(), k.clone());
+    }
+    tokio::time::timeout(Duration::from_secs(5), opts.connect(s.url()))
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn pub_sub_over_tls() {
+    let p = pki();
+    for shards in SHARDS {
+        let s = tls_server(&p, shards, false);
+        let a = connect(&s, &p.ca, None).await.expect("TLS client connects");
+        let b = connect(&s, &p.ca, None).await.expect("TLS client connects");
+        let mut sub = a.subscribe("secure.>").await.unwrap();
+        sync_interest(&a, &b).await;
+        // Large enough to span many TLS records.
+        let big = bytes::Bytes::from(vec![b'x'; 200_000]);
+        for i in 0..50 {
+            b.publish(format!("secure.{i}"), big.clone()).await.unwrap();
+        }
+        b.flush().await.unwrap();
+        for i in 0..50 {
+            let m = next_msg(&mut sub).await;
+            assert_eq!(m.subject.as_str(), format!("secure.{i}"));
+            assert_eq!(m.payload.len(), 200_000, "shards={shards}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_trusting_another_ca_is_refused() {
+    let p = pki();
+    let s = tls_server(&p, 1, false);
+    assert!(connect(&s, &p.other_ca, None).await.is_err());
+    // The server keeps serving good clients.
+    assert!(connect(&s, &p.ca, None).await.is_ok());
+}
+
+#[tokio::test]
+async fn mutual_tls_requires_a_client_certificate() {
+    let p = pki();
+    for shards in SHARDS {
+        let s = tls_server(&p, shards, true);
+        // Without a certificate: refused.
+        assert!(connect(&s, &p.ca, None).await.is_err(), "shards={shards}");
+        // With one from the CA: works.
+        let c = connect(&s, &p.ca, Some(&p.client))
+            .await
+            .expect("mTLS client connects");
+        let mut sub = c.subscribe("m").await.unwrap();
+        c.publish("m", "ok".into()).await.unwrap();
+        c.flush().await.unwrap();
+        assert_eq!(&next_msg(&mut sub).await.payload[..], b"ok");
+        // A certificate from another CA: refused.
+        let other = ca("rogue");
+        let rogue = leaf(p.dir.path(), "rogue", &other, &["rogue"]);
+        assert!(connect(&s, &p.ca, Some(&rogue)).await.is_err());
+    }
+}
+
+#[tokio::test]
+async fn plain_clients_are_refused_when_tls_is_required() {
+    let p = pki();
+    let s = tls_server(&p, 1, false);
+    let mut raw = Raw::connect(&s.addr).await;
+    raw.send(b"CONNECT {\"verbose\":false}\r\nPING\r\n").await;
+    assert_eq!(
+        raw.line().await.as_deref(),
+        Some("-ERR 'Secure Connection - TLS Required'")
+    );
+    assert!(raw.closed_within(Duration::from_secs(5)).await);
+    // INFO says so up front.
+    let stream = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+    let mut r = Raw::from_stream(stream);
+    let info = r.line().await.unwrap();
+    assert!(info.contains("\"tls_required\":true"), "{info}");
+}
