@@ -169,3 +169,59 @@ async fn plain_clients_are_refused_when_tls_is_required() {
     let info = r.line().await.unwrap();
     assert!(info.contains("\"tls_required\":true"), "{info}");
 }
+
+fn routes(s: &Shoal) -> u64 {
+    s.http_get("/routez").1["num_routes"].as_u64().unwrap_or(0)
+}
+
+#[tokio::test]
+async fn routes_over_mutual_tls() {
+    let p = pki();
+    let conf = format!(
+        "cluster {{ name: sec, listen: \"127.0.0.1:-1\", tls {{ cert_file: \"{}\", key_file: \"{}\", ca_file: \"{}\", verify: true }} }}",
+        p.server.0.display(),
+        p.server.1.display(),
+        p.ca.display()
+    );
+    let a = Shoal::start(2, &["-m", "-1"], Some(&conf));
+    let seed = a.route_url();
+    let b = Shoal::start(2, &["-m", "-1", "--routes", &seed], Some(&conf));
+    eventually(Duration::from_secs(15), "a TLS route", || {
+        routes(&a) == 1 && routes(&b) == 1
+    });
+    // Messages cross the encrypted link, both ways, many TLS records' worth.
+    let (ca_, cb) = (a.client().await, b.client().await);
+    let mut sa = ca_.subscribe("over.tls").await.unwrap();
+    let mut sb = cb.subscribe("over.tls").await.unwrap();
+    sync_interest(&ca_, &cb).await;
+    sync_interest(&cb, &ca_).await;
+    let big = bytes::Bytes::from(vec![b'z'; 100_000]);
+    for _ in 0..20 {
+        cb.publish("over.tls", big.clone()).await.unwrap();
+        ca_.publish("over.tls", big.clone()).await.unwrap();
+    }
+    cb.flush().await.unwrap();
+    ca_.flush().await.unwrap();
+    for _ in 0..40 {
+        assert_eq!(next_msg(&mut sa).await.payload.len(), 100_000);
+        assert_eq!(next_msg(&mut sb).await.payload.len(), 100_000);
+    }
+    // A node without route TLS is refused (its plain INFO is not TLS).
+    let plain = Shoal::start(
+        1,
+        &[
+            "-m",
+            "-1",
+            "--cluster",
+            "nats://127.0.0.1:-1",
+            "--cluster_name",
+            "sec",
+            "--routes",
+            &seed,
+        ],
+        None,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(routes(&plain), 0);
+    assert_eq!(routes(&a), 1);
+}

@@ -28,19 +28,23 @@ pub enum HandshakeError {
     SelfRoute,
 }
 
-pub(crate) fn send_info(stream: &mut TcpStream, info: &RouteInfo) -> std::io::Result<()> {
+pub(crate) fn send_info(stream: &mut impl Write, info: &RouteInfo) -> std::io::Result<()> {
     let mut buf = BytesMut::new();
     wire::write_info(&mut buf, info);
-    stream.write_all(&buf)
+    stream.write_all(&buf)?;
+    stream.flush()
+}
+
+/// Bounds every read and write of the handshake (cleared after).
+pub(crate) fn set_timeouts(stream: &TcpStream, t: Option<Duration>) -> std::io::Result<()> {
+    stream.set_read_timeout(t)?;
+    stream.set_write_timeout(t)
 }
 
 /// Reads exactly one INFO frame (nothing after it: what follows belongs to
-/// the shard that serves the link).
-pub(crate) fn read_info(
-    stream: &mut TcpStream,
-    timeout: Duration,
-) -> Result<RouteInfo, HandshakeError> {
-    stream.set_read_timeout(Some(timeout))?;
+/// the shard that serves the link). The caller bounds it with socket
+/// timeouts (`set_timeouts`).
+pub(crate) fn read_info(stream: &mut impl Read) -> Result<RouteInfo, HandshakeError> {
     let mut header = [0u8; wire::FRAME_HEADER];
     stream.read_exact(&mut header)?;
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
@@ -55,7 +59,6 @@ pub(crate) fn read_info(
     }
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body)?;
-    stream.set_read_timeout(None)?;
     wire::decode_info(&body).map_err(|e| HandshakeError::Protocol(e.to_string()))
 }
 

@@ -22,7 +22,7 @@ mod url;
 pub use handshake::HandshakeError;
 pub use url::RouteUrl;
 
-use handshake::{check_auth, check_peer, read_info, send_info};
+use handshake::{check_auth, check_peer, read_info, send_info, set_timeouts};
 use registry::{backoff, Decision, Link, Registry, GOSSIP_ATTEMPTS};
 use shoal_core::config::ClusterConfig;
 use shoal_core::route::{RouteInfo, ROUTE_PROTO};
@@ -46,6 +46,8 @@ pub enum ClusterError {
     },
     #[error("invalid route URL: {0}")]
     Route(String),
+    #[error("route TLS: {0}")]
+    Tls(String),
 }
 
 /// A running membership layer.
@@ -63,6 +65,9 @@ struct Inner {
     seeds: Vec<RouteUrl>,
     timeout: Duration,
     stopping: AtomicBool,
+    /// Route TLS (`cluster { tls { } }`): both sides of every link.
+    tls_server: Option<Arc<rustls::ServerConfig>>,
+    tls_client: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// How long a dial may take to connect.
@@ -112,7 +117,16 @@ impl Cluster {
             dialing: seeds.iter().map(|s| s.display()).collect(),
             ..Default::default()
         };
+        let (tls_server, tls_client) = match &cfg.tls {
+            Some(t) => (
+                Some(shoal_net::tls::server_config(t).map_err(ClusterError::Tls)?),
+                Some(shoal_net::tls::client_config(t).map_err(ClusterError::Tls)?),
+            ),
+            None => (None, None),
+        };
         let inner = Arc::new(Inner {
+            tls_server,
+            tls_client,
             timeout: cfg.auth_timeout.unwrap_or(Duration::from_secs(2)),
             control,
             cfg,
@@ -269,6 +283,7 @@ impl Inner {
     fn register(
         self: &Arc<Self>,
         stream: TcpStream,
+        tls: Option<rustls::Connection>,
         theirs: RouteInfo,
         solicited: bool,
         dialed: Vec<SocketAddr>,
@@ -305,6 +320,7 @@ impl Inner {
         }
         let id = self.control.attach_route(
             stream,
+            tls,
             PeerMeta {
                 server_id: theirs.server_id.clone(),
                 server_name: theirs.server_name.clone(),
@@ -338,7 +354,7 @@ impl Inner {
                 url.host
             )))
         })?;
-        let mut stream = TcpStream::connect_timeout(addr, CONNECT_TIMEOUT)?;
+        let stream = TcpStream::connect_timeout(addr, CONNECT_TIMEOUT)?;
         stream.set_nodelay(true)?;
         let mut ours = self.info(&self.lock());
         // Credentials from the URL, as nats-server; else this node's own
@@ -348,20 +364,57 @@ impl Inner {
             .pass
             .clone()
             .or_else(|| self.cfg.password.clone().filter(|p| !p.starts_with("$2")));
-        send_info(&mut stream, &ours)?;
-        let theirs = read_info(&mut stream, self.timeout)?;
+        set_timeouts(&stream, Some(self.timeout))?;
+        let (theirs, tls) = match &self.tls_client {
+            None => {
+                let mut s = &stream;
+                send_info(&mut s, &ours)?;
+                (read_info(&mut s)?, None)
+            }
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::try_from(url.host.clone())
+                    .map_err(|e| HandshakeError::Protocol(e.to_string()))?;
+                let conn = rustls::ClientConnection::new(config.clone(), name)
+                    .map_err(|e| HandshakeError::Protocol(e.to_string()))?;
+                let mut s = rustls::StreamOwned::new(conn, stream.try_clone()?);
+                send_info(&mut s, &ours)?;
+                let theirs = read_info(&mut s)?;
+                (theirs, Some(rustls::Connection::from(s.conn)))
+            }
+        };
+        set_timeouts(&stream, None)?;
         check_peer(&ours, &theirs)?;
-        self.register(stream, theirs, true, addrs)
+        self.register(stream, tls, theirs, true, addrs)
     }
 
-    fn accept(self: &Arc<Self>, mut stream: TcpStream) -> Result<RouteId, HandshakeError> {
+    fn accept(self: &Arc<Self>, stream: TcpStream) -> Result<RouteId, HandshakeError> {
         stream.set_nodelay(true)?;
-        let theirs = read_info(&mut stream, self.timeout)?;
+        set_timeouts(&stream, Some(self.timeout))?;
         let ours = self.info(&self.lock());
-        check_peer(&ours, &theirs)?;
-        check_auth(&self.cfg, &theirs)?;
-        send_info(&mut stream, &ours)?;
-        self.register(stream, theirs, false, Vec::new())
+        let check = |theirs: &RouteInfo| -> Result<(), HandshakeError> {
+            check_peer(&ours, theirs)?;
+            check_auth(&self.cfg, theirs)
+        };
+        let (theirs, tls) = match &self.tls_server {
+            None => {
+                let mut s = &stream;
+                let theirs = read_info(&mut s)?;
+                check(&theirs)?;
+                send_info(&mut s, &ours)?;
+                (theirs, None)
+            }
+            Some(config) => {
+                let conn = rustls::ServerConnection::new(config.clone())
+                    .map_err(|e| HandshakeError::Protocol(e.to_string()))?;
+                let mut s = rustls::StreamOwned::new(conn, stream.try_clone()?);
+                let theirs = read_info(&mut s)?;
+                check(&theirs)?;
+                send_info(&mut s, &ours)?;
+                (theirs, Some(rustls::Connection::from(s.conn)))
+            }
+        };
+        set_timeouts(&stream, None)?;
+        self.register(stream, tls, theirs, false, Vec::new())
     }
 }
 

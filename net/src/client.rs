@@ -192,7 +192,7 @@ async fn start_tls(shard: &Rc<Shard>, client: &Rc<Client>) -> Result<(), CloseRe
         .map_or(Duration::from_secs(2), |t| t.timeout);
     match crate::tls::accept(client.stream(), config, timeout).await {
         Ok(conn) => {
-            *client.tls.borrow_mut() = Some(conn);
+            *client.tls.borrow_mut() = Some(conn.into());
             Ok(())
         }
         Err(e) => {
@@ -276,46 +276,40 @@ impl Connection {
 
     async fn run(mut self) -> CloseReason {
         let mut buf = BytesMut::with_capacity(MAX_READ);
-        let tls = self.client.tls.borrow().is_some();
         let mut cipher = BytesMut::new();
-        // The client's first records may have arrived with its handshake
-        // (TLS 1.3 sends application data right after Finished): rustls
-        // already holds them, so decrypt before waiting on the socket.
+        // After a TLS handshake the client's first records may already be
+        // decrypted (TLS 1.3 sends application data right after Finished).
+        let tls = self.client.tls.borrow().is_some();
         let mut held = tls;
         loop {
-            let into = if tls { &mut cipher } else { &mut buf };
-            if !std::mem::take(&mut held) {
-                match read_some(self.client.stream(), into, &self.read_size).await {
-                    Ok(0) => {
-                        return self
-                            .client
-                            .close_reason()
-                            .unwrap_or(CloseReason::ClientClosed)
-                    }
-                    Ok(_) => {}
-                    Err(_) => return self.client.close_reason().unwrap_or(CloseReason::ReadError),
-                }
-            }
+            let read = crate::tls::read_conn(
+                &self.client,
+                &mut buf,
+                &mut cipher,
+                &self.read_size,
+                &mut held,
+            )
+            .await;
+            // With TLS, rustls may have something to send (e.g. a key update).
             if tls {
-                let open = {
-                    let mut conn = self.client.tls.borrow_mut();
-                    let conn = conn.as_mut().expect("a TLS connection keeps its session");
-                    crate::tls::read_plaintext(conn, &cipher, &mut buf)
-                };
-                cipher.clear();
-                // rustls may have something to say (e.g. a key update).
                 self.client.flush();
-                match open {
-                    Ok(true) => {}
-                    Ok(false) => return CloseReason::ClientClosed,
-                    Err(e) => {
-                        debug!(
-                            "{} - cid:{} - TLS error: {e}",
-                            self.client.addr, self.client.id
-                        );
-                        return CloseReason::TlsError;
-                    }
+            }
+            match read {
+                Ok(true) => {}
+                Ok(false) => {
+                    return self
+                        .client
+                        .close_reason()
+                        .unwrap_or(CloseReason::ClientClosed)
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    debug!(
+                        "{} - cid:{} - TLS error: {e}",
+                        self.client.addr, self.client.id
+                    );
+                    return CloseReason::TlsError;
+                }
+                Err(_) => return self.client.close_reason().unwrap_or(CloseReason::ReadError),
             }
             self.client
                 .meta

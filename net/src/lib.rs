@@ -29,7 +29,7 @@ mod server;
 mod shard;
 pub mod snapshot;
 pub mod stats;
-mod tls;
+pub mod tls;
 
 pub use outbound::CloseReason;
 pub use server::{Server, ServerControl, StartError, MAX_SHARDS};

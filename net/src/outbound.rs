@@ -109,7 +109,7 @@ pub(crate) struct Client {
     out: RefCell<BytesMut>,
     /// TLS: the session, and the sealed bytes waiting for the socket (the
     /// send path writes these instead of `out`).
-    pub tls: RefCell<Option<rustls::ServerConnection>>,
+    pub tls: RefCell<Option<rustls::Connection>>,
     wire: RefCell<BytesMut>,
     dirty: Cell<bool>,
     /// A writer task is waiting for the socket to become writable.

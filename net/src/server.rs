@@ -346,14 +346,24 @@ impl ServerControl {
 
     /// Hands an authenticated route connection to a shard (round-robin),
     /// which serves it from now on.
-    pub fn attach_route(&self, stream: std::net::TcpStream, peer: PeerMeta) -> RouteId {
+    pub fn attach_route(
+        &self,
+        stream: std::net::TcpStream,
+        tls: Option<rustls::Connection>,
+        peer: PeerMeta,
+    ) -> RouteId {
         let shards = self.links.len();
         let shard = self.shared.next_route_shard.fetch_add(1, Relaxed) % shards;
         let id = RouteId {
             shard: shard as u16,
             slot: self.shared.next_route_slot.fetch_add(1, Relaxed),
         };
-        let attach = Box::new(RouteAttach { id, stream, peer });
+        let attach = Box::new(RouteAttach {
+            id,
+            stream,
+            peer,
+            tls,
+        });
         if self.links[shard]
             .send_control(Control::AttachRoute(attach))
             .is_err()

@@ -1,4 +1,4 @@
-//! TLS for client connections, with rustls (ring provider).
+//! TLS for client connections and route links, with rustls (ring provider).
 //!
 //! As in nats-server, the server sends its INFO in plain text (with
 //! `tls_required`), then the client starts the TLS handshake; everything
@@ -43,8 +43,9 @@ fn read_key(path: &str) -> Result<PrivateKeyDer<'static>, String> {
         .ok_or_else(|| format!("no private key in {path}"))
 }
 
-/// The server side of client TLS, from the configuration's PEM files.
-pub(crate) fn server_config(t: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, String> {
+/// The server side of TLS (clients, or routes accepted), from the
+/// configuration's PEM files.
+pub fn server_config(t: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, String> {
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
@@ -70,6 +71,59 @@ pub(crate) fn server_config(t: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, 
         .with_single_cert(read_certs(&t.cert_file)?, read_key(&t.key_file)?)
         .map_err(|e| format!("certificate and key do not match: {e}"))?;
     Ok(Arc::new(config))
+}
+
+/// The dialing side of route TLS: trusts `ca_file` (the system has no say
+/// in a private cluster) and presents this node's own certificate, so peers
+/// with `verify` accept it.
+pub fn client_config(t: &TlsConfig) -> Result<Arc<rustls::ClientConfig>, String> {
+    let ca = t
+        .ca_file
+        .as_deref()
+        .ok_or("route TLS needs ca_file to verify peers")?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in read_certs(ca)? {
+        roots
+            .add(c)
+            .map_err(|e| format!("invalid CA certificate in {ca}: {e}"))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(read_certs(&t.cert_file)?, read_key(&t.key_file)?)
+        .map_err(|e| format!("certificate and key do not match: {e}"))?;
+    Ok(Arc::new(config))
+}
+
+/// Reads once from the connection into `plain`: straight from the socket
+/// without TLS; with TLS through `cipher` and rustls. `held` (set after a
+/// TLS handshake) first takes what rustls already decrypted without reading
+/// the socket. Returns false at end of stream.
+pub(crate) async fn read_conn(
+    client: &crate::outbound::Client,
+    plain: &mut BytesMut,
+    cipher: &mut BytesMut,
+    read_size: &std::cell::Cell<usize>,
+    held: &mut bool,
+) -> std::io::Result<bool> {
+    let tls = client.tls.borrow().is_some();
+    if !std::mem::take(held) {
+        let into = if tls { &mut *cipher } else { &mut *plain };
+        if crate::client::read_some(client.stream(), into, read_size).await? == 0 {
+            return Ok(false);
+        }
+    }
+    if !tls {
+        return Ok(true);
+    }
+    let open = {
+        let mut conn = client.tls.borrow_mut();
+        let conn = conn.as_mut().expect("a TLS connection keeps its session");
+        read_plaintext(conn, cipher, plain)
+    };
+    cipher.clear();
+    open.map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +217,7 @@ pub(crate) async fn accept(
 /// Moves what rustls decrypted from `cipher` (the bytes just read) into
 /// `plain`. Returns false when the peer closed the TLS session.
 pub(crate) fn read_plaintext(
-    conn: &mut rustls::ServerConnection,
+    conn: &mut rustls::Connection,
     cipher: &[u8],
     plain: &mut BytesMut,
 ) -> Result<bool, rustls::Error> {
@@ -193,7 +247,7 @@ pub(crate) fn read_plaintext(
 
 /// Encrypts `plain` (then empties it) and appends every record rustls has
 /// queued to `wire`.
-pub(crate) fn seal(conn: &mut rustls::ServerConnection, plain: &mut BytesMut, wire: &mut BytesMut) {
+pub(crate) fn seal(conn: &mut rustls::Connection, plain: &mut BytesMut, wire: &mut BytesMut) {
     if !plain.is_empty() {
         // With no buffer limit, rustls takes everything.
         let _ = conn.writer().write_all(plain);

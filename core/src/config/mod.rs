@@ -60,6 +60,8 @@ pub struct ClusterConfig {
     /// The route URL announced to peers, when `listen` is not reachable as is
     /// (e.g. listening on 0.0.0.0).
     pub advertise: Option<String>,
+    /// Route TLS (`cluster { tls { } }`): every link in both directions.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ClusterConfig {
@@ -75,6 +77,7 @@ impl Default for ClusterConfig {
             sync_timeout: Duration::from_secs(2),
             queue_prefer_local: true,
             advertise: None,
+            tls: None,
         }
     }
 }
@@ -401,6 +404,7 @@ impl ServerConfig {
                 "sync_timeout" => self.cluster.sync_timeout = duration(e)?,
                 "queue_prefer_local" => self.cluster.queue_prefer_local = boolean(e)?,
                 "advertise" | "cluster_advertise" => self.cluster.advertise = Some(string(e)?),
+                "tls" => self.cluster.tls = Some(tls_block(map(e)?)?),
                 "authorization" => {
                     for a in map(e)? {
                         match a.key.as_str() {

@@ -2,7 +2,6 @@
 //! reading and applying the peer's frames, keep-alive, and cleanup.
 
 use super::{PeerMeta, RouteAttach, RouteEvent, RouteId, RouteStats, RouteView};
-use crate::client::read_some;
 use crate::outbound::{Client, CloseReason};
 use crate::runtime::{self, TcpStream};
 use crate::shard::{Outgoing, Shard};
@@ -56,7 +55,12 @@ impl RouteLink {
 
 /// Serves one authenticated route connection until it closes.
 pub(crate) async fn serve(shard: Rc<Shard>, attach: RouteAttach) {
-    let RouteAttach { id, stream, peer } = attach;
+    let RouteAttach {
+        id,
+        stream,
+        peer,
+        tls,
+    } = attach;
     let _ = stream.set_nodelay(true);
     let _ = stream.set_nonblocking(true);
     // SAFETY: the fd comes from a std stream this function owns.
@@ -79,6 +83,11 @@ pub(crate) async fn serve(shard: Rc<Shard>, attach: RouteAttach) {
         ROUTE_MAX_PENDING.max(cfg.max_pending),
         cfg.write_deadline,
     ));
+    if let Some(mut session) = tls {
+        // Sealed frames are bounded by the link's max_pending, not rustls.
+        session.set_buffer_limit(None);
+        *conn.tls.borrow_mut() = Some(session);
+    }
     let link = Rc::new(RouteLink {
         id,
         peer,
@@ -131,15 +140,29 @@ async fn read_loop(shard: &Rc<Shard>, link: &Rc<RouteLink>) -> CloseReason {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let read_size = Cell::new(64 * 1024);
     let mut out = Outgoing::new(shard.shards);
+    let mut cipher = BytesMut::new();
+    let tls = link.conn.tls.borrow().is_some();
+    // With TLS, the handshake thread's reads may have left the peer's first
+    // frames decrypted inside the session.
+    let mut held = tls;
     loop {
-        match read_some(link.conn.stream(), &mut buf, &read_size).await {
-            Ok(0) => {
+        let read =
+            crate::tls::read_conn(&link.conn, &mut buf, &mut cipher, &read_size, &mut held).await;
+        if tls {
+            link.conn.flush();
+        }
+        match read {
+            Ok(true) => {}
+            Ok(false) => {
                 return link
                     .conn
                     .close_reason()
                     .unwrap_or(CloseReason::ClientClosed)
             }
-            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                warn!("{} - {} - Route TLS error: {e}", link.conn.addr, link.id);
+                return CloseReason::TlsError;
+            }
             Err(_) => return link.conn.close_reason().unwrap_or(CloseReason::ReadError),
         }
         if let Some(d) = shard.shared.test_route_delay {

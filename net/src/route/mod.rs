@@ -49,12 +49,14 @@ pub struct PeerMeta {
     pub solicited: bool,
 }
 
-/// An authenticated route connection handed to a shard.
+/// An authenticated route connection handed to a shard (with its TLS
+/// session when the cluster uses TLS).
 #[derive(Debug)]
 pub struct RouteAttach {
     pub id: RouteId,
     pub stream: std::net::TcpStream,
     pub peer: PeerMeta,
+    pub tls: Option<rustls::Connection>,
 }
 
 /// What route links report to the membership layer.
