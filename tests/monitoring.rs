@@ -88,6 +88,23 @@ async fn every_endpoint_reports_the_live_state() {
         assert!(by_name("client-1")["out_msgs"].as_u64().unwrap() >= 3);
         assert_eq!(by_name("client-2")["out_msgs"], 0);
         assert!(by_name("client-0")["in_msgs"].as_u64().unwrap() >= 2);
+        // Client libraries get an RTT ping on the first look, as from
+        // nats-server; the next look has the round trip.
+        let mut rtts = 0;
+        for _ in 0..100 {
+            let c = get(&s, "/connz");
+            rtts = c["connections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["rtt"].as_str().is_some_and(|r| !r.is_empty()))
+                .count();
+            if rtts == 5 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(rtts, 5, "every client has an rtt");
         // Paging and sorting.
         let page = get(&s, "/connz?limit=2&offset=1");
         assert_eq!(page["num_connections"], 2);

@@ -43,8 +43,29 @@ pub struct ShardSnapshot {
     pub routes: usize,
 }
 
+/// As nats-server: a client library (it sent `lang`) whose round trip is not
+/// known yet gets a PING now, so the next look at `/connz` has an `rtt`.
+fn measure_rtt(shard: &Shard) {
+    let clients: Vec<_> = shard.clients.borrow().values().cloned().collect();
+    for c in clients {
+        let m = &c.meta;
+        let is_library = m
+            .connect
+            .borrow()
+            .as_ref()
+            .is_some_and(|o| o.lang.is_some());
+        if is_library && m.rtt.get().is_none() && m.ping_sent.get().is_none() {
+            m.ping_sent.set(Some(Instant::now()));
+            let res = c.queue(|b| b.extend_from_slice(shoal_core::proto::PING));
+            shard.mark_dirty(&c, res);
+        }
+    }
+    shard.flush_dirty();
+}
+
 /// Builds this shard's answer (on the shard's thread).
 pub(crate) fn take(shard: &Shard, with_subs: bool) -> ShardSnapshot {
+    measure_rtt(shard);
     let now = (Instant::now(), SystemTime::now());
     let conns = shard
         .clients
