@@ -43,6 +43,18 @@ fn read_key(path: &str) -> Result<PrivateKeyDer<'static>, String> {
         .ok_or_else(|| format!("no private key in {path}"))
 }
 
+/// The CA certificates of `ca_file` (`missing` is the error without one).
+fn read_roots(t: &TlsConfig, missing: &str) -> Result<rustls::RootCertStore, String> {
+    let ca = t.ca_file.as_deref().ok_or(missing)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in read_certs(ca)? {
+        roots
+            .add(c)
+            .map_err(|e| format!("invalid CA certificate in {ca}: {e}"))?;
+    }
+    Ok(roots)
+}
+
 /// The server side of TLS (clients, or routes accepted), from the
 /// configuration's PEM files.
 pub fn server_config(t: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, String> {
@@ -50,16 +62,7 @@ pub fn server_config(t: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, String>
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
     let builder = if t.verify {
-        let ca = t
-            .ca_file
-            .as_deref()
-            .ok_or("tls verify needs ca_file (--tlscacert)")?;
-        let mut roots = rustls::RootCertStore::empty();
-        for c in read_certs(ca)? {
-            roots
-                .add(c)
-                .map_err(|e| format!("invalid CA certificate in {ca}: {e}"))?;
-        }
+        let roots = read_roots(t, "tls verify needs ca_file (--tlscacert)")?;
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
             .build()
             .map_err(|e| e.to_string())?;
@@ -77,16 +80,7 @@ pub fn server_config(t: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, String>
 /// in a private cluster) and presents this node's own certificate, so peers
 /// with `verify` accept it.
 pub fn client_config(t: &TlsConfig) -> Result<Arc<rustls::ClientConfig>, String> {
-    let ca = t
-        .ca_file
-        .as_deref()
-        .ok_or("route TLS needs ca_file to verify peers")?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in read_certs(ca)? {
-        roots
-            .add(c)
-            .map_err(|e| format!("invalid CA certificate in {ca}: {e}"))?;
-    }
+    let roots = read_roots(t, "route TLS needs ca_file to verify peers")?;
     let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?

@@ -106,36 +106,35 @@ pub fn render(state: &State) -> String {
     let col = |f: fn(&shoal_net::stats::StatsSnapshot) -> u64| -> Vec<(usize, u64)> {
         per.iter().enumerate().map(|(i, s)| (i, f(s))).collect()
     };
-    shard(
-        "shoal_shard_connections",
-        "Client connections per shard",
-        &mut reg,
-        col(|s| s.connections),
-    );
-    shard(
-        "shoal_shard_in_msgs",
-        "Messages received per shard",
-        &mut reg,
-        col(|s| s.in_msgs),
-    );
-    shard(
-        "shoal_shard_out_msgs",
-        "Messages delivered per shard",
-        &mut reg,
-        col(|s| s.out_msgs),
-    );
-    shard(
-        "shoal_shard_batches_in",
-        "Message batches received from other shards",
-        &mut reg,
-        col(|s| s.batches_in),
-    );
-    shard(
-        "shoal_shard_batches_out",
-        "Message batches sent to other shards",
-        &mut reg,
-        col(|s| s.batches_out),
-    );
+    type Col = fn(&shoal_net::stats::StatsSnapshot) -> u64;
+    let series: [(&str, &str, Col); 5] = [
+        (
+            "shoal_shard_connections",
+            "Client connections per shard",
+            |s| s.connections,
+        ),
+        ("shoal_shard_in_msgs", "Messages received per shard", |s| {
+            s.in_msgs
+        }),
+        (
+            "shoal_shard_out_msgs",
+            "Messages delivered per shard",
+            |s| s.out_msgs,
+        ),
+        (
+            "shoal_shard_batches_in",
+            "Message batches received from other shards",
+            |s| s.batches_in,
+        ),
+        (
+            "shoal_shard_batches_out",
+            "Message batches sent to other shards",
+            |s| s.batches_out,
+        ),
+    ];
+    for (name, help, f) in series {
+        shard(name, help, &mut reg, col(f));
+    }
 
     let route = |name: &str,
                  help: &str,
