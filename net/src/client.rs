@@ -279,37 +279,18 @@ impl Connection {
         let mut cipher = BytesMut::new();
         // After a TLS handshake the client's first records may already be
         // decrypted (TLS 1.3 sends application data right after Finished).
-        let tls = self.client.tls.borrow().is_some();
-        let mut held = tls;
+        let mut held = self.client.tls.borrow().is_some();
         loop {
-            let read = crate::tls::read_conn(
+            if let Err(reason) = crate::tls::read_conn(
                 &self.client,
                 &mut buf,
                 &mut cipher,
                 &self.read_size,
                 &mut held,
             )
-            .await;
-            // With TLS, rustls may have something to send (e.g. a key update).
-            if tls {
-                self.client.flush();
-            }
-            match read {
-                Ok(true) => {}
-                Ok(false) => {
-                    return self
-                        .client
-                        .close_reason()
-                        .unwrap_or(CloseReason::ClientClosed)
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    debug!(
-                        "{} - cid:{} - TLS error: {e}",
-                        self.client.addr, self.client.id
-                    );
-                    return CloseReason::TlsError;
-                }
-                Err(_) => return self.client.close_reason().unwrap_or(CloseReason::ReadError),
+            .await
+            {
+                return reason;
             }
             self.client
                 .meta

@@ -7,6 +7,7 @@
 //! that the usual non-blocking send path writes. Reads go through
 //! `read_plaintext`. The handshake is bounded by the configured timeout.
 
+use crate::outbound::{Client, CloseReason};
 use crate::runtime::TcpStream;
 use bytes::{BufMut, BytesMut};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -91,33 +92,46 @@ pub fn client_config(t: &TlsConfig) -> Result<Arc<rustls::ClientConfig>, String>
 }
 
 /// Reads once from the connection into `plain`: straight from the socket
-/// without TLS; with TLS through `cipher` and rustls. `held` (set after a
-/// TLS handshake) first takes what rustls already decrypted without reading
-/// the socket. Returns false at end of stream.
+/// without TLS; with TLS through `cipher` and rustls (then writes whatever
+/// rustls has to say, e.g. a key update). `held` (set after a TLS handshake)
+/// first takes what rustls already decrypted without reading the socket.
+/// At end of stream or on an error, the reason to close.
 pub(crate) async fn read_conn(
-    client: &crate::outbound::Client,
+    conn: &Rc<Client>,
     plain: &mut BytesMut,
     cipher: &mut BytesMut,
     read_size: &std::cell::Cell<usize>,
     held: &mut bool,
-) -> std::io::Result<bool> {
-    let tls = client.tls.borrow().is_some();
+) -> Result<(), CloseReason> {
+    let tls = conn.tls.borrow().is_some();
     if !std::mem::take(held) {
         let into = if tls { &mut *cipher } else { &mut *plain };
-        if crate::client::read_some(client.stream(), into, read_size).await? == 0 {
-            return Ok(false);
+        match crate::client::read_some(conn.stream(), into, read_size).await {
+            Ok(0) => return Err(conn.close_reason().unwrap_or(CloseReason::ClientClosed)),
+            Ok(_) => {}
+            Err(_) => return Err(conn.close_reason().unwrap_or(CloseReason::ReadError)),
         }
     }
     if !tls {
-        return Ok(true);
+        return Ok(());
     }
     let open = {
-        let mut conn = client.tls.borrow_mut();
-        let conn = conn.as_mut().expect("a TLS connection keeps its session");
-        read_plaintext(conn, cipher, plain)
+        let mut session = conn.tls.borrow_mut();
+        let session = session
+            .as_mut()
+            .expect("a TLS connection keeps its session");
+        read_plaintext(session, cipher, plain)
     };
     cipher.clear();
-    open.map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    conn.flush();
+    match open {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(conn.close_reason().unwrap_or(CloseReason::ClientClosed)),
+        Err(e) => {
+            tracing::debug!("{} - cid:{} - TLS error: {e}", conn.addr, conn.id);
+            Err(CloseReason::TlsError)
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

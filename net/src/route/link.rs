@@ -141,29 +141,14 @@ async fn read_loop(shard: &Rc<Shard>, link: &Rc<RouteLink>) -> CloseReason {
     let read_size = Cell::new(64 * 1024);
     let mut out = Outgoing::new(shard.shards);
     let mut cipher = BytesMut::new();
-    let tls = link.conn.tls.borrow().is_some();
     // With TLS, the handshake thread's reads may have left the peer's first
     // frames decrypted inside the session.
-    let mut held = tls;
+    let mut held = link.conn.tls.borrow().is_some();
     loop {
-        let read =
-            crate::tls::read_conn(&link.conn, &mut buf, &mut cipher, &read_size, &mut held).await;
-        if tls {
-            link.conn.flush();
-        }
-        match read {
-            Ok(true) => {}
-            Ok(false) => {
-                return link
-                    .conn
-                    .close_reason()
-                    .unwrap_or(CloseReason::ClientClosed)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                warn!("{} - {} - Route TLS error: {e}", link.conn.addr, link.id);
-                return CloseReason::TlsError;
-            }
-            Err(_) => return link.conn.close_reason().unwrap_or(CloseReason::ReadError),
+        if let Err(reason) =
+            crate::tls::read_conn(&link.conn, &mut buf, &mut cipher, &read_size, &mut held).await
+        {
+            return reason;
         }
         if let Some(d) = shard.shared.test_route_delay {
             runtime::sleep(d).await;
