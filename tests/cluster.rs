@@ -686,3 +686,49 @@ async fn clients_learn_the_cluster_in_info_and_hear_of_new_nodes() {
     }
     assert!(seen, "no INFO with the new node's URL");
 }
+
+#[tokio::test]
+async fn queue_groups_spread_over_nodes_when_local_preference_is_off() {
+    let conf = "cluster { queue_prefer_local: false }";
+    let args = |seed: Option<&str>| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "--cluster",
+            "nats://127.0.0.1:-1",
+            "-m",
+            "-1",
+            "--cluster_name",
+            "spread",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(s) = seed {
+            a.extend(["--routes".to_string(), s.to_string()]);
+        }
+        a
+    };
+    let start = |seed: Option<&str>| {
+        let a = args(seed);
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        Shoal::start(1, &refs, Some(conf))
+    };
+    let n1 = start(None);
+    let n2 = start(Some(&n1.route_url()));
+    full_mesh(&[&n1, &n2]);
+    let (c1, c2) = (n1.client().await, n2.client().await);
+    let mut local = c1.queue_subscribe("spread", "g".into()).await.unwrap();
+    let mut remote = c2.queue_subscribe("spread", "g".into()).await.unwrap();
+    sync_interest(&c1, &c1).await;
+    sync_interest(&c2, &c1).await;
+    for i in 0..1000 {
+        c1.publish("spread", i.to_string().into()).await.unwrap();
+    }
+    c1.flush().await.unwrap();
+    let (a, b) = (
+        drain(&mut local, Duration::from_millis(300)).await.len(),
+        drain(&mut remote, Duration::from_millis(300)).await.len(),
+    );
+    assert_eq!(a + b, 1000, "exactly once in total");
+    // Weighted by member count (1 and 1): both get a fair share.
+    assert!(a > 300 && b > 300, "local {a}, remote {b}");
+}
