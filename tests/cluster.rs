@@ -655,23 +655,12 @@ async fn clients_learn_the_cluster_in_info_and_hear_of_new_nodes() {
         u.sort();
         u
     };
-    let mut stream = tokio::net::TcpStream::connect(&a.addr).await.unwrap();
-    let mut raw_info = Vec::new();
-    {
-        use tokio::io::AsyncReadExt;
-        let mut byte = [0u8; 1];
-        while !raw_info.ends_with(b"\r\n") {
-            stream.read_exact(&mut byte).await.unwrap();
-            raw_info.push(byte[0]);
-        }
-    }
-    let info = String::from_utf8(raw_info).unwrap();
+    let mut raw = Raw::connect(&a.addr).await;
     let mut want = vec![a.addr.clone(), b.addr.clone()];
     want.sort();
-    assert_eq!(urls(info.trim_end()), want);
+    assert_eq!(urls(&info_line(&a.addr).await), want);
 
     // A third node joins: the connected client gets a fresh INFO.
-    let mut raw = Raw::from_stream(stream);
     raw.send(b"CONNECT {\"verbose\":false}\r\n").await;
     let c = node(1, Some(&a.route_url()), &[]);
     full_mesh(&[&a, &b, &c]);

@@ -15,22 +15,15 @@ async fn maximum_payload_violation_closes() {
             .await;
         assert!(r.ping().await.is_empty(), "16 bytes is fine");
         r.send(b"PUB a 17\r\n0123456789abcdefg\r\n").await;
-        assert_eq!(
-            r.line().await.as_deref(),
-            Some("-ERR 'Maximum Payload Violation'")
-        );
-        assert!(r.closed_within(Duration::from_secs(2)).await);
+        r.expect_closed_after("-ERR 'Maximum Payload Violation'")
+            .await;
     }
 }
 
 #[tokio::test]
 async fn info_advertises_max_payload() {
     let s = Shoal::start(1, &[], Some("max_payload: 1KB"));
-    let mut stream = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
-    use tokio::io::AsyncReadExt;
-    let mut buf = vec![0u8; 4096];
-    let n = stream.read(&mut buf).await.unwrap();
-    let info = String::from_utf8_lossy(&buf[..n]);
+    let info = info_line(&s.addr).await;
     assert!(info.contains("\"max_payload\":1024"), "{info}");
     assert!(info.contains("\"headers\":true"));
     assert!(info.contains("\"proto\":1"));
@@ -44,19 +37,13 @@ async fn unknown_protocol_operation_closes() {
         let mut r = s.raw().await;
         r.send(b"CONNECT {\"verbose\":false}\r\nHELLO there\r\n")
             .await;
-        assert_eq!(
-            r.line().await.as_deref(),
-            Some("-ERR 'Unknown Protocol Operation'")
-        );
-        assert!(r.closed_within(Duration::from_secs(2)).await);
+        r.expect_closed_after("-ERR 'Unknown Protocol Operation'")
+            .await;
         // A size that is not a number: closed the same way.
         let mut r = s.raw().await;
         r.send(b"PUB a x\r\n").await;
-        assert_eq!(
-            r.line().await.as_deref(),
-            Some("-ERR 'Unknown Protocol Operation'")
-        );
-        assert!(r.closed_within(Duration::from_secs(2)).await);
+        r.expect_closed_after("-ERR 'Unknown Protocol Operation'")
+            .await;
     }
 }
 
@@ -66,11 +53,8 @@ async fn maximum_control_line_exceeded_closes() {
     let mut r = s.raw().await;
     let long = format!("SUB {} 1\r\n", "a".repeat(100));
     r.send(long.as_bytes()).await;
-    assert_eq!(
-        r.line().await.as_deref(),
-        Some("-ERR 'maximum control line exceeded'")
-    );
-    assert!(r.closed_within(Duration::from_secs(2)).await);
+    r.expect_closed_after("-ERR 'maximum control line exceeded'")
+        .await;
 }
 
 #[tokio::test]
@@ -80,11 +64,8 @@ async fn maximum_connections_exceeded() {
         let mut a = s.raw().await;
         let mut b = s.raw().await;
         let mut c = s.raw().await;
-        assert_eq!(
-            c.line().await.as_deref(),
-            Some("-ERR 'maximum connections exceeded'")
-        );
-        assert!(c.closed_within(Duration::from_secs(2)).await);
+        c.expect_closed_after("-ERR 'maximum connections exceeded'")
+            .await;
         a.ping().await;
         b.ping().await;
         drop(a);
@@ -158,11 +139,7 @@ async fn stale_connection_is_closed() {
         let silent_side = async {
             assert_eq!(silent.line().await.as_deref(), Some("PING"));
             assert_eq!(silent.line().await.as_deref(), Some("PING"));
-            assert_eq!(
-                silent.line().await.as_deref(),
-                Some("-ERR 'Stale Connection'")
-            );
-            assert!(silent.closed_within(Duration::from_secs(2)).await);
+            silent.expect_closed_after("-ERR 'Stale Connection'").await;
         };
         // A client answering PONG stays.
         let polite_side = async {

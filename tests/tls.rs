@@ -158,15 +158,10 @@ async fn plain_clients_are_refused_when_tls_is_required() {
     let s = tls_server(&p, 1, false);
     let mut raw = Raw::connect(&s.addr).await;
     raw.send(b"CONNECT {\"verbose\":false}\r\nPING\r\n").await;
-    assert_eq!(
-        raw.line().await.as_deref(),
-        Some("-ERR 'Secure Connection - TLS Required'")
-    );
-    assert!(raw.closed_within(Duration::from_secs(5)).await);
+    raw.expect_closed_after("-ERR 'Secure Connection - TLS Required'")
+        .await;
     // INFO says so up front.
-    let stream = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
-    let mut r = Raw::from_stream(stream);
-    let info = r.line().await.unwrap();
+    let info = info_line(&s.addr).await;
     assert!(info.contains("\"tls_required\":true"), "{info}");
 }
 

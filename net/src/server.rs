@@ -259,21 +259,8 @@ impl Server {
         })
     }
 
-    /// The address clients connect to (with the real port when `-p -1`).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.shared.addr
-    }
-
-    pub fn server_id(&self) -> &str {
-        &self.shared.server_id
-    }
-
-    /// Time since the server started.
-    pub fn uptime(&self) -> std::time::Duration {
-        self.shared.started.elapsed()
-    }
-
-    /// A handle that can stop the server from another thread (signals).
+    /// The handle everything else goes through (signals, membership,
+    /// monitoring): usable from any thread.
     pub fn control(&self) -> ServerControl {
         ServerControl {
             shared: self.shared.clone(),
@@ -281,30 +268,9 @@ impl Server {
         }
     }
 
-    pub fn shards(&self) -> usize {
-        self.links.len()
-    }
-
     /// What route links report (taken once, by the membership layer).
     pub fn take_route_events(&mut self) -> Option<flume::Receiver<RouteEvent>> {
         self.route_events.take()
-    }
-
-    pub fn stats(&self) -> StatsSnapshot {
-        StatsSnapshot::sum(&self.shared.shard_stats)
-    }
-
-    pub fn shutdown(&self) {
-        self.control().shutdown();
-    }
-
-    pub fn lame_duck(&self) {
-        self.control().lame_duck();
-    }
-
-    /// Whether every shard has stopped.
-    pub fn is_finished(&self) -> bool {
-        self.threads.iter().all(|t| t.is_finished())
     }
 
     /// Waits for every shard to stop.
@@ -315,7 +281,8 @@ impl Server {
     }
 }
 
-/// Stops a running server; cheap to clone and usable from any thread.
+/// A running server's handle: its identity, figures, route links, reload
+/// and stop; cheap to clone and usable from any thread.
 #[derive(Clone)]
 pub struct ServerControl {
     shared: Arc<Shared>,

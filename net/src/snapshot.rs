@@ -40,7 +40,8 @@ pub struct ShardSnapshot {
     pub cache_entries: usize,
     pub cache_hits: u64,
     pub cache_misses: u64,
-    pub routes: usize,
+    /// Bytes queued on each route link this shard owns.
+    pub route_pending: Vec<(crate::route::RouteId, usize)>,
 }
 
 /// As nats-server: a client library (it sent `lang`) whose round trip is not
@@ -117,6 +118,10 @@ pub(crate) fn take(shard: &Shard, with_subs: bool) -> ShardSnapshot {
         cache_entries: cache.entries,
         cache_hits: cache.hits,
         cache_misses: cache.misses,
-        routes: shard.route_links().len(),
+        route_pending: shard
+            .route_links()
+            .iter()
+            .map(|l| (l.id, l.conn.pending().1))
+            .collect(),
     }
 }

@@ -370,6 +370,12 @@ pub fn subsz(state: &State, q: &HashMap<String, String>) -> Value {
 
 pub fn routez(state: &State) -> Value {
     use std::sync::atomic::Ordering::Relaxed;
+    // Queued bytes live with the link on its shard: asked, not shared.
+    let pending: HashMap<_, _> = state
+        .snapshot(false)
+        .into_iter()
+        .flat_map(|s| s.route_pending)
+        .collect();
     let routes: Vec<Value> = state
         .control
         .routes()
@@ -384,7 +390,7 @@ pub fn routez(state: &State) -> Value {
                 "port": r.addr.port(),
                 "url": r.peer.route_url,
                 "start": rfc3339(r.since),
-                "pending_size": r.stats.pending_bytes.load(Relaxed),
+                "pending_size": pending.get(&r.id).copied().unwrap_or(0),
                 "in_msgs": r.stats.in_msgs.load(Relaxed),
                 "out_msgs": r.stats.out_msgs.load(Relaxed),
                 "in_bytes": r.stats.in_bytes.load(Relaxed),

@@ -254,6 +254,16 @@ impl Raw {
         }
     }
 
+    /// The next line is exactly `err` (an `-ERR`) and the server then closes
+    /// the connection (within 5 s), as nats-server does for fatal errors.
+    pub async fn expect_closed_after(&mut self, err: &str) {
+        assert_eq!(self.line().await.as_deref(), Some(err));
+        assert!(
+            self.closed_within(Duration::from_secs(5)).await,
+            "still open after {err}"
+        );
+    }
+
     /// Sends PING and waits for PONG, returning the lines seen before it.
     pub async fn ping(&mut self) -> Vec<String> {
         self.send(b"PING\r\n").await;
@@ -331,6 +341,12 @@ fn fastrand_u64() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed) ^ (std::process::id() as u64) << 32
+}
+
+/// The INFO line a server sends on a fresh connection (without CRLF).
+pub async fn info_line(addr: &str) -> String {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    Raw::from_stream(stream).line().await.expect("INFO")
 }
 
 /// A minimal HTTP/1.0 GET for the monitoring endpoints: status and JSON body

@@ -86,7 +86,6 @@ pub struct RouteStats {
     pub out_bytes: AtomicU64,
     /// Subjects and queue members the peer announced.
     pub subscriptions: AtomicU64,
-    pub pending_bytes: AtomicU64,
 }
 
 /// A live link as monitoring sees it.
