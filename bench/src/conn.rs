@@ -41,10 +41,21 @@ impl Conn {
     /// Connects, reads INFO, sends CONNECT (verbose off, headers on) and
     /// waits for the PONG of a PING, so the connection is ready.
     pub fn connect(url: &str) -> io::Result<Conn> {
+        Self::connect_within(url, Duration::from_secs(30))
+    }
+
+    /// As `connect`, with the TCP connect and every read of the handshake
+    /// bounded by `limit` (a timed-out read is `WouldBlock`/`TimedOut`).
+    pub fn connect_within(url: &str, limit: Duration) -> io::Result<Conn> {
+        use std::net::ToSocketAddrs;
         let addr = url.trim_start_matches("nats://");
-        let stream = TcpStream::connect(addr)?;
+        let sock = addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| err(format!("{addr}: no address")))?;
+        let stream = TcpStream::connect_timeout(&sock, limit)?;
         stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        stream.set_read_timeout(Some(limit))?;
         let mut c = Conn {
             stream,
             parser: ServerParser::new(Limits {

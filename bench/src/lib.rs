@@ -8,6 +8,7 @@
 
 pub mod conn;
 pub mod conns;
+pub mod liveness;
 mod plot;
 pub mod publish;
 pub mod pubsub;

@@ -99,6 +99,19 @@ enum Scenario {
         #[arg(long, default_value_t = 500_000)]
         msgs: u64,
     },
+    /// Liveness, not speed: RUNS rounds of short exchanges (request-reply,
+    /// 4 concurrent requesters, pub->sub, queue group) on fresh connections;
+    /// an exchange that waits longer than --deadline-ms for anything is a
+    /// stall. Prints stalls per 1,000 runs of each shape; exits 1 on any.
+    Liveness {
+        #[arg(long, default_value_t = 100)]
+        runs: u64,
+        /// Messages or requests per exchange.
+        #[arg(long, default_value_t = 200)]
+        msgs: u64,
+        #[arg(long, default_value_t = 1000)]
+        deadline_ms: u64,
+    },
     /// C requesters (closed loop) against R responders in a queue group.
     Reqrep {
         #[arg(long, default_value_t = 1)]
@@ -152,7 +165,9 @@ impl Outcome {
 fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     match scenario.clone() {
-        Scenario::Sweep { .. } | Scenario::Sink { .. } => Err(io::Error::other("runs on its own")),
+        Scenario::Sweep { .. } | Scenario::Sink { .. } | Scenario::Liveness { .. } => {
+            Err(io::Error::other("runs on its own"))
+        }
         Scenario::Pubsub {
             pubs,
             subs,
@@ -336,6 +351,43 @@ fn sweep(
     Ok(())
 }
 
+fn liveness(cli: &Cli, rounds: u64, msgs: u64, deadline_ms: u64) -> ExitCode {
+    let mut urls = vec![cli.url.clone()];
+    urls.extend(cli.compare.clone());
+    let mut failed = false;
+    for url in &urls {
+        let mut p = shoal_bench::liveness::LivenessParams::new(url, rounds);
+        p.msgs = msgs;
+        p.deadline = std::time::Duration::from_millis(deadline_ms);
+        let bar = indicatif::ProgressBar::new(rounds);
+        if cli.json {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        let report = shoal_bench::liveness::run(&p, &|| bar.inc(1));
+        bar.finish_and_clear();
+        match report {
+            Ok(r) => {
+                failed |= r.total_stalls > 0;
+                if cli.json {
+                    println!("{}", serde_json::to_string(&r).expect("plain struct"));
+                } else {
+                    println!("liveness {url}, {rounds} rounds, {msgs} messages per exchange, deadline {deadline_ms} ms:");
+                    print!("{}", r.summary());
+                }
+            }
+            Err(e) => {
+                eprintln!("shoal-bench: {url}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Scenario::Sink { listen } = &cli.scenario {
@@ -360,6 +412,14 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         };
+    }
+    if let Scenario::Liveness {
+        runs,
+        msgs,
+        deadline_ms,
+    } = &cli.scenario
+    {
+        return liveness(&cli, *runs, *msgs, *deadline_ms);
     }
     let print = |o: &Outcome| println!("{}", if cli.json { &o.json } else { &o.line });
     let plot_path = match &cli.scenario {

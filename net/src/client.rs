@@ -280,6 +280,7 @@ impl Connection {
         // After a TLS handshake the client's first records may already be
         // decrypted (TLS 1.3 sends application data right after Finished).
         let mut held = self.client.tls.borrow().is_some();
+        let mut budget = runtime::TurnBudget::new();
         loop {
             if let Err(reason) = crate::tls::read_conn(
                 &self.client,
@@ -304,7 +305,7 @@ impl Connection {
             if let Some(reason) = self.client.close_reason() {
                 return reason;
             }
-            runtime::yield_if_needed().await;
+            budget.spend().await;
         }
     }
 

@@ -363,19 +363,11 @@ pub(crate) enum QueueResult {
     Closed,
 }
 
-/// How often a blocked writer retries on its own. glommio 0.9 can miss the
-/// writability event of a full socket (seen as a subscriber whose deliveries
-/// stopped mid-stream while the others kept receiving, about once in 100
-/// benchmark runs); retrying a non-blocking send every few milliseconds turns
-/// that into a short delay instead of a stalled connection.
-const WRITE_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
-
 /// The slow path: wait for writability and write, until the buffer drains.
 /// A write that makes no progress for `write_deadline` closes the connection
 /// as a slow consumer.
 async fn writer(client: Rc<Client>) {
     let deadline = client.write_deadline;
-    let mut stuck_since = std::time::Instant::now();
     loop {
         let buf = client.sendable();
         if buf.borrow().is_empty() {
@@ -386,27 +378,26 @@ async fn writer(client: Rc<Client>) {
             let mut stream = client.stream.borrow_mut();
             futures_lite::AsyncWrite::poll_write(std::pin::Pin::new(&mut *stream), cx, &out)
         });
+        // One timer per wait for writability: a write that makes no
+        // progress for the whole deadline closes the connection.
         let attempt = futures_lite::future::or(async { Some(write.await) }, async {
-            runtime::sleep(WRITE_RETRY).await;
+            runtime::sleep(deadline).await;
             None
         });
         match attempt.await {
             Some(Ok(n)) => {
                 buf.borrow_mut().advance(n);
-                stuck_since = std::time::Instant::now();
             }
             Some(Err(_)) => {
                 buf.borrow_mut().clear();
                 client.close(CloseReason::WriteError);
                 break;
             }
-            None if stuck_since.elapsed() >= deadline => {
+            None => {
                 buf.borrow_mut().clear();
                 client.close(CloseReason::SlowConsumerWriteDeadline);
                 break;
             }
-            // Retry: the next poll_write tries a non-blocking send first.
-            None => {}
         }
     }
     client.blocked.set(false);

@@ -15,44 +15,65 @@ pub(crate) fn spawn_detached(fut: impl Future<Output = ()> + 'static) {
     glommio::spawn_local(fut).detach();
 }
 
-/// Runs a task on the current shard's latency-sensitive queue (the shard
-/// inboxes): it preempts the connection tasks within `INBOX_LATENCY`, so
-/// cross-shard messages are not held back by a busy shard.
-pub(crate) fn spawn_latency_sensitive(fut: impl Future<Output = ()> + 'static) {
-    let tq = glommio::executor().create_task_queue(
-        glommio::Shares::default(),
-        glommio::Latency::Matters(INBOX_LATENCY),
-        "inbox",
-    );
-    glommio::spawn_local_into(fut, tq)
-        .expect("task queue just created")
-        .detach();
+/// How long glommio lets a task queue run before its preempt timer fires.
+///
+/// glommio 0.9 (and glommio-ng 0.12) park the executor with runnable tasks
+/// when the preempt flag is already set as `run_task_queues` starts: the flag
+/// is "the latency ring has an unconsumed completion", and the preempt timer
+/// is such a completion. A timer that expires between the reactor's last
+/// look at the ring and the scheduler's first check strands every task that
+/// was runnable until some unrelated completion arrives, which in a
+/// request-reply exchange is never. With the 1 ms timer and the 200 µs
+/// `Latency::Matters` inbox queue this happened once in every few hundred
+/// exchanges on a busy host (a descheduled thread makes the window as long
+/// as the time it is off the CPU); see docs/runtime-notes.md.
+///
+/// So the preempt timer is only a backstop here, long enough that it cannot
+/// expire inside that window unless the thread is off the CPU for this long
+/// at exactly that instant, and no task queue asks for a shorter one (Shoal
+/// creates no `Latency::Matters` queue). Fairness between tasks comes from
+/// `TurnBudget` instead: a task that keeps finding work returns to the
+/// reactor after `TASK_SLICE`.
+pub(crate) const PREEMPT_BACKSTOP: Duration = Duration::from_secs(1);
+
+/// The longest a task keeps the shard before it lets the reactor turn
+/// (poll the rings, fire timers, take foreign wake-ups) and the other tasks
+/// run. glommio's own reads never yield while data is waiting (it tries a
+/// non-blocking `recv` first), so a busy publisher would otherwise hold its
+/// shard until its socket ran dry.
+pub(crate) const TASK_SLICE: Duration = Duration::from_micros(200);
+
+/// Counts a task's time since it last let the reactor turn.
+pub(crate) struct TurnBudget {
+    since: std::time::Instant,
 }
 
-const INBOX_LATENCY: Duration = Duration::from_micros(200);
-
-/// How often an idle shard's reactor is woken regardless of I/O.
-pub(crate) const HEARTBEAT: Duration = Duration::from_millis(5);
-
-/// Wakes the reactor every `HEARTBEAT`. glommio 0.9 occasionally sleeps
-/// through a socket readiness event (seen as a request-reply exchange
-/// stalling until some timer fired: hundreds of milliseconds, or forever on
-/// an idle shard). A periodic timer makes the reactor re-poll its rings, which
-/// bounds such a stall to one period, for about 200 wake-ups a second on an
-/// idle shard. See docs/ARCHITECTURE.md.
-pub(crate) async fn heartbeat() {
-    loop {
-        sleep(HEARTBEAT).await;
+impl TurnBudget {
+    pub(crate) fn new() -> Self {
+        TurnBudget {
+            since: std::time::Instant::now(),
+        }
     }
+
+    /// Lets the reactor turn when this task has had `TASK_SLICE`.
+    pub(crate) async fn spend(&mut self) {
+        if self.since.elapsed() >= TASK_SLICE {
+            yield_to_reactor().await;
+            self.since = std::time::Instant::now();
+        }
+    }
+}
+
+/// Suspends the task until the reactor has turned once: a timer that is
+/// already due by the next turn, so the executor polls its rings and fires
+/// timers before this task runs again. (`yield_now` would not: glommio runs a
+/// queue's runnable tasks again without polling I/O in between.)
+pub(crate) async fn yield_to_reactor() {
+    glommio::timer::sleep(Duration::from_micros(1)).await;
 }
 
 pub(crate) async fn sleep(d: Duration) {
     glommio::timer::sleep(d).await;
-}
-
-/// Lets other tasks run if this one has had the CPU for its slice.
-pub(crate) async fn yield_if_needed() {
-    glommio::yield_if_needed().await;
 }
 
 /// The CPUs this process may run on.
@@ -99,7 +120,7 @@ where
             // Shoal does no file I/O: keep the locked io_uring buffer small so
             // the default memlock limit is enough.
             .io_memory(64 << 10)
-            .preempt_timer(Duration::from_millis(1));
+            .preempt_timer(PREEMPT_BACKSTOP);
         if let Some(spin) = spec.spin_before_park {
             builder = builder.spin_before_park(spin);
         }

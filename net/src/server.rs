@@ -236,7 +236,6 @@ impl Server {
                 let listener = unsafe { TcpListener::from_raw_fd(fd) };
                 let shard = Rc::new(Shard::new(i as u16, shared, peers));
                 shard.start_inbox(inbox);
-                runtime::spawn_detached(runtime::heartbeat());
                 runtime::spawn_detached(lifecycle::accept_loop(shard.clone(), listener));
                 shard.stopped.wait().await;
             });

@@ -917,7 +917,8 @@ impl Shard {
         let control = inbox.control;
         let pending = inbox.pending;
         let delay = self.shared.test_control_delay;
-        runtime::spawn_latency_sensitive(async move {
+        runtime::spawn_detached(async move {
+            let mut budget = runtime::TurnBudget::new();
             loop {
                 if let Some(d) = delay {
                     // Test hook: a lagging inbox (see `Shared::test_control_delay`).
@@ -934,11 +935,13 @@ impl Shard {
                 if me.clustered {
                     me.flush_dirty();
                 }
+                budget.spend().await;
             }
         });
         let me = self.clone();
         let data = inbox.data;
-        runtime::spawn_latency_sensitive(async move {
+        runtime::spawn_detached(async move {
+            let mut budget = runtime::TurnBudget::new();
             loop {
                 let batch =
                     futures_lite::future::or(async { data.recv_async().await.ok() }, async {
@@ -952,7 +955,7 @@ impl Shard {
                     me.deliver_remote(r);
                 }
                 me.flush_dirty();
-                runtime::yield_if_needed().await;
+                budget.spend().await;
             }
         });
         if tracing::enabled!(tracing::Level::DEBUG) {

@@ -144,6 +144,7 @@ async fn read_loop(shard: &Rc<Shard>, link: &Rc<RouteLink>) -> CloseReason {
     // With TLS, the handshake thread's reads may have left the peer's first
     // frames decrypted inside the session.
     let mut held = link.conn.tls.borrow().is_some();
+    let mut budget = runtime::TurnBudget::new();
     loop {
         if let Err(reason) =
             crate::tls::read_conn(&link.conn, &mut buf, &mut cipher, &read_size, &mut held).await
@@ -179,7 +180,7 @@ async fn read_loop(shard: &Rc<Shard>, link: &Rc<RouteLink>) -> CloseReason {
         if let Some(reason) = link.conn.close_reason() {
             return reason;
         }
-        runtime::yield_if_needed().await;
+        budget.spend().await;
     }
 }
 
