@@ -161,6 +161,60 @@ pub fn run(p: &LivenessParams, progress: &dyn Fn()) -> io::Result<LivenessReport
     Ok(report)
 }
 
+/// With `--url A,B`, publishers and requesters connect to A, subscribers
+/// and responders to B.
+#[derive(Clone, Copy)]
+enum Side {
+    Sender,
+    Receiver,
+}
+
+/// Payload of the messages that wait for interest to cross a route; every
+/// receiver skips them.
+const PROBE: &[u8] = b"probe";
+
+/// Across two nodes a subscription reaches the other node asynchronously
+/// (as with nats-server): publish probes until one arrives, so the exchange
+/// measures delivery, not interest propagation. On one server the PONG of
+/// the subscriber's PING already guarantees it.
+fn await_interest(
+    p: &LivenessParams,
+    sender: &mut Conn,
+    receiver: &mut Conn,
+    subject: &str,
+    reply: Option<&str>,
+) -> Result<(), Failure> {
+    let (a, b) = crate::conn::endpoints(&p.url);
+    if a == b {
+        return Ok(());
+    }
+    receiver.set_read_timeout(Duration::from_millis(20))?;
+    let start = Instant::now();
+    let result = loop {
+        proto::write_pub(
+            &mut sender.wbuf,
+            subject.as_bytes(),
+            reply.map(str::as_bytes),
+            None,
+            PROBE,
+        );
+        sender.flush()?;
+        match receiver.next_op() {
+            Ok(ServerOp::Msg(_)) => break Ok(()),
+            Ok(_) => {}
+            Err(e) if is_timeout(&e) => {}
+            Err(e) => break Err(Failure::Io(e)),
+        }
+        if start.elapsed() > Duration::from_secs(5) {
+            break Err(Failure::Stalled(format!(
+                "interest in {subject} did not reach the other node within 5 s"
+            )));
+        }
+    };
+    receiver.set_read_timeout(p.deadline)?;
+    result
+}
+
 enum Failure {
     /// A wait longer than the deadline: what was waited for, after what.
     Stalled(String),
@@ -184,8 +238,13 @@ fn is_timeout(e: &io::Error) -> bool {
 /// Connects with reads bounded by the deadline: a read that times out is a
 /// stall. Connecting itself is bounded too (a shard that stopped accepting
 /// leaves new connections hanging in its listen queue).
-fn connect(p: &LivenessParams) -> Result<Conn, Failure> {
-    let c = Conn::connect_within(&p.url, p.deadline).map_err(|e| {
+fn connect(p: &LivenessParams, side: Side) -> Result<Conn, Failure> {
+    let (a, b) = crate::conn::endpoints(&p.url);
+    let url = match side {
+        Side::Sender => a,
+        Side::Receiver => b,
+    };
+    let c = Conn::connect_within(&url, p.deadline).map_err(|e| {
         if is_timeout(&e) {
             Failure::Stalled(format!("connecting: no INFO/PONG within {:?}", p.deadline))
         } else {
@@ -196,10 +255,12 @@ fn connect(p: &LivenessParams) -> Result<Conn, Failure> {
     Ok(c)
 }
 
-/// Waits for the next MSG, mapping a timeout to a stall described by `what`.
+/// Waits for the next MSG (probes skipped), mapping a timeout to a stall
+/// described by `what`.
 fn next_msg(c: &mut Conn, what: impl FnOnce() -> String) -> Result<ServerOp, Failure> {
     loop {
         match c.next_op() {
+            Ok(ServerOp::Msg(m)) if &m.payload[..] == PROBE => {}
             Ok(op @ ServerOp::Msg(_)) => return Ok(op),
             Ok(ServerOp::Err(e)) => {
                 return Err(Failure::Io(io::Error::other(format!(
@@ -228,12 +289,16 @@ fn sync(c: &mut Conn, what: &str) -> Result<(), Failure> {
 fn request_reply(p: &LivenessParams, round: u64) -> Result<Duration, Failure> {
     let subject = format!("live.rpc.{round}");
     let inbox = format!("_INBOX.live.{round}");
-    let mut resp = connect(p)?;
+    let mut resp = connect(p, Side::Receiver)?;
     resp.subscribe(&subject, Some("svc"), 1);
     sync(&mut resp, "the responder's SUB")?;
-    let mut req = connect(p)?;
+    let mut req = connect(p, Side::Sender)?;
     req.subscribe(&inbox, None, 1);
     sync(&mut req, "the requester's SUB")?;
+    // Both directions: the request's subject on the responder's node, the
+    // inbox on the requester's.
+    await_interest(p, &mut req, &mut resp, &subject, None)?;
+    await_interest(p, &mut resp, &mut req, &inbox, None)?;
     let mut longest = Duration::ZERO;
     for i in 0..p.msgs {
         let t = Instant::now();
@@ -275,7 +340,7 @@ fn concurrent_requests(p: &LivenessParams, round: u64) -> Result<Duration, Failu
     let subject = format!("live.crpc.{round}");
     let mut responders = Vec::new();
     for _ in 0..2 {
-        let mut r = connect(p)?;
+        let mut r = connect(p, Side::Receiver)?;
         r.subscribe(&subject, Some("svc"), 1);
         sync(&mut r, "a responder's SUB")?;
         responders.push(r);
@@ -290,7 +355,13 @@ fn concurrent_requests(p: &LivenessParams, round: u64) -> Result<Duration, Failu
                 match r.next_op() {
                     Ok(ServerOp::Msg(m)) => {
                         if let Some(reply) = m.reply {
-                            proto::write_pub(&mut r.wbuf, &reply, None, None, b"pong");
+                            // Echo probes so they stay recognisable.
+                            let answer: &[u8] = if &m.payload[..] == PROBE {
+                                PROBE
+                            } else {
+                                b"pong"
+                            };
+                            proto::write_pub(&mut r.wbuf, &reply, None, None, answer);
                             r.flush()?;
                         }
                     }
@@ -304,10 +375,14 @@ fn concurrent_requests(p: &LivenessParams, round: u64) -> Result<Duration, Failu
     }
     let mut requesters = Vec::new();
     for k in 0..REQUESTERS {
-        let mut c = connect(p)?;
+        let mut c = connect(p, Side::Sender)?;
         let inbox = format!("_INBOX.live.{round}.{k}");
         c.subscribe(&inbox, None, 1);
         sync(&mut c, "a requester's SUB")?;
+        if crate::conn::endpoints(&p.url).0 != crate::conn::endpoints(&p.url).1 {
+            // A probe request answered by a responder proves both directions.
+            await_reply_path(p, &mut c, &subject, &inbox)?;
+        }
         let (subject, n) = (subject.clone(), p.msgs);
         requesters.push(std::thread::spawn(move || -> Result<Duration, Failure> {
             let mut longest = Duration::ZERO;
@@ -347,12 +422,48 @@ fn concurrent_requests(p: &LivenessParams, round: u64) -> Result<Duration, Failu
     result
 }
 
+/// Sends probe requests from `c` until one is answered (responders echo
+/// probes), so the request subject and the inbox both crossed the route.
+fn await_reply_path(
+    p: &LivenessParams,
+    c: &mut Conn,
+    subject: &str,
+    inbox: &str,
+) -> Result<(), Failure> {
+    c.set_read_timeout(Duration::from_millis(20))?;
+    let start = Instant::now();
+    let result = loop {
+        proto::write_pub(
+            &mut c.wbuf,
+            subject.as_bytes(),
+            Some(inbox.as_bytes()),
+            None,
+            PROBE,
+        );
+        c.flush()?;
+        match c.next_op() {
+            Ok(ServerOp::Msg(_)) => break Ok(()),
+            Ok(_) => {}
+            Err(e) if is_timeout(&e) => {}
+            Err(e) => break Err(Failure::Io(e)),
+        }
+        if start.elapsed() > Duration::from_secs(5) {
+            break Err(Failure::Stalled(
+                "no probe request answered across the route within 5 s".into(),
+            ));
+        }
+    };
+    c.set_read_timeout(p.deadline)?;
+    result
+}
+
 fn pub_sub(p: &LivenessParams, round: u64) -> Result<Duration, Failure> {
     let subject = format!("live.ps.{round}");
-    let mut sub = connect(p)?;
+    let mut sub = connect(p, Side::Receiver)?;
     sub.subscribe(&subject, None, 1);
     sync(&mut sub, "the subscriber's SUB")?;
-    let mut publisher = connect(p)?;
+    let mut publisher = connect(p, Side::Sender)?;
+    await_interest(p, &mut publisher, &mut sub, &subject, None)?;
     for _ in 0..p.msgs {
         proto::write_pub(&mut publisher.wbuf, subject.as_bytes(), None, None, b"m");
     }
@@ -373,14 +484,32 @@ fn queue(p: &LivenessParams, round: u64) -> Result<Duration, Failure> {
     let subject = format!("live.q.{round}");
     let mut members = Vec::new();
     for i in 0..2 {
-        let mut m = connect(p)?;
+        let mut m = connect(p, Side::Receiver)?;
         m.subscribe(&subject, Some("workers"), 1);
         sync(&mut m, &format!("member {i}'s SUB"))?;
         // Short polls: the two members are read in turn.
         m.set_read_timeout(Duration::from_millis(20))?;
         members.push(m);
     }
-    let mut publisher = connect(p)?;
+    let mut publisher = connect(p, Side::Sender)?;
+    if crate::conn::endpoints(&p.url).0 != crate::conn::endpoints(&p.url).1 {
+        // Either member receiving a probe shows the group's interest arrived.
+        let start = Instant::now();
+        'probe: loop {
+            proto::write_pub(&mut publisher.wbuf, subject.as_bytes(), None, None, PROBE);
+            publisher.flush()?;
+            for m in &mut members {
+                if let Ok(ServerOp::Msg(_)) = m.next_op() {
+                    break 'probe;
+                }
+            }
+            if start.elapsed() > Duration::from_secs(5) {
+                return Err(Failure::Stalled(
+                    "the group's interest did not reach the other node within 5 s".into(),
+                ));
+            }
+        }
+    }
     for _ in 0..p.msgs {
         proto::write_pub(&mut publisher.wbuf, subject.as_bytes(), None, None, b"m");
     }
@@ -393,6 +522,7 @@ fn queue(p: &LivenessParams, round: u64) -> Result<Duration, Failure> {
         let mut progressed = false;
         for m in &mut members {
             match m.next_op() {
+                Ok(ServerOp::Msg(msg)) if &msg.payload[..] == PROBE => {}
                 Ok(ServerOp::Msg(_)) => {
                     got += 1;
                     progressed = true;
@@ -412,7 +542,7 @@ fn queue(p: &LivenessParams, round: u64) -> Result<Duration, Failure> {
             )));
         }
     }
-    // Exactly once: nothing more may arrive.
+    // The members still answer after the last message.
     for m in &mut members {
         sync(m, "a member after the last message")?;
     }

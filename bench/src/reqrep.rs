@@ -142,14 +142,14 @@ pub fn run(p: &ReqRepParams) -> io::Result<ReqRepResult> {
                 wait_reply(c)
             };
             // Warm up the path (caches, interest) before measuring.
-            for _ in 0..100 {
-                request(&mut c)?;
+            for k in 0..100 {
+                request(&mut c).map_err(|e| stalled(e, "warm-up request", k, 100))?;
             }
             ready.wait();
             let mut pace = Pace::new(rate);
-            for _ in 0..n {
+            for k in 0..n {
                 let t = pace.wait_due();
-                request(&mut c)?;
+                request(&mut c).map_err(|e| stalled(e, &format!("requester {i}"), k, n))?;
                 h.record(t.elapsed().as_nanos() as u64 / 1000 + 1)
                     .expect("in bounds");
             }
@@ -175,6 +175,22 @@ pub fn run(p: &ReqRepParams) -> io::Result<ReqRepResult> {
             .map_err(|_| io::Error::other("responder panicked"))??;
     }
     Ok(summarize(&all, secs, version))
+}
+
+/// Says what a read timeout means in a run: the server stopped answering
+/// after `done` of `total` replies. Other errors pass unchanged.
+pub fn stalled(e: io::Error, who: &str, done: u64, total: u64) -> io::Error {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    ) {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("{who}: no reply for 5 s after {done} of {total} replies"),
+        )
+    } else {
+        e
+    }
 }
 
 /// Rate and percentiles of latencies recorded in microseconds.
@@ -262,14 +278,14 @@ fn run_inline(p: &ReqRepParams) -> io::Result<ReqRepResult> {
         }
         Ok(())
     };
-    for _ in 0..1000 {
-        one(Instant::now(), false, &mut h)?;
+    for k in 0..1000 {
+        one(Instant::now(), false, &mut h).map_err(|e| stalled(e, "warm-up", k, 1000))?;
     }
     let start = Instant::now();
     let mut pace = Pace::new(p.rate);
-    for _ in 0..p.requests {
+    for k in 0..p.requests {
         let due = pace.wait_due();
-        one(due, true, &mut h)?;
+        one(due, true, &mut h).map_err(|e| stalled(e, "requester", k, p.requests))?;
     }
     let secs = start.elapsed().as_secs_f64();
     Ok(summarize(&h, secs, version))
@@ -326,6 +342,24 @@ mod tests {
         assert!((r.p50_us - 500.0).abs() <= 1.0, "{}", r.p50_us);
         assert!((r.p99_us - 990.0).abs() <= 1.0, "{}", r.p99_us);
         assert_eq!(r.max_us, 1000.0);
+    }
+
+    #[test]
+    fn a_timeout_says_how_far_the_run_got() {
+        let e = stalled(
+            io::Error::from(io::ErrorKind::WouldBlock),
+            "requester 3",
+            4634,
+            6000,
+        );
+        assert_eq!(
+            e.to_string(),
+            "requester 3: no reply for 5 s after 4634 of 6000 replies"
+        );
+        assert_eq!(
+            stalled(io::Error::other("boom"), "r", 1, 2).to_string(),
+            "boom"
+        );
     }
 
     #[test]

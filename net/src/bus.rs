@@ -74,6 +74,9 @@ pub(crate) enum Control {
     LameDuck,
     /// Flush and close every connection, stop accepting, end the shard.
     Shutdown,
+    /// Nothing to do: the watchdog's wake-up for a shard that made no
+    /// progress with work waiting (the message's arrival is the wake-up).
+    Wake,
 }
 
 /// One message forwarded to another shard.
@@ -105,6 +108,11 @@ pub(crate) struct PeerLink {
 }
 
 impl PeerLink {
+    /// Control messages sent to that shard and not yet applied.
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+
     /// Sends a control message (never blocks). Err when that shard stopped.
     pub(crate) fn send_control(&self, msg: Control) -> Result<(), ()> {
         self.pending.fetch_add(1, Ordering::Release);

@@ -49,6 +49,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         stream,
         cfg.max_pending,
         cfg.write_deadline,
+        shard.stats.clone(),
     ));
     client.flags.set(ClientFlags {
         // nats-server's defaults before CONNECT.
@@ -297,6 +298,7 @@ impl Connection {
                 .meta
                 .last_activity
                 .set(std::time::Instant::now());
+            self.shard.stats.progress.fetch_add(1, Relaxed);
             if let Err(reason) = self.process(&mut buf) {
                 self.finish_batch().await;
                 return reason;

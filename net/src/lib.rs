@@ -16,7 +16,9 @@
 //! - `runtime`: the seam to glommio;
 //! - `stats`: per-shard counters;
 //! - `tls`: client TLS (rustls): handshake, sealing, decrypting;
-//! - `snapshot`: what a shard reports to monitoring on request.
+//! - `snapshot`: what a shard reports to monitoring on request;
+//! - `watchdog`: a thread that reports a shard making no progress with work
+//!   waiting.
 
 mod bus;
 mod client;
@@ -30,6 +32,7 @@ mod shard;
 pub mod snapshot;
 pub mod stats;
 pub mod tls;
+mod watchdog;
 
 pub use outbound::CloseReason;
 pub use server::{Server, ServerControl, StartError, MAX_SHARDS};

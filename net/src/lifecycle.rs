@@ -12,6 +12,7 @@ use tracing::{error, info};
 
 /// Accepts connections until the shard stops accepting.
 pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    shard.stats.accepting.store(true, Relaxed);
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             shard.stop_accepting.wait().await;
@@ -23,7 +24,10 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         }
         match accepted {
             None => break,
-            Some(Ok(stream)) => runtime::spawn_detached(client::serve(shard.clone(), stream)),
+            Some(Ok(stream)) => {
+                shard.stats.progress.fetch_add(1, Relaxed);
+                runtime::spawn_detached(client::serve(shard.clone(), stream))
+            }
             Some(Err(e)) => {
                 // Out of file descriptors and similar: back off, keep serving.
                 error!("error accepting client connection: {e}");
@@ -31,6 +35,8 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             }
         }
     }
+    // Before the socket closes: the watchdog reads its queue only while set.
+    shard.stats.accepting.store(false, Relaxed);
     drop(listener);
 }
 

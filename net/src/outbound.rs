@@ -11,6 +11,7 @@
 //! subscriber never stalls the publisher or anyone else.
 
 use crate::runtime::{self, TcpStream};
+use crate::stats::ShardStats;
 use ahash::AHashMap;
 use bytes::{Buf, Bytes, BytesMut};
 use shoal_core::auth::ClientPermissions;
@@ -18,6 +19,8 @@ use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why a connection was closed (logged; nats-server's wording).
@@ -119,6 +122,8 @@ pub(crate) struct Client {
     close_when_flushed: Cell<bool>,
     max_pending: usize,
     write_deadline: Duration,
+    /// The owning shard's counters (blocked writers, for the watchdog).
+    shard_stats: Arc<ShardStats>,
     pub flags: Cell<ClientFlags>,
     pub perms: RefCell<Option<ClientPermissions>>,
     pub subs: RefCell<AHashMap<Bytes, Rc<LocalSub>>>,
@@ -181,6 +186,7 @@ impl Client {
         stream: Rc<RefCell<TcpStream>>,
         max_pending: usize,
         write_deadline: Duration,
+        shard_stats: Arc<ShardStats>,
     ) -> Self {
         let fd = stream.borrow().as_raw_fd();
         Client {
@@ -197,6 +203,7 @@ impl Client {
             close_when_flushed: Cell::new(false),
             max_pending,
             write_deadline,
+            shard_stats,
             flags: Cell::new(ClientFlags::default()),
             perms: RefCell::new(None),
             subs: RefCell::new(AHashMap::new()),
@@ -308,6 +315,7 @@ impl Client {
                 Some(libc::EAGAIN) => {
                     drop(out);
                     self.blocked.set(true);
+                    self.shard_stats.blocked_writers.fetch_add(1, Relaxed);
                     runtime::spawn_detached(writer(self.clone()));
                     return;
                 }
@@ -401,6 +409,7 @@ async fn writer(client: Rc<Client>) {
         }
     }
     client.blocked.set(false);
+    client.shard_stats.blocked_writers.fetch_sub(1, Relaxed);
     if client.close_when_flushed.get() {
         client.shutdown_socket();
     }

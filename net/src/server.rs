@@ -144,6 +144,8 @@ pub struct Server {
     links: Vec<PeerLink>,
     threads: Vec<std::thread::JoinHandle<()>>,
     route_events: Option<flume::Receiver<RouteEvent>>,
+    /// Ends the watchdog thread once the shards have stopped.
+    watchdog_stop: Arc<AtomicBool>,
 }
 
 fn server_id() -> String {
@@ -222,10 +224,17 @@ impl Server {
         });
         let (links, inboxes) = bus::channels(shards);
         let mut threads = Vec::with_capacity(shards);
+        let mut watched = Vec::with_capacity(shards);
         for (i, (socket, inbox)) in sockets.into_iter().zip(inboxes).enumerate() {
             let shared = shared.clone();
             let peers = links.clone();
             let fd = socket.into_raw_fd();
+            watched.push(crate::watchdog::Watched {
+                stats: shared.shard_stats[i].clone(),
+                link: links[i].clone(),
+                data: inbox.data.clone(),
+                listen_fd: fd,
+            });
             let spec = ExecutorSpec {
                 name: format!("shoal-shard-{i}"),
                 cpu: Some(cpus[i % cpus.len()]),
@@ -249,12 +258,15 @@ impl Server {
                 }
             }
         }
+        let watchdog_stop = Arc::new(AtomicBool::new(false));
+        crate::watchdog::start(watched, watchdog_stop.clone());
         info!("Listening for client connections on {bound}");
         Ok(Server {
             shared,
             links,
             threads,
             route_events: Some(events_rx),
+            watchdog_stop,
         })
     }
 
@@ -277,6 +289,7 @@ impl Server {
         for t in self.threads {
             let _ = t.join();
         }
+        self.watchdog_stop.store(true, Relaxed);
     }
 }
 

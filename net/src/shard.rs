@@ -928,6 +928,7 @@ impl Shard {
                     break;
                 };
                 pending.fetch_sub(1, Relaxed);
+                me.stats.progress.fetch_add(1, Relaxed);
                 if !me.apply_control(msg) {
                     break;
                 }
@@ -951,6 +952,7 @@ impl Shard {
                     .await;
                 let Some(batch) = batch else { break };
                 me.stats.batches_in.fetch_add(1, Relaxed);
+                me.stats.progress.fetch_add(1, Relaxed);
                 for r in &batch {
                     me.deliver_remote(r);
                 }
@@ -977,6 +979,7 @@ impl Shard {
         }
         while let Ok(msg) = rx.try_recv() {
             pending.fetch_sub(1, Relaxed);
+            self.stats.progress.fetch_add(1, Relaxed);
             self.apply_control(msg);
         }
     }
@@ -1036,6 +1039,7 @@ impl Shard {
                 let _ = reply.send(crate::snapshot::take(self, subs));
             }
             Control::LameDuck => crate::lifecycle::enter_lame_duck(self.clone()),
+            Control::Wake => {}
             Control::Shutdown => {
                 crate::lifecycle::shutdown(self);
                 return false;

@@ -17,6 +17,16 @@ pub struct ShardStats {
     pub batches_out: AtomicU64,
     /// Message batches received from other shards.
     pub batches_in: AtomicU64,
+    /// Bumped whenever the shard gets something done (a read buffer
+    /// processed, an inbox batch or control message applied, a connection
+    /// accepted): the watchdog's evidence that its loop turns.
+    pub progress: AtomicU64,
+    /// Writers waiting for a full socket (context for a stall report).
+    pub blocked_writers: AtomicU64,
+    /// Whether the accept loop still runs (its listen queue is watched).
+    pub accepting: std::sync::atomic::AtomicBool,
+    /// Times the watchdog saw work waiting and no progress for a second.
+    pub stalls: AtomicU64,
 }
 
 /// A point-in-time sum over all shards.
@@ -32,6 +42,7 @@ pub struct StatsSnapshot {
     pub subscriptions: u64,
     pub batches_out: u64,
     pub batches_in: u64,
+    pub stalls: u64,
 }
 
 impl StatsSnapshot {
@@ -48,6 +59,7 @@ impl StatsSnapshot {
             s.subscriptions += st.subscriptions.load(Relaxed);
             s.batches_out += st.batches_out.load(Relaxed);
             s.batches_in += st.batches_in.load(Relaxed);
+            s.stalls += st.stalls.load(Relaxed);
         }
         s
     }

@@ -154,6 +154,7 @@ pub fn varz(state: &State) -> Value {
                 "slow_consumers": s.slow_consumers,
                 "batches_in": s.batches_in,
                 "batches_out": s.batches_out,
+                "stalls": s.stalls,
                 "routes": routes.iter().filter(|r| r.id.shard as usize == i).count(),
             })
         })
@@ -192,6 +193,7 @@ pub fn varz(state: &State) -> Value {
         "in_bytes": st.in_bytes,
         "out_bytes": st.out_bytes,
         "slow_consumers": st.slow_consumers,
+        "stalls": st.stalls,
         "subscriptions": st.subscriptions,
         "http_req_stats": requests,
         "connect_urls": c.connect_urls(),

@@ -107,7 +107,7 @@ pub fn render(state: &State) -> String {
         per.iter().enumerate().map(|(i, s)| (i, f(s))).collect()
     };
     type Col = fn(&shoal_net::stats::StatsSnapshot) -> u64;
-    let series: [(&str, &str, Col); 5] = [
+    let series: [(&str, &str, Col); 6] = [
         (
             "shoal_shard_connections",
             "Client connections per shard",
@@ -130,6 +130,11 @@ pub fn render(state: &State) -> String {
             "shoal_shard_batches_out",
             "Message batches sent to other shards",
             |s| s.batches_out,
+        ),
+        (
+            "shoal_shard_stalls",
+            "Times the shard made no progress for a second with work waiting",
+            |s| s.stalls,
         ),
     ];
     for (name, help, f) in series {

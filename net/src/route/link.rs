@@ -82,6 +82,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, attach: RouteAttach) {
         Rc::new(RefCell::new(stream)),
         ROUTE_MAX_PENDING.max(cfg.max_pending),
         cfg.write_deadline,
+        shard.stats.clone(),
     ));
     if let Some(mut session) = tls {
         // Sealed frames are bounded by the link's max_pending, not rustls.
@@ -154,6 +155,7 @@ async fn read_loop(shard: &Rc<Shard>, link: &Rc<RouteLink>) -> CloseReason {
         if let Some(d) = shard.shared.test_route_delay {
             runtime::sleep(d).await;
         }
+        shard.stats.progress.fetch_add(1, Relaxed);
         shard.apply_pending_control();
         let step = loop {
             match wire::next_frame(&mut buf, max_frame) {
