@@ -58,17 +58,25 @@ stop_all() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait
 
 # measure MODE GEN SHOAL_URL NATS_URL SCENARIO...: every scenario, ROUNDS
 # times, alternating servers; one JSON line per run into $OUT.
+# cpu_ticks PID...: user+system CPU time of these processes, in clock ticks.
+cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' /proc/"$p"/stat))); done; echo "$t"; }
+
+# ONLY="name,name": run just these scenarios. SHOAL_PIDS / NATS_PIDS: the
+# server processes whose CPU time is charged to each run.
 measure() {
   local mode=$1 gen=$2 shoal_url=$3 nats_url=$4; shift 4
+  local hz; hz=$(getconf CLK_TCK)
   for sc in "$@"; do
     local name=${sc%%|*} args=${sc#*|}
-    if [ -n "${ONLY:-}" ] && [ "$name" != "$ONLY" ]; then continue; fi
+    if [ -n "${ONLY:-}" ] && [[ ",$ONLY," != *",$name,"* ]]; then continue; fi
     for round in $(seq 1 "$ROUNDS"); do
       for server in shoal nats; do
-        local url=$shoal_url; [ "$server" = nats ] && url=$nats_url
+        local url=$shoal_url pids=$SHOAL_PIDS; [ "$server" = nats ] && { url=$nats_url; pids=$NATS_PIDS; }
+        local before; before=$(cpu_ticks $pids)
         # shellcheck disable=SC2086
         res=$($gen $BENCH --url "$url" --json $args) || { echo "$server failed: $name" >&2; exit 1; }
-        echo "{\"mode\":\"$mode\",\"scenario\":\"$name\",\"server\":\"$server\",\"round\":$round,\"r\":$res}" >> "$OUT"
+        local cpu_s; cpu_s=$(echo "$(cpu_ticks $pids) $before $hz" | awk '{print ($1 - $2) / $3}')
+        echo "{\"mode\":\"$mode\",\"scenario\":\"$name\",\"server\":\"$server\",\"round\":$round,\"cpu_s\":$cpu_s,\"r\":$res}" >> "$OUT"
       done
     done
   done
@@ -83,8 +91,10 @@ start_cluster() {
     [ "$i" -gt 0 ] && routes=(--routes "$seed")
     if [ "$1" = shoal ]; then
       ./target/release/shoal -a 127.0.0.1 -p "$cport" --shards 1 --cluster "nats://127.0.0.1:$rport" --cluster_name bench "${routes[@]}" 2>>"${SHOAL_LOG:-/dev/null}" & PIDS+=($!)
+      SHOAL_PIDS="$SHOAL_PIDS $!"
     else
       nats-server -a 127.0.0.1 -p "$cport" --cluster "nats://127.0.0.1:$rport" --cluster_name bench "${routes[@]}" 2>/dev/null & PIDS+=($!)
+      NATS_PIDS="$NATS_PIDS $!"
     fi
   done
   for i in 0 1 2; do wait_port $(($2 + i)); done
@@ -94,6 +104,7 @@ start_cluster() {
 for mode in $MODES; do
   if [ "$mode" = cluster ]; then
     unset GOMAXPROCS || true
+    SHOAL_PIDS=""; NATS_PIDS=""
     start_cluster shoal "$SHOAL_PORT"; start_cluster nats $((SHOAL_PORT + 100))
     measure "$mode" "" "nats://127.0.0.1:$SHOAL_PORT,nats://127.0.0.1:$((SHOAL_PORT + 1))" \
       "nats://127.0.0.1:$((SHOAL_PORT + 100)),nats://127.0.0.1:$((SHOAL_PORT + 101))" "${CLUSTER_SCENARIOS[@]}"
@@ -107,7 +118,9 @@ for mode in $MODES; do
   fi
   # shellcheck disable=SC2086
   $SRV ./target/release/shoal -a 127.0.0.1 -p "$SHOAL_PORT" --shards "$SHARDS" ${SHOAL_ARGS:-} 2>>"${SHOAL_LOG:-/dev/null}" & PIDS+=($!)
+  SHOAL_PIDS=$!
   $SRV nats-server -a 127.0.0.1 -p "$NATS_PORT" 2>/dev/null & PIDS+=($!)
+  NATS_PIDS=$!
   wait_port "$SHOAL_PORT"; wait_port "$NATS_PORT"
   measure "$mode" "$GEN" "nats://127.0.0.1:$SHOAL_PORT" "nats://127.0.0.1:$NATS_PORT" "${SCENARIOS[@]}"
   stop_all
@@ -125,11 +138,14 @@ seen = []
 for r in rows:
     k = (r["mode"], r["scenario"])
     if k not in seen: seen.append(k)
+for x in rows:
+    if "requests" in x["r"] and x["r"]["requests"]:
+        x["r"]["cpu_us_per_req"] = x["cpu_s"] * 1e6 / x["r"]["requests"]
 def med(mode, sc, srv, key):
     return statistics.median(x["r"][key] for x in rows if x["mode"]==mode and x["scenario"]==sc and x["server"]==srv)
 for mode, sc in seen:
     if "request" in sc:
-        metrics = [("req/s", "requests_per_sec", "{:,.0f}"), ("p50 µs", "p50_us", "{:.0f}"), ("p99 µs", "p99_us", "{:.0f}"), ("p99.9 µs", "p999_us", "{:.0f}")]
+        metrics = [("req/s", "requests_per_sec", "{:,.0f}"), ("p50 µs", "p50_us", "{:.0f}"), ("p99 µs", "p99_us", "{:.0f}"), ("p99.9 µs", "p999_us", "{:.0f}"), ("server CPU µs/req", "cpu_us_per_req", "{:.1f}")]
     elif sc.startswith("pub ") :
         metrics = [("msgs/s", "msgs_per_sec", "{:,.0f}"), ("MB/s", "mb_per_sec", "{:,.1f}")]
     elif sc.startswith("conns"):
