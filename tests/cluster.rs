@@ -721,3 +721,50 @@ async fn queue_groups_spread_over_nodes_when_local_preference_is_off() {
     // Weighted by member count (1 and 1): both get a fair share.
     assert!(a > 300 && b > 300, "local {a}, remote {b}");
 }
+
+/// One message's content never closes a route link (issue 11, item 1): a
+/// non-pedantic client may publish with an empty token in the reply subject
+/// or in the subject, which crosses the route as it is (as it reaches local
+/// subscribers); a subject with a control byte is not forwarded (counted on
+/// the link). Either way the next, valid message arrives over the same link.
+#[tokio::test]
+async fn a_bad_message_does_not_cut_the_route() {
+    let nodes = cluster(2, 1);
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let rb = b.client().await;
+    let mut sub = rb.subscribe(">").await.unwrap();
+    rb.flush().await.unwrap();
+    let mut pub_a = a.raw().await;
+    pub_a
+        .send(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n")
+        .await;
+    let ra = a.client().await;
+    sync_interest_via(&rb, &ra, "probe").await;
+    // Skip the probe traffic the helper made.
+    while let Ok(Some(_)) = tokio::time::timeout(
+        Duration::from_millis(200),
+        futures::StreamExt::next(&mut sub),
+    )
+    .await
+    {}
+    pub_a
+        .send(b"PUB foo bad..reply 3\r\nabc\r\nPUB orders..created 1\r\nx\r\nPUB bad\x01subject 1\r\ny\r\nPUB foo 4\r\ngood\r\n")
+        .await;
+    pub_a.ping().await;
+    let first = next_msg(&mut sub).await;
+    assert_eq!(first.subject.as_str(), "foo");
+    assert_eq!(first.reply.as_deref(), Some("bad..reply"));
+    let second = next_msg(&mut sub).await;
+    assert_eq!(second.subject.as_str(), "orders..created");
+    let third = next_msg(&mut sub).await;
+    assert_eq!(
+        (third.subject.as_str(), &third.payload[..]),
+        ("foo", &b"good"[..])
+    );
+    let routez = a.http_get("/routez").1;
+    assert_eq!(routez["num_routes"], 1, "{routez}");
+    assert_eq!(routez["routes"][0]["refused_msgs"], 1, "{routez}");
+    // Still the same link: nothing was redialled.
+    assert!(!a.log_contains("Route protocol error"));
+    assert!(!b.log_contains("Route protocol error"));
+}

@@ -443,12 +443,19 @@ fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
     }
 }
 
+/// A link that lived this long was healthy: its loss resets the backoff.
+const STABLE_LINK: Duration = Duration::from_secs(10);
+
 /// Keeps a link to `url`: dials with backoff until connected; for a seed,
 /// watches the link and redials when it drops, forever; for a gossiped peer,
 /// ends once connected or after `GOSSIP_ATTEMPTS` failures.
 fn dial_loop(inner: Arc<Inner>, url: RouteUrl, seed: bool) {
     let key = url.display();
     let mut attempt = 0u32;
+    // When our last link to this peer came up: a link that drops soon after
+    // the handshake counts as a failed attempt (backoff grows), so a peer
+    // that accepts and then closes is not redialled in a tight loop.
+    let mut linked_at: Option<std::time::Instant> = None;
     let finish_first = |inner: &Inner| {
         let mut reg = inner.lock();
         if reg.first_attempts.remove(&key) {
@@ -465,14 +472,25 @@ fn dial_loop(inner: Arc<Inner>, url: RouteUrl, seed: bool) {
             if !seed {
                 break;
             }
-            attempt = 0;
             std::thread::sleep(WATCH_INTERVAL);
             continue;
+        }
+        if let Some(t) = linked_at.take() {
+            if t.elapsed() < STABLE_LINK {
+                attempt += 1;
+                debug!(
+                    "Route to {key} dropped {:?} after it came up (attempt {attempt})",
+                    t.elapsed()
+                );
+                std::thread::sleep(backoff(attempt));
+                continue;
+            }
+            attempt = 0;
         }
         match inner.dial(&url) {
             Ok(id) => {
                 debug!("Route {id} connected to {key}");
-                attempt = 0;
+                linked_at = Some(std::time::Instant::now());
                 finish_first(&inner);
                 if !seed {
                     break;

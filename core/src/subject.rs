@@ -24,6 +24,17 @@ pub fn is_valid_publish(subject: &[u8]) -> bool {
         && tokens(subject).all(|t| !t.is_empty() && t != b"*" && t != b">")
 }
 
+/// A subject a message may carry between nodes (its subject or reply): not
+/// empty, no whitespace or control bytes. Both ends of a route apply this
+/// same rule, the sender before forwarding and the receiver after decoding,
+/// and it is no stricter than what the client parser lets through outside
+/// pedantic mode apart from control bytes, so a message a client could
+/// publish is never the reason a link closes. Wildcard tokens and empty
+/// tokens pass, as they do from a non-pedantic client to local subscribers.
+pub fn is_routable(subject: &[u8]) -> bool {
+    !subject.is_empty() && !subject.iter().any(|&b| bad_byte(b))
+}
+
 /// A subscription pattern: non-empty tokens, `>` only as the last token, no
 /// whitespace.
 pub fn is_valid_pattern(subject: &[u8]) -> bool {

@@ -454,6 +454,16 @@ impl Shard {
             // The link went down after the publisher picked it.
             return;
         };
+        // The peer would refuse it (and a link must not carry what its far
+        // end drops): same rule as the decoder's.
+        if !shoal_core::subject::is_routable(&p.subject)
+            || p.reply
+                .as_deref()
+                .is_some_and(|r| !shoal_core::subject::is_routable(r))
+        {
+            link.stats.refused_msgs.fetch_add(1, Relaxed);
+            return;
+        }
         let frame = MsgFrame {
             subject: &p.subject,
             reply: p.reply.as_deref(),

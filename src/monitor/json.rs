@@ -398,6 +398,7 @@ pub fn routez(state: &State) -> Value {
                 "in_bytes": r.stats.in_bytes.load(Relaxed),
                 "out_bytes": r.stats.out_bytes.load(Relaxed),
                 "subscriptions": r.stats.subscriptions.load(Relaxed),
+                "refused_msgs": r.stats.refused_msgs.load(Relaxed),
                 "shard": r.id.shard,
             })
         })

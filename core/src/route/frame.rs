@@ -1,4 +1,4 @@
-use crate::subject::{is_valid_pattern, is_valid_publish, is_valid_queue};
+use crate::subject::{is_routable, is_valid_pattern, is_valid_queue};
 use bytes::{BufMut, Bytes, BytesMut};
 use rkyv::rancor;
 use rkyv::with::{InlineAsBox, Map};
@@ -58,6 +58,19 @@ pub enum FrameError {
     UnknownKind(u8),
     #[error("malformed {kind:?} frame: {reason}")]
     Malformed { kind: FrameKind, reason: String },
+    /// A well-formed message this node does not accept (its subject, reply
+    /// or a queue name breaks `is_routable`/`is_valid_queue`): the message is
+    /// dropped and counted; the link stays up.
+    #[error("message refused: {0}")]
+    Refused(&'static str),
+}
+
+impl FrameError {
+    /// Whether the link can go on after this error: only one message's
+    /// content was at fault, not the framing or the archive.
+    pub fn is_refused_message(&self) -> bool {
+        matches!(self, FrameError::Refused(_))
+    }
 }
 
 fn malformed(kind: FrameKind, reason: impl std::fmt::Display) -> FrameError {
@@ -273,18 +286,18 @@ pub fn decode_msg(body: &Bytes) -> Result<RouteMsg, FrameError> {
     let a =
         rkyv::access::<ArchivedMsgFrame<'_>, rancor::Error>(body).map_err(|e| malformed(k, e))?;
     let subject: &[u8] = a.subject.get();
-    if !is_valid_publish(subject) {
-        return Err(malformed(k, "invalid subject"));
+    if !is_routable(subject) {
+        return Err(FrameError::Refused("invalid subject"));
     }
     let reply = a.reply.as_ref().map(|r| r.get());
-    if reply.is_some_and(|r| !is_valid_publish(r)) {
-        return Err(malformed(k, "invalid reply subject"));
+    if reply.is_some_and(|r| !is_routable(r)) {
+        return Err(FrameError::Refused("invalid reply subject"));
     }
     let mut queues = Vec::with_capacity(a.queues.len());
     for q in a.queues.iter() {
         let q: &[u8] = q.get();
         if !is_valid_queue(q) {
-            return Err(malformed(k, "invalid queue group"));
+            return Err(FrameError::Refused("invalid queue group"));
         }
         queues.push(body.slice_ref(q));
     }

@@ -143,18 +143,37 @@ fn garbage_payloads_are_errors_not_panics() {
 #[test]
 fn invalid_subjects_inside_valid_archives_are_refused() {
     let mut buf = BytesMut::new();
-    write_msg(
-        &mut buf,
-        &MsgFrame {
-            subject: b"foo.*",
-            reply: None,
-            headers: None,
-            payload: b"",
-            plain: true,
-            queues: vec![],
-        },
-    );
-    assert!(decode_msg(&one(&mut buf).body).is_err());
+    let msg = |subject: &'static [u8], reply: Option<&'static [u8]>| MsgFrame {
+        subject,
+        reply,
+        headers: None,
+        payload: b"x",
+        plain: true,
+        queues: vec![],
+    };
+    // What a non-pedantic client may publish crosses the route as it is.
+    for (subject, reply) in [
+        (&b"foo.*"[..], None),
+        (b"orders..created", None),
+        (b"foo", Some(&b"bad..reply"[..])),
+        (b"foo", Some(b"_INBOX.>")),
+    ] {
+        write_msg(&mut buf, &msg(subject, reply));
+        let m = decode_msg(&one(&mut buf).body).unwrap();
+        assert_eq!(&m.subject[..], subject);
+        assert_eq!(m.reply.as_deref(), reply);
+    }
+    // Control bytes or an empty subject: this message is refused, and the
+    // error says the link may go on.
+    for (subject, reply) in [
+        (&b"foo\x01bar"[..], None),
+        (b"", None),
+        (b"foo", Some(&b"re ply"[..])),
+    ] {
+        write_msg(&mut buf, &msg(subject, reply));
+        let e = decode_msg(&one(&mut buf).body).unwrap_err();
+        assert!(e.is_refused_message(), "{e}");
+    }
     write_interest(
         &mut buf,
         &InterestBatch {
@@ -177,7 +196,9 @@ fn invalid_subjects_inside_valid_archives_are_refused() {
             queues: vec![b"bad queue"],
         },
     );
-    assert!(decode_msg(&one(&mut buf).body).is_err());
+    assert!(decode_msg(&one(&mut buf).body)
+        .unwrap_err()
+        .is_refused_message());
 }
 
 #[test]

@@ -194,7 +194,16 @@ fn handle(
 ) -> Result<(), wire::FrameError> {
     match frame.kind {
         FrameKind::Msg => {
-            let m = wire::decode_msg(&frame.body)?;
+            let m = match wire::decode_msg(&frame.body) {
+                Ok(m) => m,
+                // One message's content never closes the link.
+                Err(e) if e.is_refused_message() => {
+                    link.stats.refused_msgs.fetch_add(1, Relaxed);
+                    tracing::debug!("{} - {} - {e}, message dropped", link.conn.addr, link.id);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
             link.stats.in_msgs.fetch_add(1, Relaxed);
             link.stats.in_bytes.fetch_add(
                 (m.payload.len() + m.headers.as_ref().map_or(0, |h| h.len())) as u64,

@@ -86,6 +86,9 @@ pub struct RouteStats {
     pub out_bytes: AtomicU64,
     /// Subjects and queue members the peer announced.
     pub subscriptions: AtomicU64,
+    /// Messages not exchanged because their content breaks the route rule
+    /// (`is_routable`): refused from the peer, or never sent to it.
+    pub refused_msgs: AtomicU64,
 }
 
 /// A live link as monitoring sees it.
