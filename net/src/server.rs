@@ -229,10 +229,14 @@ impl Server {
             let shared = shared.clone();
             let peers = links.clone();
             let fd = socket.into_raw_fd();
+            let (data, pending, wake) = (inbox.data.clone(), links[i].clone(), links[i].clone());
             watched.push(crate::watchdog::Watched {
                 stats: shared.shard_stats[i].clone(),
-                link: links[i].clone(),
-                data: inbox.data.clone(),
+                inbox_depth: Box::new(move || data.len()),
+                control_pending: Box::new(move || pending.pending()),
+                wake: Box::new(move || {
+                    let _ = wake.send_control(Control::Wake);
+                }),
                 listen_fd: fd,
             });
             let spec = ExecutorSpec {

@@ -9,7 +9,6 @@
 //! a defect, not the way shards are meant to wake. Nothing here is on the
 //! message path, and an idle shard is never woken by it.
 
-use crate::bus::{Control, PeerLink};
 use crate::stats::ShardStats;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -21,12 +20,16 @@ pub(crate) const STALL_AFTER: Duration = Duration::from_secs(1);
 
 const CHECK_EVERY: Duration = Duration::from_millis(500);
 
-/// What the watchdog may look at for one shard.
+/// What the watchdog may look at for one shard. The inbox is seen through
+/// closures so this module knows nothing of the bus (it only reads).
 pub(crate) struct Watched {
     pub stats: Arc<ShardStats>,
-    pub link: PeerLink,
-    /// The shard's data inbox (for its depth).
-    pub data: flume::Receiver<crate::bus::Batch>,
+    /// Message batches waiting in the shard's data inbox.
+    pub inbox_depth: Box<dyn Fn() -> usize + Send>,
+    /// Control messages sent to the shard and not yet applied.
+    pub control_pending: Box<dyn Fn() -> usize + Send>,
+    /// Sends the shard an empty control message (a cross-thread wake-up).
+    pub wake: Box<dyn Fn() + Send>,
     /// The shard's listening socket; read only while `stats.accepting`.
     pub listen_fd: RawFd,
 }
@@ -78,7 +81,7 @@ fn run(shards: Vec<Watched>, stop: Arc<AtomicBool>) {
                 "shard {i} has made no progress for {:.1} s with work waiting: {waiting}; waking it",
                 idle_for.as_secs_f64()
             );
-            let _ = w.link.send_control(Control::Wake);
+            (w.wake)();
         }
     }
 }
@@ -94,8 +97,8 @@ struct Waiting {
 impl Waiting {
     fn of(w: &Watched) -> Self {
         Waiting {
-            inbox_batches: w.data.len(),
-            control: w.link.pending(),
+            inbox_batches: (w.inbox_depth)(),
+            control: (w.control_pending)(),
             listen_queue: if w.stats.accepting.load(Relaxed) {
                 accept_queue(w.listen_fd)
             } else {
