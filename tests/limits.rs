@@ -264,3 +264,38 @@ async fn bad_client_does_not_disturb_others() {
         }
     }
 }
+
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// A subscription keeps copies of its subject and sid, not the read buffer
+/// they arrived in (issue 11, item 4): 2,000 SUBs, each sharing a read
+/// buffer with a 60 KB publish, used to pin 2,000 buffers (+168 MiB RSS).
+#[test]
+fn subscriptions_do_not_pin_read_buffers() {
+    let s = Shoal::start(1, &[], None);
+    let mut c = shoal_bench::conn::Conn::connect(&s.url()).unwrap();
+    c.ping().unwrap();
+    let before = rss_kib(s.pid());
+    let big = vec![b'x'; 60_000];
+    for i in 0..2000 {
+        shoal_core::proto::write_pub(&mut c.wbuf, b"nobody.listens", None, None, &big);
+        c.subscribe(&format!("pinned.{i}"), None, i + 1);
+        c.flush().unwrap();
+        if i % 100 == 99 {
+            c.ping().unwrap();
+        }
+    }
+    c.ping().unwrap();
+    let grown_mib = rss_kib(s.pid()).saturating_sub(before) / 1024;
+    assert!(
+        grown_mib < 40,
+        "RSS grew by {grown_mib} MiB for 2,000 subscriptions"
+    );
+}

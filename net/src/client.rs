@@ -429,7 +429,12 @@ impl Connection {
                 queue,
                 sid,
             } => {
-                self.subscribe(subject, queue, sid);
+                // The parser hands out slices of the 64 KiB read buffer; a
+                // subscription outlives that buffer (and is mirrored into
+                // other shards), so it keeps compact copies, never a pin on
+                // the whole buffer.
+                let own = |b: Bytes| Bytes::copy_from_slice(&b);
+                self.subscribe(own(subject), queue.map(own), own(sid));
                 Ok(())
             }
             ClientOp::Unsub { sid, max } => {
