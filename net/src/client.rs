@@ -294,6 +294,7 @@ impl Connection {
             {
                 return reason;
             }
+            budget.begin();
             self.client
                 .meta
                 .last_activity

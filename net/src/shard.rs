@@ -937,6 +937,7 @@ impl Shard {
                 let Ok(msg) = control.recv_async().await else {
                     break;
                 };
+                budget.begin();
                 pending.fetch_sub(1, Relaxed);
                 me.stats.progress.fetch_add(1, Relaxed);
                 if !me.apply_control(msg) {
@@ -961,6 +962,7 @@ impl Shard {
                     })
                     .await;
                 let Some(batch) = batch else { break };
+                budget.begin();
                 me.stats.batches_in.fetch_add(1, Relaxed);
                 me.stats.progress.fetch_add(1, Relaxed);
                 for r in &batch {

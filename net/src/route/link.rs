@@ -156,6 +156,7 @@ async fn read_loop(shard: &Rc<Shard>, link: &Rc<RouteLink>) -> CloseReason {
             runtime::sleep(d).await;
         }
         shard.stats.progress.fetch_add(1, Relaxed);
+        budget.begin();
         shard.apply_pending_control();
         let step = loop {
             match wire::next_frame(&mut buf, max_frame) {
