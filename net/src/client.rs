@@ -316,7 +316,7 @@ impl Connection {
         if !self.out.is_empty() {
             self.shard.send_batches(&mut self.out).await;
         }
-        self.shard.flush_dirty();
+        self.shard.flush_soon();
     }
 
     fn process(&mut self, buf: &mut BytesMut) -> Step {

@@ -103,6 +103,8 @@ pub(crate) struct Shard {
     dirty: RefCell<Vec<Rc<Client>>>,
     /// The other half of `dirty` while it is being flushed.
     flushing: RefCell<Vec<Rc<Client>>>,
+    /// A `flush_soon` task is queued.
+    flush_scheduled: Cell<bool>,
     pub clients: RefCell<AHashMap<u64, Rc<Client>>>,
     counters: LocalCounters,
     /// Set when the shard stops accepting (lame duck or shutdown).
@@ -166,6 +168,7 @@ impl Shard {
             peers,
             dirty: RefCell::new(Vec::new()),
             flushing: RefCell::new(Vec::new()),
+            flush_scheduled: Cell::new(false),
             clients: RefCell::new(AHashMap::new()),
             counters: LocalCounters::default(),
             stop_accepting: LocalEvent::default(),
@@ -565,6 +568,26 @@ impl Shard {
         true
     }
 
+    /// Flushes the dirty connections once the tasks already runnable on
+    /// this shard have run: when several connections' reads complete in one
+    /// turn of the reactor (eight requesters writing to one responder), the
+    /// responder gets one `send` for all of them instead of one each. With a
+    /// single runnable task the flusher runs right after it.
+    pub(crate) fn flush_soon(self: &Rc<Self>) {
+        if self.dirty.borrow().is_empty() {
+            self.publish_counters();
+            return;
+        }
+        if self.flush_scheduled.replace(true) {
+            return;
+        }
+        let me = self.clone();
+        runtime::spawn_detached(async move {
+            me.flush_scheduled.set(false);
+            me.flush_dirty();
+        });
+    }
+
     /// Writes every connection that got data since the last flush and
     /// publishes the counters.
     pub(crate) fn flush_dirty(&self) {
@@ -581,6 +604,10 @@ impl Shard {
             }
         }
         *self.flushing.borrow_mut() = batch;
+        self.publish_counters();
+    }
+
+    fn publish_counters(&self) {
         let c = &self.counters;
         for (cell, atomic) in [
             (&c.in_msgs, &self.stats.in_msgs),
@@ -968,7 +995,7 @@ impl Shard {
                 for r in &batch {
                     me.deliver_remote(r);
                 }
-                me.flush_dirty();
+                me.flush_soon();
                 budget.spend().await;
             }
         });
