@@ -33,6 +33,27 @@ pub fn settle(url: &str) {
     std::thread::sleep(Duration::from_millis(if a == b { 50 } else { 500 }));
 }
 
+/// A read that timed out says so, with the limit, instead of the bare
+/// "Resource temporarily unavailable" the OS reports. The kind stays
+/// `TimedOut` so callers that poll with short timeouts can tell.
+fn explain_timeout(e: io::Error, stream: &TcpStream) -> io::Error {
+    if !matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    ) {
+        return e;
+    }
+    let limit = stream
+        .read_timeout()
+        .ok()
+        .flatten()
+        .map_or("the read timeout".to_string(), |t| format!("{t:?}"));
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("the server sent nothing for {limit}"),
+    )
+}
+
 fn err(msg: impl Into<String>) -> io::Error {
     io::Error::other(msg.into())
 }
@@ -137,7 +158,7 @@ impl Conn {
                         Ok(n) => n,
                         Err(e) => {
                             self.rbuf.truncate(start);
-                            return Err(e);
+                            return Err(explain_timeout(e, &self.stream));
                         }
                     };
                     self.rbuf.truncate(start + n);
