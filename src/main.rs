@@ -233,7 +233,13 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    let http = config.http_port.map(|p| (config.host.clone(), p));
+    let http = config.http_port.map(|p| {
+        let host = config
+            .http_host
+            .clone()
+            .unwrap_or_else(|| config.host.clone());
+        (host, p)
+    });
     let mut server = match Server::start(config) {
         Ok(s) => s,
         Err(e) => {

@@ -338,6 +338,14 @@ async fn routes_need_the_cluster_credentials() {
         &["--cluster_name", "sec"],
     );
     eventually(SETTLE, "the good node to link", || num_routes(&good) == 1);
+    // Monitoring shows the route URL without its password.
+    let varz = good.http_get("/varz").1;
+    assert_eq!(
+        varz["cluster"]["urls"][0],
+        format!("nats://ruser:xxxxx@{seed}"),
+        "{varz}"
+    );
+    assert!(!varz.to_string().contains("s3cret"));
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(num_routes(&bad), 0);
     assert_eq!(num_routes(&a), 1);

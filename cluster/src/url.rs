@@ -60,6 +60,17 @@ impl RouteUrl {
         }
     }
 
+    /// The URL as monitoring shows it: the user kept, the password replaced
+    /// by `xxxxx` (as nats-server redacts route URLs in `/varz`).
+    pub fn redacted(&self) -> String {
+        let plain = self.display();
+        match (&self.user, &self.pass) {
+            (None, _) => plain,
+            (Some(u), None) => plain.replacen("nats://", &format!("nats://{u}@"), 1),
+            (Some(u), Some(_)) => plain.replacen("nats://", &format!("nats://{u}:xxxxx@"), 1),
+        }
+    }
+
     /// Resolves the address (DNS for names).
     pub fn resolve(&self) -> Vec<SocketAddr> {
         (self.host.as_str(), self.port)
@@ -121,6 +132,18 @@ fn interface_addrs() -> Vec<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redacted_urls_keep_the_user_and_hide_the_password() {
+        let r = |s: &str| RouteUrl::parse(s).unwrap().redacted();
+        assert_eq!(
+            r("nats://ruser:s3cret@10.0.0.1:6222"),
+            "nats://ruser:xxxxx@10.0.0.1:6222"
+        );
+        assert_eq!(r("nats://ruser@h:6222"), "nats://ruser@h:6222");
+        assert_eq!(r("nats://h:6222"), "nats://h:6222");
+        assert!(!r("nats://u:p%40ss@h:1").contains("p%40ss"));
+    }
 
     #[test]
     fn parses_route_urls_like_nats_server() {

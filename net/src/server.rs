@@ -422,6 +422,7 @@ impl ServerControl {
             port,
             server_name,
             http_port,
+            http_host,
             shards,
             cluster,
             client_advertise,

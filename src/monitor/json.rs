@@ -200,7 +200,14 @@ pub fn varz(state: &State) -> Value {
         "cluster": {
             "name": cfg.cluster.name.clone().unwrap_or_default(),
             "addr": cfg.cluster.listen.clone().unwrap_or_default(),
-            "urls": cfg.cluster.routes,
+            // Never the route passwords (nats-server redacts them too).
+            "urls": cfg
+                .cluster
+                .routes
+                .iter()
+                .map(|r| shoal_cluster::RouteUrl::parse(r)
+                    .map_or_else(|_| "(invalid route URL)".to_string(), |u| u.redacted()))
+                .collect::<Vec<_>>(),
         },
         "shards": shards,
     })

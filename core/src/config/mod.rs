@@ -109,6 +109,9 @@ pub struct ServerConfig {
     pub port: i32,
     pub server_name: Option<String>,
     pub http_port: Option<u16>,
+    /// Where monitoring listens when `http: host:port` names a host (else
+    /// the client host, as `-m` does).
+    pub http_host: Option<String>,
     /// The client URL (`host:port`) announced to clients in `connect_urls`,
     /// when the listen address is not reachable as is.
     pub client_advertise: Option<String>,
@@ -145,6 +148,7 @@ impl Default for ServerConfig {
             port: 4222,
             server_name: None,
             http_port: None,
+            http_host: None,
             client_advertise: None,
             max_payload: DEFAULT_MAX_PAYLOAD,
             max_control_line: DEFAULT_MAX_CONTROL_LINE,
@@ -226,17 +230,42 @@ fn size(e: &Entry) -> Result<usize, ConfigError> {
 
 /// A duration: a string like `"10s"`, `"2m"`, `"1m30s"`, `"500ms"`, or a
 /// number of seconds, as nats-server accepts.
+/// The longest duration a setting may have: deadlines are added to the
+/// current time, which must not overflow (a reload with a larger value
+/// would otherwise abort the running server).
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 fn duration(e: &Entry) -> Result<Duration, ConfigError> {
-    match &e.value {
-        Value::Int(n) if *n >= 0 => Ok(Duration::from_secs(*n as u64)),
-        Value::Float(f) if *f >= 0.0 && f.is_finite() => Ok(Duration::from_secs_f64(*f)),
+    let d = match &e.value {
+        Value::Int(n) if *n >= 0 => Duration::from_secs(*n as u64),
+        Value::Float(f) if *f >= 0.0 => match Duration::try_from_secs_f64(*f) {
+            Ok(d) => d,
+            Err(_) => return invalid(e, "duration too large"),
+        },
         Value::String(s) => humantime::parse_duration(s)
-            .or_else(|err| invalid(e, format!("bad duration {s:?}: {err}"))),
-        _ => invalid(
-            e,
-            "expected a duration such as \"10s\" or a number of seconds",
-        ),
+            .or_else(|err| invalid(e, format!("bad duration {s:?}: {err}")))?,
+        _ => {
+            return invalid(
+                e,
+                "expected a duration such as \"10s\" or a number of seconds",
+            )
+        }
+    };
+    if d > MAX_DURATION {
+        return invalid(e, "duration too large (at most 100 years)");
     }
+    Ok(d)
+}
+
+/// A duration that must not be zero (a zero ping interval would make every
+/// connection stale at once; a zero write deadline every blocked write a
+/// slow consumer).
+fn positive_duration(e: &Entry) -> Result<Duration, ConfigError> {
+    let d = duration(e)?;
+    if d.is_zero() {
+        return invalid(e, "must be greater than zero");
+    }
+    Ok(d)
 }
 
 /// A `tls { }` block; `cert_file` and `key_file` are required.
@@ -324,17 +353,20 @@ impl ServerConfig {
             "server_name" => self.server_name = Some(string(e)?),
             "http" | "monitor_port" | "http_port" => {
                 let s = string(e)?;
-                let port = host_port(e, &s)?.1;
+                let (host, port) = host_port(e, &s)?;
                 self.http_port =
                     Some(u16::try_from(port).or_else(|_| invalid(e, "expected a port"))?);
+                if host.is_some() {
+                    self.http_host = host;
+                }
             }
             "max_payload" => self.max_payload = size(e)?,
             "max_control_line" => self.max_control_line = size(e)?,
             "max_connections" | "max_conn" => self.max_connections = size(e)?,
             "max_subscriptions" | "max_subs" => self.max_subscriptions = size(e)?,
             "max_pending" => self.max_pending = size(e)?,
-            "write_deadline" => self.write_deadline = duration(e)?,
-            "ping_interval" => self.ping_interval = duration(e)?,
+            "write_deadline" => self.write_deadline = positive_duration(e)?,
+            "ping_interval" => self.ping_interval = positive_duration(e)?,
             "ping_max" => self.ping_max = size(e)? as u32,
             "lame_duck_duration" => self.lame_duck_duration = duration(e)?,
             "lame_duck_grace_period" => self.lame_duck_grace_period = duration(e)?,

@@ -132,3 +132,31 @@ fn cluster_host_and_port_keys() {
     let c = ServerConfig::from_conf("cluster { host: 10.0.0.1 }").unwrap();
     assert_eq!(c.cluster.listen.as_deref(), Some("10.0.0.1:6222"));
 }
+
+/// `http: host:port` binds monitoring where it says (issue 11, item 2);
+/// a bare port keeps the client host.
+#[test]
+fn http_takes_its_own_host() {
+    let c = ServerConfig::from_conf("listen: 0.0.0.0:4222\nhttp: 127.0.0.1:8222\n").unwrap();
+    assert_eq!(c.http_port, Some(8222));
+    assert_eq!(c.http_host.as_deref(), Some("127.0.0.1"));
+    let c = ServerConfig::from_conf("http_port: 8222\n").unwrap();
+    assert_eq!((c.http_port, c.http_host), (Some(8222), None));
+}
+
+/// Durations that would overflow a deadline or make every connection stale
+/// are refused with the key and line (issue 11, item 17).
+#[test]
+fn absurd_durations_are_refused_with_key_and_line() {
+    for (conf, key) in [
+        ("ping_interval: 1.9e19\n", "ping_interval"),
+        ("\nwrite_deadline: 99999999999999\n", "write_deadline"),
+        ("ping_interval: 0\n", "ping_interval"),
+        ("write_deadline: \"0s\"\n", "write_deadline"),
+    ] {
+        let e = ServerConfig::from_conf(conf).unwrap_err().to_string();
+        assert!(e.contains(key), "{conf:?}: {e}");
+        assert!(e.contains("line"), "{conf:?}: {e}");
+    }
+    assert!(ServerConfig::from_conf("ping_interval: 0.5\n").is_ok());
+}
