@@ -189,30 +189,60 @@ fn await_interest(
         return Ok(());
     }
     receiver.set_read_timeout(Duration::from_millis(20))?;
-    let start = Instant::now();
-    let result = loop {
-        proto::write_pub(
-            &mut sender.wbuf,
-            subject.as_bytes(),
-            reply.map(str::as_bytes),
-            None,
-            PROBE,
-        );
-        sender.flush()?;
-        match receiver.next_op() {
-            Ok(ServerOp::Msg(_)) => break Ok(()),
-            Ok(_) => {}
-            Err(e) if is_timeout(&e) => {}
-            Err(e) => break Err(Failure::Io(e)),
-        }
-        if start.elapsed() > Duration::from_secs(5) {
-            break Err(Failure::Stalled(format!(
-                "interest in {subject} did not reach the other node within 5 s"
-            )));
-        }
-    };
+    let result = probe_until(
+        &format!("interest in {subject} did not reach the other node within 5 s"),
+        || {
+            publish_probe(sender, subject, reply)?;
+            poll_msg(receiver)
+        },
+    );
     receiver.set_read_timeout(p.deadline)?;
     result
+}
+
+/// Runs `step` (publish a probe, look once for a message; true when one
+/// came) until a message came, for at most 5 s; `what` is the stall.
+fn probe_until(what: &str, mut step: impl FnMut() -> Result<bool, Failure>) -> Result<(), Failure> {
+    let start = Instant::now();
+    while !step()? {
+        if start.elapsed() > Duration::from_secs(5) {
+            return Err(Failure::Stalled(what.to_owned()));
+        }
+    }
+    Ok(())
+}
+
+fn publish_probe(c: &mut Conn, subject: &str, reply: Option<&str>) -> Result<(), Failure> {
+    proto::write_pub(
+        &mut c.wbuf,
+        subject.as_bytes(),
+        reply.map(str::as_bytes),
+        None,
+        PROBE,
+    );
+    Ok(c.flush()?)
+}
+
+/// Publishes one request (payload `ping`) with `inbox` as its reply subject.
+fn send_request(c: &mut Conn, subject: &str, inbox: &str) -> io::Result<()> {
+    proto::write_pub(
+        &mut c.wbuf,
+        subject.as_bytes(),
+        Some(inbox.as_bytes()),
+        None,
+        b"ping",
+    );
+    c.flush()
+}
+
+/// One read (bounded by `c`'s read timeout): whether a message came.
+fn poll_msg(c: &mut Conn) -> Result<bool, Failure> {
+    match c.next_op() {
+        Ok(ServerOp::Msg(_)) => Ok(true),
+        Ok(_) => Ok(false),
+        Err(e) if is_timeout(&e) => Ok(false),
+        Err(e) => Err(Failure::Io(e)),
+    }
 }
 
 enum Failure {
@@ -302,14 +332,7 @@ fn request_reply(p: &LivenessParams, round: u64) -> Result<Duration, Failure> {
     let mut longest = Duration::ZERO;
     for i in 0..p.msgs {
         let t = Instant::now();
-        proto::write_pub(
-            &mut req.wbuf,
-            subject.as_bytes(),
-            Some(inbox.as_bytes()),
-            None,
-            b"ping",
-        );
-        req.flush()?;
+        send_request(&mut req, &subject, &inbox)?;
         let ServerOp::Msg(m) = next_msg(&mut resp, || {
             format!(
                 "request {} of {} never reached the responder",
@@ -388,14 +411,7 @@ fn concurrent_requests(p: &LivenessParams, round: u64) -> Result<Duration, Failu
             let mut longest = Duration::ZERO;
             for i in 0..n {
                 let t = Instant::now();
-                proto::write_pub(
-                    &mut c.wbuf,
-                    subject.as_bytes(),
-                    Some(inbox.as_bytes()),
-                    None,
-                    b"ping",
-                );
-                c.flush()?;
+                send_request(&mut c, &subject, &inbox)?;
                 next_msg(&mut c, || {
                     format!("requester {k}: no reply to request {} of {n}", i + 1)
                 })?;
@@ -431,28 +447,13 @@ fn await_reply_path(
     inbox: &str,
 ) -> Result<(), Failure> {
     c.set_read_timeout(Duration::from_millis(20))?;
-    let start = Instant::now();
-    let result = loop {
-        proto::write_pub(
-            &mut c.wbuf,
-            subject.as_bytes(),
-            Some(inbox.as_bytes()),
-            None,
-            PROBE,
-        );
-        c.flush()?;
-        match c.next_op() {
-            Ok(ServerOp::Msg(_)) => break Ok(()),
-            Ok(_) => {}
-            Err(e) if is_timeout(&e) => {}
-            Err(e) => break Err(Failure::Io(e)),
-        }
-        if start.elapsed() > Duration::from_secs(5) {
-            break Err(Failure::Stalled(
-                "no probe request answered across the route within 5 s".into(),
-            ));
-        }
-    };
+    let result = probe_until(
+        "no probe request answered across the route within 5 s",
+        || {
+            publish_probe(c, subject, Some(inbox))?;
+            poll_msg(c)
+        },
+    );
     c.set_read_timeout(p.deadline)?;
     result
 }
@@ -494,21 +495,18 @@ fn queue(p: &LivenessParams, round: u64) -> Result<Duration, Failure> {
     let mut publisher = connect(p, Side::Sender)?;
     if crate::conn::endpoints(&p.url).0 != crate::conn::endpoints(&p.url).1 {
         // Either member receiving a probe shows the group's interest arrived.
-        let start = Instant::now();
-        'probe: loop {
-            proto::write_pub(&mut publisher.wbuf, subject.as_bytes(), None, None, PROBE);
-            publisher.flush()?;
-            for m in &mut members {
-                if let Ok(ServerOp::Msg(_)) = m.next_op() {
-                    break 'probe;
+        probe_until(
+            "the group's interest did not reach the other node within 5 s",
+            || {
+                publish_probe(&mut publisher, &subject, None)?;
+                for m in &mut members {
+                    if poll_msg(m)? {
+                        return Ok(true);
+                    }
                 }
-            }
-            if start.elapsed() > Duration::from_secs(5) {
-                return Err(Failure::Stalled(
-                    "the group's interest did not reach the other node within 5 s".into(),
-                ));
-            }
-        }
+                Ok(false)
+            },
+        )?;
     }
     for _ in 0..p.msgs {
         proto::write_pub(&mut publisher.wbuf, subject.as_bytes(), None, None, b"m");
