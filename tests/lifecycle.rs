@@ -206,3 +206,55 @@ async fn visibility_barrier_with_busy_shards() {
         let _ = l.await;
     }
 }
+
+/// Lame duck with nats-server's default duration (2 min) and a 10 s grace
+/// (issue 11, item 5): six idle clients are kept through the grace, then
+/// closed at most about a second apart, and the server exits soon after
+/// (nats-server 2.9 spaces them the same way) instead of after the whole
+/// duration or never. Both shard counts at once; SIGTERM during lame duck
+/// (the second server) still ends it, once.
+#[test]
+fn lame_duck_with_the_default_duration_ends_soon_after_the_grace() {
+    let run = |shards: usize, then_term: bool| {
+        std::thread::spawn(move || {
+            let mut s = Shoal::start(shards, &[], Some("lame_duck_grace_period: \"10s\""));
+            let mut clients = Vec::new();
+            for _ in 0..6 {
+                let mut c = shoal_bench::conn::Conn::connect(&s.url()).unwrap();
+                c.ping().unwrap();
+                clients.push(c);
+            }
+            let t0 = std::time::Instant::now();
+            s.signal(SIGUSR2);
+            if then_term {
+                std::thread::sleep(Duration::from_secs(2));
+                s.signal(SIGTERM);
+            }
+            let code = s.wait_exit(Duration::from_secs(40));
+            (code, t0.elapsed(), s.log_contains("Server Exiting"))
+        })
+    };
+    let one = run(1, false);
+    let two = run(2, false);
+    let termed = run(2, true);
+    for (label, h) in [("--shards 1", one), ("--shards 2", two)] {
+        let (code, took, _) = h.join().unwrap();
+        assert_eq!(code, Some(0), "{label}: exit code");
+        // The grace period is honoured, then six closes ~1 s apart.
+        assert!(
+            took >= Duration::from_secs(10),
+            "{label}: exited after {took:?}"
+        );
+        assert!(
+            took < Duration::from_secs(30),
+            "{label}: exited after {took:?}"
+        );
+    }
+    let (code, took, exiting) = termed.join().unwrap();
+    assert_eq!(code, Some(0), "SIGTERM during lame duck");
+    assert!(
+        took < Duration::from_secs(15),
+        "SIGTERM during lame duck: {took:?}"
+    );
+    assert!(exiting);
+}

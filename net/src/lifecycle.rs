@@ -58,22 +58,35 @@ pub(crate) fn enter_lame_duck(shard: Rc<Shard>) {
     shard.flush_dirty();
     runtime::spawn_detached(async move {
         let cfg = &shard.shared.config;
+        let started = std::time::Instant::now();
         let grace = cfg.lame_duck_grace_period.min(cfg.lame_duck_duration);
         runtime::sleep(grace).await;
         let clients: Vec<_> = shard.clients.borrow().values().cloned().collect();
         let spread = cfg.lame_duck_duration.saturating_sub(grace);
-        let step = if clients.is_empty() {
-            Duration::ZERO
-        } else {
-            spread / clients.len() as u32
-        };
-        for c in clients {
+        for c in &clients {
+            if shard.finishing.get() {
+                // A shutdown overtook lame duck and closes everyone now.
+                return;
+            }
             c.close_after_flush(CloseReason::LameDuck);
             shard.flush_dirty();
-            runtime::sleep(step).await;
+            runtime::sleep(close_interval(spread, clients.len())).await;
         }
-        finish(shard).await;
+        // Other shards close their clients within the duration: wait for
+        // them that long (plus a write deadline) before closing route links.
+        let others_by = started + cfg.lame_duck_duration + cfg.write_deadline;
+        finish(shard, others_by).await;
     });
+}
+
+/// The pause between two lame duck closes, as nats-server spaces them:
+/// the remaining duration spread over the clients, but never more than a
+/// second (ten idle clients are not kept for two minutes) and never zero.
+fn close_interval(spread: Duration, clients: usize) -> Duration {
+    if clients == 0 {
+        return Duration::ZERO;
+    }
+    (spread / clients as u32).clamp(Duration::from_millis(1), Duration::from_secs(1))
 }
 
 /// Shutdown: stop accepting, flush and close every client, stop.
@@ -85,7 +98,8 @@ pub(crate) fn shutdown(shard: &Rc<Shard>) {
         c.close_after_flush(CloseReason::ServerShutdown);
     }
     shard.flush_dirty();
-    runtime::spawn_detached(finish(shard.clone()));
+    let others_by = std::time::Instant::now() + shard.shared.config.write_deadline;
+    runtime::spawn_detached(finish(shard.clone(), others_by));
 }
 
 /// Polls `done` every 5 ms until it holds or `deadline` passes.
@@ -98,14 +112,22 @@ async fn wait_until(done: impl Fn() -> bool, deadline: std::time::Instant) {
 /// Waits (bounded) for the connection tasks to clean up, then closes the
 /// route links once every shard's clients are gone (so what they published
 /// is forwarded to peers first), then ends the shard.
-async fn finish(shard: Rc<Shard>) {
+///
+/// Runs once per shard: a shutdown that overtakes lame duck (SIGUSR2 then
+/// SIGTERM) must not count this shard twice at the barrier below, which
+/// would let another shard close its route links while this one still
+/// serves clients.
+async fn finish(shard: Rc<Shard>, others_by: std::time::Instant) {
+    if shard.finishing.replace(true) {
+        return;
+    }
     let deadline = std::time::Instant::now() + shard.shared.config.write_deadline;
     wait_until(|| shard.clients.borrow().is_empty(), deadline).await;
     let shared = &shard.shared;
     shared.shards_without_clients.fetch_add(1, Relaxed);
     wait_until(
         || shared.shards_without_clients.load(Relaxed) >= shard.shards,
-        deadline,
+        others_by.max(deadline),
     )
     .await;
     shard.drain_data();
@@ -119,4 +141,18 @@ async fn finish(shard: Rc<Shard>) {
     }
     shard.stats.connections.store(0, Relaxed);
     shard.stopped.set();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lame_duck_closes_are_at_most_a_second_apart() {
+        let two_min = Duration::from_secs(110);
+        assert_eq!(close_interval(two_min, 6), Duration::from_secs(1));
+        assert_eq!(close_interval(two_min, 1100), Duration::from_millis(100));
+        assert_eq!(close_interval(two_min, 0), Duration::ZERO);
+        assert_eq!(close_interval(Duration::ZERO, 5), Duration::from_millis(1));
+    }
 }

@@ -111,6 +111,8 @@ pub(crate) struct Shard {
     pub stop_accepting: LocalEvent,
     /// Set when the shard must end.
     pub stopped: LocalEvent,
+    /// The shard's final wind-down (`lifecycle::finish`) has started.
+    pub finishing: Cell<bool>,
     /// This shard's control inbox, also drained synchronously by
     /// `apply_pending_control` on the message path.
     control_rx: std::cell::OnceCell<(
@@ -173,6 +175,7 @@ impl Shard {
             counters: LocalCounters::default(),
             stop_accepting: LocalEvent::default(),
             stopped: LocalEvent::default(),
+            finishing: Cell::new(false),
             control_rx: std::cell::OnceCell::new(),
             data_rx: std::cell::OnceCell::new(),
             clustered,
