@@ -135,7 +135,15 @@ fn configure(flags: &Flags) -> Result<ServerConfig, String> {
         c.pid_file = Some(p.display().to_string());
     }
     if let Some(url) = &flags.cluster {
-        c.cluster.listen = Some(url.clone());
+        // `--cluster nats://user:pass@host:port`: as with nats-server, the
+        // credentials are the cluster's authorization (what peers must
+        // present) and are kept out of the listen address (logs, errors).
+        let (listen, creds) = split_credentials(url);
+        c.cluster.listen = Some(listen);
+        if let Some((user, pass)) = creds {
+            c.cluster.user = Some(user);
+            c.cluster.password = pass;
+        }
     }
     if let Some(routes) = &flags.routes {
         c.cluster.routes = routes
@@ -309,4 +317,47 @@ fn main() -> ExitCode {
     cluster.stop();
     signal_handle.close();
     ExitCode::SUCCESS
+}
+
+/// Splits `scheme://user[:pass]@host:port` into the URL without the
+/// credentials and the credentials.
+fn split_credentials(url: &str) -> (String, Option<(String, Option<String>)>) {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (format!("{s}://"), r),
+        None => (String::new(), url),
+    };
+    match rest.rsplit_once('@') {
+        None => (url.to_owned(), None),
+        Some((auth, hostport)) => {
+            let creds = match auth.split_once(':') {
+                Some((u, p)) => (u.to_owned(), Some(p.to_owned())),
+                None => (auth.to_owned(), None),
+            };
+            (format!("{scheme}{hostport}"), Some(creds))
+        }
+    }
+}
+
+#[cfg(test)]
+mod cluster_flag_tests {
+    use super::split_credentials;
+
+    #[test]
+    fn cluster_url_credentials_become_the_authorization() {
+        assert_eq!(
+            split_credentials("nats://ruser:pw@127.0.0.1:6222"),
+            (
+                "nats://127.0.0.1:6222".to_string(),
+                Some(("ruser".to_string(), Some("pw".to_string())))
+            )
+        );
+        assert_eq!(
+            split_credentials("nats://127.0.0.1:-1"),
+            ("nats://127.0.0.1:-1".to_string(), None)
+        );
+        assert_eq!(
+            split_credentials("u@0.0.0.0:6222"),
+            ("0.0.0.0:6222".to_string(), Some(("u".to_string(), None)))
+        );
+    }
 }

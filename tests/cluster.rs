@@ -776,3 +776,40 @@ async fn a_bad_message_does_not_cut_the_route() {
     assert!(!a.log_contains("Route protocol error"));
     assert!(!b.log_contains("Route protocol error"));
 }
+
+/// `--cluster nats://user:pass@host:port` (issue 11, item 3): the node
+/// starts, the credentials are what peers must present, and they appear in
+/// no log line.
+#[test]
+fn cluster_flag_credentials_are_the_authorization() {
+    let a = Shoal::start(
+        1,
+        &[
+            "--cluster",
+            "nats://ruser:s3cret@127.0.0.1:-1",
+            "--cluster_name",
+            "cred",
+            "-m",
+            "-1",
+        ],
+        None,
+    );
+    let seed = a.route_addr.clone().unwrap();
+    let good = node(
+        1,
+        Some(&format!("nats://ruser:s3cret@{seed}")),
+        &["--cluster_name", "cred"],
+    );
+    let bad = node(
+        1,
+        Some(&format!("nats://ruser:wrong@{seed}")),
+        &["--cluster_name", "cred"],
+    );
+    eventually(SETTLE, "the node with the credentials to link", || {
+        num_routes(&good) == 1
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(num_routes(&bad), 0);
+    assert!(a.log_contains("Authorization Violation"));
+    assert!(!a.log_contains("s3cret"));
+}
