@@ -16,7 +16,11 @@ use tracing::{error, warn};
 
 /// Shoal: a NATS-protocol message broker for bare-metal Linux.
 #[derive(Debug, Parser)]
-#[command(name = "shoal", version, about)]
+#[command(
+    name = "shoal",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (NATS protocol of nats-server 2.9.10)"),
+    about
+)]
 struct Flags {
     /// Bind to host address (default 0.0.0.0).
     #[arg(short = 'a', long = "addr", visible_alias = "net")]

@@ -23,7 +23,10 @@ fn pubsub_scenario_counts_every_message() {
             assert_eq!(r.lost, 0, "shards={shards}");
             assert_eq!(r.out_of_order, 0);
             assert!(r.delivered_per_sec > 0.0);
-            assert_eq!(r.server_version, env!("CARGO_PKG_VERSION"));
+            assert_eq!(
+                r.server_version,
+                concat!("shoal ", env!("CARGO_PKG_VERSION"))
+            );
         }
     }
 }

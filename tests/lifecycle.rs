@@ -258,3 +258,28 @@ fn lame_duck_with_the_default_duration_ends_soon_after_the_grace() {
     );
     assert!(exiting);
 }
+
+/// INFO reports the nats-server version whose protocol Shoal speaks (clients
+/// gate features on it; nats.py's suite asserts major 2) and Shoal's own
+/// in `shoal_version`; the first PING comes about 2 s after connecting, as
+/// from nats-server, not a whole `ping_interval` later (issue 12, items 2
+/// and 3).
+#[tokio::test]
+async fn info_version_and_the_first_ping_are_nats_servers() {
+    let s = Shoal::start(1, &[], None);
+    let info = info_line(&s.addr).await;
+    let json: serde_json::Value = serde_json::from_str(info.trim_start_matches("INFO ")).unwrap();
+    assert_eq!(json["version"], shoal_net::NATS_VERSION, "{info}");
+    assert!(json["version"].as_str().unwrap().starts_with("2."));
+    assert_eq!(json["shoal_version"], env!("CARGO_PKG_VERSION"));
+    let mut r = s.raw().await;
+    r.send(b"CONNECT {\"verbose\":false}\r\n").await;
+    let t0 = std::time::Instant::now();
+    let first = r.line_within(Duration::from_secs(5)).await;
+    assert_eq!(first.as_deref(), Some("PING"), "no early PING");
+    let after = t0.elapsed();
+    assert!(
+        after >= Duration::from_millis(1500) && after < Duration::from_secs(4),
+        "first PING after {after:?}"
+    );
+}

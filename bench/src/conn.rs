@@ -108,6 +108,15 @@ impl Conn {
         Ok(c)
     }
 
+    /// The server as results name it: `shoal X.Y.Z` for Shoal (which
+    /// reports nats-server's version in INFO `version`), else `version`.
+    pub fn server_version(&self) -> String {
+        match &self.info.shoal_version {
+            Some(v) => format!("shoal {v}"),
+            None => self.info.version.clone(),
+        }
+    }
+
     pub fn flush(&mut self) -> io::Result<()> {
         if !self.wbuf.is_empty() {
             self.stream.write_all(&self.wbuf)?;

@@ -56,7 +56,7 @@ pub fn run(p: &ConnsParams) -> io::Result<ConnsResult> {
     let connect_secs = t0.elapsed().as_secs_f64();
     let mut publisher = Conn::connect(&p.url)?;
     std::thread::sleep(Duration::from_millis(100));
-    let version = publisher.info.version.clone();
+    let version = publisher.server_version();
     let payload = vec![b'c'; p.size];
     ready.wait();
     let start = Instant::now();

@@ -62,7 +62,7 @@ pub(crate) fn start_publishers(
     let mut threads = Vec::with_capacity(publishers);
     for id in 0..publishers {
         let mut c = Conn::connect(url)?;
-        version = c.info.version.clone();
+        version = c.server_version();
         let (ready, subject) = (ready.clone(), subject.to_owned());
         threads.push(std::thread::spawn(move || -> io::Result<()> {
             let mut payload = vec![0u8; size];

@@ -119,7 +119,7 @@ pub fn run(p: &ReqRepParams) -> io::Result<ReqRepResult> {
     let mut version = String::new();
     for i in 0..p.requesters {
         let mut c = Conn::connect(&req_url)?;
-        version = c.info.version.clone();
+        version = c.server_version();
         let inbox = format!("_INBOX.bench.{i}");
         c.subscribe(&inbox, None, 1);
         c.ping()?;
@@ -243,7 +243,7 @@ fn run_inline(p: &ReqRepParams) -> io::Result<ReqRepResult> {
     req.ping()?;
     req.set_read_timeout(Duration::from_secs(5))?;
     crate::conn::settle(&p.url);
-    let version = req.info.version.clone();
+    let version = req.server_version();
     let payload = vec![b'r'; p.size];
     let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
     let mut one = |t: Instant, record: bool, h: &mut Histogram<u64>| -> io::Result<()> {

@@ -119,17 +119,29 @@ async fn auth_timer(shard: Rc<Shard>, client: Rc<Client>, timeout: Duration) {
     }
 }
 
-/// Sends a PING every `ping_interval`; after `ping_max` unanswered, the
-/// connection is stale. Holds the client weakly: a closed connection's socket
-/// is released when its task ends, not when this timer next fires.
+/// When nats-server sends a client its first PING (then one every
+/// `ping_interval`): clients rely on it; async-nats up to 0.38 finishes a
+/// `drain()` only on the next inbound operation.
+const FIRST_PING: Duration = Duration::from_secs(2);
+
+/// Sends a PING after `FIRST_PING` (or `ping_interval` if shorter), then
+/// every `ping_interval`; after `ping_max` unanswered, the connection is
+/// stale. Holds the client weakly: a closed connection's socket is released
+/// when its task ends, not when this timer next fires.
 async fn ping_timer(shard: Rc<Shard>, client: std::rc::Weak<Client>) {
+    let mut first = true;
     loop {
         // Read each time: a reload may change them.
         let (interval, max) = {
             let d = shard.current();
             (d.config.ping_interval, d.config.ping_max)
         };
-        runtime::sleep(interval).await;
+        let wait = if std::mem::take(&mut first) {
+            interval.min(FIRST_PING)
+        } else {
+            interval
+        };
+        runtime::sleep(wait).await;
         let Some(client) = client.upgrade() else {
             return;
         };

@@ -37,5 +37,11 @@ mod watchdog;
 pub use outbound::CloseReason;
 pub use server::{Server, ServerControl, StartError, MAX_SHARDS};
 
-/// The version reported in INFO.
+/// Shoal's own version (INFO `shoal_version`, `/varz`, `--version`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The nats-server release whose client-visible protocol Shoal implements,
+/// reported as INFO `version`: clients read it to decide which features the
+/// server has (headers, no-responders; nats.py's suite asserts major 2), so
+/// it must not be Shoal's own 0.x.
+pub const NATS_VERSION: &str = "2.9.10";

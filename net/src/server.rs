@@ -116,7 +116,8 @@ impl Shared {
         ServerInfo {
             server_id: self.server_id.clone(),
             server_name: self.server_name.clone(),
-            version: crate::VERSION.into(),
+            version: crate::NATS_VERSION.into(),
+            shoal_version: Some(crate::VERSION.into()),
             proto: 1,
             host: self.addr.ip().to_string(),
             port: self.addr.port(),

@@ -163,7 +163,8 @@ pub fn varz(state: &State) -> Value {
     json!({
         "server_id": c.server_id(),
         "server_name": c.server_name(),
-        "version": shoal_net::VERSION,
+        "version": shoal_net::NATS_VERSION,
+        "shoal_version": shoal_net::VERSION,
         "proto": 1,
         "host": addr.ip().to_string(),
         "port": addr.port(),

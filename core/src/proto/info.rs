@@ -41,6 +41,11 @@ pub struct ServerInfo {
     /// Lame duck mode: the server is about to go away; clients should move.
     #[serde(skip_serializing_if = "is_false")]
     pub ldm: bool,
+    /// Shoal's own version (`version` is the nats-server release whose
+    /// client-visible behaviour Shoal implements; clients gate features on
+    /// it). Absent from nats-server's INFO.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shoal_version: Option<String>,
 }
 
 /// The `CONNECT` document. Options a client leaves out take nats-server's
