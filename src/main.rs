@@ -15,7 +15,9 @@ use std::time::Duration;
 use tracing::{error, warn};
 
 /// Shoal: a NATS-protocol message broker for bare-metal Linux.
-#[derive(Debug, Parser)]
+///
+/// Deliberately not `Debug`: the flags carry passwords and tokens.
+#[derive(Parser)]
 #[command(
     name = "shoal",
     version = concat!(env!("CARGO_PKG_VERSION"), " (NATS protocol of nats-server 2.9.10)"),
@@ -313,6 +315,16 @@ fn main() -> ExitCode {
                         }
                     );
                     control.shutdown();
+                    // Backstop: a shutdown is bounded by design (flush
+                    // budgets, then cuts); should a shard still not finish
+                    // (a bug, a thread the OS does not schedule), the
+                    // operator's SIGTERM still ends the process.
+                    let limit = control.shutdown_limit();
+                    std::thread::spawn(move || {
+                        std::thread::sleep(limit);
+                        error!("Shutdown did not finish within {limit:?}, exiting");
+                        std::process::exit(1);
+                    });
                 }
             }
         }

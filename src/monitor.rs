@@ -97,8 +97,13 @@ fn query(req: &Request<hyper::body::Incoming>) -> HashMap<String, String> {
 
 fn route(state: &json::State, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
     let q = query(req);
-    state.count(req.uri().path());
-    match req.uri().path().trim_end_matches('/') {
+    let path = req.uri().path().trim_end_matches('/');
+    // Only the endpoints are counted (as nats-server's `http_req_stats`):
+    // counting any path asked for would let a scanner grow the map forever.
+    if ENDPOINTS.contains(&path) {
+        state.count(if path.is_empty() { "/" } else { path });
+    }
+    match path {
         "/healthz" => {
             let (ok, body) = json::healthz(state);
             reply(
@@ -131,6 +136,18 @@ fn route(state: &json::State, req: &Request<hyper::body::Incoming>) -> Response<
         _ => reply(StatusCode::NOT_FOUND, json!({ "error": "not found" })),
     }
 }
+
+/// Every path served (after trimming a trailing `/`).
+const ENDPOINTS: [&str; 8] = [
+    "",
+    "/healthz",
+    "/varz",
+    "/connz",
+    "/subsz",
+    "/subscriptionsz",
+    "/routez",
+    "/metrics",
+];
 
 fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
     let mut text = serde_json::to_vec_pretty(&body).unwrap_or_default();

@@ -257,3 +257,39 @@ async fn trace_never_logs_passwords() {
     assert!(s.log_contains("<<- CONNECT"), "CONNECT is traced");
     assert!(!s.log_contains("hunter2-secret"), "the password is not");
 }
+
+/// Authentication failures and permission violations are logged at `[ERR]`
+/// as nats-server logs them (user named, password never).
+#[tokio::test]
+async fn violations_are_logged_without_secrets() {
+    let s = Shoal::start(1, &[], Some(PERMS));
+    let mut r = s.raw().await;
+    r.send(b"CONNECT {\"verbose\":false,\"user\":\"app\",\"pass\":\"wrong-s3cret\"}\r\n")
+        .await;
+    r.expect_closed_after("-ERR 'Authorization Violation'")
+        .await;
+    let mut app = raw_login(&s, "app", "b").await;
+    app.send(b"PUB orders.secret 1\r\nx\r\nSUB billing.* q 5\r\n")
+        .await;
+    app.ping().await;
+    for (what, text) in [
+        ("auth", r#"authentication error - User "app""#),
+        (
+            "publish",
+            r#"Publish Violation - User "app", Subject "orders.secret""#,
+        ),
+        (
+            "subscribe",
+            r#"Subscription Violation - User "app", Subject "billing.*", Queue: "q", SID 5"#,
+        ),
+    ] {
+        eventually(Duration::from_secs(5), what, || {
+            s.log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("[ERR]") && l.contains(text))
+        });
+    }
+    assert!(!s.log_contains("wrong-s3cret"));
+}

@@ -299,3 +299,39 @@ fn subscriptions_do_not_pin_read_buffers() {
         "RSS grew by {grown_mib} MiB for 2,000 subscriptions"
     );
 }
+
+/// Every bad client leaves a trace an operator can find, in nats-server's
+/// words, at the default log level (nats-server logs these at `[ERR]`).
+#[tokio::test]
+async fn protocol_errors_are_logged_as_nats_server_logs_them() {
+    let s = Shoal::start(1, &[], Some("max_payload: 16"));
+    let mut r = s.raw().await;
+    r.send(b"PUB x 999999999999999999999\r\n").await;
+    r.expect_closed_after("-ERR 'Unknown Protocol Operation'")
+        .await;
+    let mut r = s.raw().await;
+    r.send(b"CONNECT {\"verbose\":false}\r\nPUB a 17\r\n0123456789abcdefg\r\n")
+        .await;
+    r.expect_closed_after("-ERR 'Maximum Payload Violation'")
+        .await;
+    let mut r = s.raw().await;
+    r.send(b"HELLO there\r\n").await;
+    r.expect_closed_after("-ERR 'Unknown Protocol Operation'")
+        .await;
+    for (what, text) in [
+        (
+            "bad size",
+            r#"processPub Bad or Missing Size: "x 999999999999999999999""#,
+        ),
+        ("max payload", "maximum payload exceeded: 17 vs 16"),
+        ("unknown op", r#"Client parser ERROR: proto="HELLO there""#),
+    ] {
+        eventually(Duration::from_secs(5), what, || {
+            s.log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("[ERR]") && l.contains(text) && l.contains("127.0.0.1:"))
+        });
+    }
+}

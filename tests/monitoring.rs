@@ -189,3 +189,21 @@ async fn healthz_is_unavailable_until_the_cluster_interest_arrived() {
     );
     drop(held);
 }
+
+/// `http_req_stats` counts the endpoints only: a scanner asking for
+/// thousands of made-up paths must not grow the server's memory.
+#[tokio::test]
+async fn request_stats_count_only_the_endpoints() {
+    let s = Shoal::start(1, &["-m", "-1"], None);
+    for i in 0..50 {
+        let (status, _) = s.http_get(&format!("/scan-{i}"));
+        assert_eq!(status, 404);
+    }
+    let varz = get(&s, "/varz");
+    let stats = varz["http_req_stats"].as_object().unwrap();
+    assert!(
+        stats.keys().all(|k| !k.starts_with("/scan")),
+        "unknown paths counted: {stats:?}"
+    );
+    assert_eq!(stats["/varz"], 1, "{stats:?}");
+}

@@ -3,13 +3,19 @@
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
-/// A parsed route URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A parsed route URL. `Debug` shows it redacted (never the password).
+#[derive(Clone, PartialEq, Eq)]
 pub struct RouteUrl {
     pub host: String,
     pub port: u16,
     pub user: Option<String>,
     pub pass: Option<String>,
+}
+
+impl std::fmt::Debug for RouteUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RouteUrl({})", self.redacted())
+    }
 }
 
 impl RouteUrl {
@@ -143,6 +149,8 @@ mod tests {
         assert_eq!(r("nats://ruser@h:6222"), "nats://ruser@h:6222");
         assert_eq!(r("nats://h:6222"), "nats://h:6222");
         assert!(!r("nats://u:p%40ss@h:1").contains("p%40ss"));
+        let debug = format!("{:?}", RouteUrl::parse("nats://ruser:s3cret@h:1").unwrap());
+        assert!(!debug.contains("s3cret"), "{debug}");
     }
 
     #[test]

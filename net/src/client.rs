@@ -21,7 +21,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
-use tracing::{debug, trace};
+use tracing::{debug, error, info, trace};
 
 /// Smallest and largest read; the read size adapts between them (the buffer
 /// is zero-filled before each read, so small reads stay cheap).
@@ -68,10 +68,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         let _ = client.queue(|b| proto::write_err(b, "maximum connections exceeded"));
         client.close_after_flush(CloseReason::MaxConnectionsExceeded);
         shard.flush_dirty();
-        debug!(
-            "{addr} - cid:{id} - Client connection closed: {}",
-            CloseReason::MaxConnectionsExceeded
-        );
+        error!("{addr} - cid:{id} - maximum connections exceeded");
         return;
     }
     shard.stats.connections.fetch_add(1, Relaxed);
@@ -104,7 +101,17 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         CloseReason::SlowConsumerPendingBytes | CloseReason::SlowConsumerWriteDeadline
     ) {
         shard.stats.slow_consumers.fetch_add(1, Relaxed);
-        tracing::warn!("{addr} - cid:{id} - Slow Consumer Detected");
+        // nats-server logs a slow consumer at INF with what was exceeded.
+        match reason {
+            CloseReason::SlowConsumerPendingBytes => info!(
+                "{addr} - cid:{id} - Slow Consumer Detected: MaxPending of {} Exceeded",
+                client.max_pending()
+            ),
+            _ => info!(
+                "{addr} - cid:{id} - Slow Consumer Detected: WriteDeadline of {:?} exceeded",
+                client.write_deadline()
+            ),
+        }
     }
     debug!("{addr} - cid:{id} - Client connection closed: {reason}");
 }
@@ -113,6 +120,10 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
 async fn auth_timer(shard: Rc<Shard>, client: Rc<Client>, timeout: Duration) {
     runtime::sleep(timeout).await;
     if !client.authenticated.get() && !client.is_closing() {
+        error!(
+            "{} - cid:{} - Authentication Timeout",
+            client.addr, client.id
+        );
         let res = client.queue(|b| proto::write_err(b, "Authentication Timeout"));
         shard.mark_dirty(&client, res);
         client.close_after_flush(CloseReason::AuthenticationTimeout);
@@ -209,7 +220,7 @@ async fn start_tls(shard: &Rc<Shard>, client: &Rc<Client>) -> Result<(), CloseRe
             Ok(())
         }
         Err(e) => {
-            debug!(
+            error!(
                 "{} - cid:{} - TLS handshake error: {e}",
                 client.addr, client.id
             );
@@ -337,7 +348,7 @@ impl Connection {
             let op = match self.parser.next(buf) {
                 Ok(Some(op)) => op,
                 Ok(None) => return Ok(()),
-                Err(e) => return Err(self.protocol_error(&e)),
+                Err(e) => return Err(self.protocol_error(&e, buf)),
             };
             self.handle(op)?;
             if let Some(reason) = self.client.close_reason() {
@@ -346,10 +357,14 @@ impl Connection {
         }
     }
 
-    fn protocol_error(&self, e: &ProtoError) -> CloseReason {
-        debug!(
-            "{} - cid:{} - protocol error: {e}",
-            self.client.addr, self.client.id
+    /// `line` is what the parser could not take (the front of the read
+    /// buffer), shown in the log line as nats-server shows a snippet.
+    fn protocol_error(&self, e: &ProtoError, line: &[u8]) -> CloseReason {
+        error!(
+            "{} - cid:{} - {}",
+            self.client.addr,
+            self.client.id,
+            e.log_text(line)
         );
         let reason = match e {
             ProtoError::MaxPayload { .. } => CloseReason::MaxPayloadExceeded,
@@ -358,6 +373,22 @@ impl Connection {
         self.send_err(e.err_text());
         self.client.close_after_flush(reason);
         reason
+    }
+
+    /// Who the client authenticated as, for log lines (nats-server's
+    /// `User "name"`; never a password or token).
+    fn auth_user(&self) -> String {
+        match self
+            .client
+            .meta
+            .connect
+            .borrow()
+            .as_ref()
+            .and_then(|o| o.user.as_deref())
+        {
+            Some(user) => format!("User {user:?}"),
+            None => "User \"N/A\"".to_string(),
+        }
     }
 
     fn send_err(&self, text: &str) {
@@ -462,8 +493,8 @@ impl Connection {
         let opts = match ConnectOptions::from_json(json) {
             Ok(o) => o,
             Err(e) => {
-                debug!(
-                    "{} - cid:{} - bad CONNECT: {e}",
+                error!(
+                    "{} - cid:{} - processConnect: bad CONNECT: {e}",
                     self.client.addr, self.client.id
                 );
                 self.send_err("Unknown Protocol Operation");
@@ -479,10 +510,18 @@ impl Connection {
                     self.client.authenticated.set(true);
                 }
                 Err(e) => {
-                    debug!(
-                        "{} - cid:{} - authentication failed for user {:?}",
-                        self.client.addr, self.client.id, opts.user
-                    );
+                    // nats-server: "authentication error - User \"bob\"" (never
+                    // the password or token).
+                    match &opts.user {
+                        Some(user) => error!(
+                            "{} - cid:{} - authentication error - User {user:?}",
+                            self.client.addr, self.client.id
+                        ),
+                        None => error!(
+                            "{} - cid:{} - authentication error",
+                            self.client.addr, self.client.id
+                        ),
+                    }
                     self.send_err(e.err_text());
                     self.client
                         .close_after_flush(CloseReason::AuthenticationViolation);
@@ -499,7 +538,16 @@ impl Connection {
         });
         *self.client.name.borrow_mut() = opts.name.clone();
         // Kept for monitoring (lang, version, user) and for re-checking the
-        // credentials when the configuration is reloaded.
+        // credentials when the configuration is reloaded. A later CONNECT may
+        // change the options but not who the client is: the credentials stay
+        // those that were checked (else a client could show, and be
+        // re-checked at reload as, a user it never proved to be).
+        let mut opts = opts;
+        if let Some(first) = self.client.meta.connect.borrow().as_ref() {
+            opts.user.clone_from(&first.user);
+            opts.pass.clone_from(&first.pass);
+            opts.auth_token.clone_from(&first.auth_token);
+        }
         *self.client.meta.connect.borrow_mut() = Some(opts);
         self.ok();
         Ok(())
@@ -520,7 +568,13 @@ impl Connection {
                 "Permissions Violation for Publish to \"{}\"",
                 String::from_utf8_lossy(&p.subject)
             );
-            debug!("{} - cid:{} - {text}", self.client.addr, self.client.id);
+            error!(
+                "{} - cid:{} - Publish Violation - {}, Subject {:?}",
+                self.client.addr,
+                self.client.id,
+                self.auth_user(),
+                String::from_utf8_lossy(&p.subject)
+            );
             self.send_err(&text);
             return;
         }
@@ -551,7 +605,17 @@ impl Connection {
                         ),
                         None => format!("Permissions Violation for Subscription to \"{subject}\""),
                     };
-                    debug!("{} - cid:{} - {text}", self.client.addr, self.client.id);
+                    let queue = match &queue {
+                        Some(q) => format!(", Queue: {:?}", String::from_utf8_lossy(q)),
+                        None => String::new(),
+                    };
+                    error!(
+                        "{} - cid:{} - Subscription Violation - {}, Subject {subject:?}{queue}, SID {}",
+                        self.client.addr,
+                        self.client.id,
+                        self.auth_user(),
+                        String::from_utf8_lossy(&sid)
+                    );
                     self.send_err(&text);
                     return;
                 }
@@ -567,6 +631,10 @@ impl Connection {
         }
         let max = self.shard.current().config.max_subscriptions;
         if max > 0 && self.client.subs.borrow().len() >= max {
+            error!(
+                "{} - cid:{} - maximum subscriptions exceeded",
+                self.client.addr, self.client.id
+            );
             self.send_err("maximum subscriptions exceeded");
             return;
         }

@@ -257,6 +257,16 @@ impl Client {
 
     /// Appends to the outbound buffer. Returns true when this made the
     /// connection dirty (the caller adds it to the shard's flush list).
+    /// Pending bytes past which the client is cut as a slow consumer.
+    pub fn max_pending(&self) -> usize {
+        self.max_pending
+    }
+
+    /// How long a write may wait before the client is cut as slow.
+    pub fn write_deadline(&self) -> Duration {
+        self.write_deadline
+    }
+
     /// Appending past `max_pending` closes the connection as a slow consumer.
     pub(crate) fn queue(&self, write: impl FnOnce(&mut BytesMut)) -> QueueResult {
         if self.is_closing() {

@@ -39,8 +39,9 @@ impl Default for TlsConfig {
     }
 }
 
-/// Route/cluster settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Route/cluster settings. `Debug` hides the password and any password in
+/// a route URL.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
     pub name: Option<String>,
     /// `host:port` to listen for routes on.
@@ -79,6 +80,45 @@ impl Default for ClusterConfig {
             advertise: None,
             tls: None,
         }
+    }
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let routes: Vec<String> = self.routes.iter().map(|r| redact_url(r)).collect();
+        f.debug_struct("ClusterConfig")
+            .field("name", &self.name)
+            .field("listen", &self.listen)
+            .field("routes", &routes)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "[REDACTED]"))
+            .field("auth_timeout", &self.auth_timeout)
+            .field("sync_interest", &self.sync_interest)
+            .field("sync_timeout", &self.sync_timeout)
+            .field("queue_prefer_local", &self.queue_prefer_local)
+            .field("advertise", &self.advertise)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// `url` with the password of its `user:password@` part replaced by `xxxxx`
+/// (as nats-server shows route URLs); anything else unchanged.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (Some(s), r),
+        None => (None, url),
+    };
+    let redacted = match rest.rsplit_once('@') {
+        Some((auth, host)) => match auth.split_once(':') {
+            Some((user, _)) => format!("{user}:xxxxx@{host}"),
+            None => rest.to_owned(),
+        },
+        None => rest.to_owned(),
+    };
+    match scheme {
+        Some(s) => format!("{s}://{redacted}"),
+        None => redacted,
     }
 }
 

@@ -160,3 +160,24 @@ fn absurd_durations_are_refused_with_key_and_line() {
     }
     assert!(ServerConfig::from_conf("ping_interval: 0.5\n").is_ok());
 }
+
+#[test]
+fn debug_output_never_shows_a_cluster_secret() {
+    let cfg = ClusterConfig {
+        routes: vec![
+            "nats://ruser:s3cr3t-route@10.0.0.2:6222".into(),
+            "h:1".into(),
+        ],
+        user: Some("ruser".into()),
+        password: Some("s3cr3t-pass".into()),
+        ..ClusterConfig::default()
+    };
+    let shown = format!("{cfg:?}");
+    assert!(!shown.contains("s3cr3t"), "{shown}");
+    assert!(
+        shown.contains("nats://ruser:xxxxx@10.0.0.2:6222"),
+        "{shown}"
+    );
+    assert_eq!(redact_url("u@h:1"), "u@h:1");
+    assert_eq!(redact_url("u:p@h:1"), "u:xxxxx@h:1");
+}

@@ -50,7 +50,9 @@ pub struct ServerInfo {
 
 /// The `CONNECT` document. Options a client leaves out take nats-server's
 /// defaults: `verbose`, `pedantic` and `echo` on, everything else off.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// `Debug` shows whether a password or token was given, never its value.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ConnectOptions {
     pub verbose: bool,
@@ -73,6 +75,27 @@ pub struct ConnectOptions {
     pub echo: bool,
     pub headers: bool,
     pub no_responders: bool,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = |s: &Option<String>| s.as_ref().map(|_| "[REDACTED]");
+        f.debug_struct("ConnectOptions")
+            .field("verbose", &self.verbose)
+            .field("pedantic", &self.pedantic)
+            .field("tls_required", &self.tls_required)
+            .field("auth_token", &secret(&self.auth_token))
+            .field("user", &self.user)
+            .field("pass", &secret(&self.pass))
+            .field("name", &self.name)
+            .field("lang", &self.lang)
+            .field("version", &self.version)
+            .field("protocol", &self.protocol)
+            .field("echo", &self.echo)
+            .field("headers", &self.headers)
+            .field("no_responders", &self.no_responders)
+            .finish()
+    }
 }
 
 impl Default for ConnectOptions {
@@ -106,6 +129,16 @@ impl ConnectOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_never_shows_the_password_or_token() {
+        let c =
+            ConnectOptions::from_json(br#"{"user":"a","pass":"s3cret-p","auth_token":"s3cret-t"}"#)
+                .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("\"a\""), "{shown}");
+    }
 
     #[test]
     fn connect_defaults_match_nats_server() {
