@@ -283,3 +283,53 @@ async fn info_version_and_the_first_ping_are_nats_servers() {
         "first PING after {after:?}"
     );
 }
+
+/// SIGTERM ends the process promptly whatever the clients do: a subscriber
+/// that stopped reading (its socket full, megabytes queued for it) does not
+/// hold the shutdown for its write deadline (10 s by default).
+#[tokio::test]
+async fn sigterm_is_not_held_by_a_client_that_stopped_reading() {
+    for shards in SHARDS {
+        let mut s = Shoal::start(shards, &[], None);
+        let mut stuck = s.raw().await;
+        stuck
+            .send(b"CONNECT {\"verbose\":false}\r\nSUB big 1\r\n")
+            .await;
+        assert!(stuck.ping().await.is_empty());
+        // Never read again: fill its socket and the server's buffer for it.
+        let mut publisher = s.raw().await;
+        publisher.send(b"CONNECT {\"verbose\":false}\r\n").await;
+        let payload = vec![b'x'; 60_000];
+        let mut batch = Vec::new();
+        for _ in 0..100 {
+            batch.extend_from_slice(b"PUB big 60000\r\n");
+            batch.extend_from_slice(&payload);
+            batch.extend_from_slice(b"\r\n");
+        }
+        for _ in 0..5 {
+            publisher.send(&batch).await;
+        }
+        assert!(publisher.ping().await.is_empty());
+        // A healthy client too: it must be flushed and closed, not cut.
+        let healthy = s.client().await;
+        healthy.flush().await.unwrap();
+
+        let started = std::time::Instant::now();
+        s.signal(libc::SIGTERM);
+        let code = s.wait_exit(Duration::from_secs(30));
+        let took = started.elapsed();
+        assert!(code.is_some(), "shards={shards}: still running after 30 s");
+        // Liveness, not speed: the default write deadline is 10 s; the
+        // shutdown's bound (two 2 s flush phases and clean-up) is well under.
+        assert!(
+            took < Duration::from_secs(8),
+            "shards={shards}: SIGTERM took {took:?}"
+        );
+        assert_eq!(
+            code,
+            Some(0),
+            "shards={shards}: a bounded shutdown is a clean exit"
+        );
+        drop(stuck);
+    }
+}

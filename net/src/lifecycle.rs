@@ -75,7 +75,8 @@ pub(crate) fn enter_lame_duck(shard: Rc<Shard>) {
         // Other shards close their clients within the duration: wait for
         // them that long (plus a write deadline) before closing route links.
         let others_by = started + cfg.lame_duck_duration + cfg.write_deadline;
-        finish(shard, others_by).await;
+        let budget = cfg.write_deadline;
+        finish(shard, others_by, budget).await;
     });
 }
 
@@ -98,9 +99,31 @@ pub(crate) fn shutdown(shard: &Rc<Shard>) {
         c.close_after_flush(CloseReason::ServerShutdown);
     }
     shard.flush_dirty();
-    let others_by = std::time::Instant::now() + shard.shared.config.write_deadline;
-    runtime::spawn_detached(finish(shard.clone(), others_by));
+    let budget = shutdown_flush_budget(shard.shared.config.write_deadline);
+    let others_by = std::time::Instant::now() + budget;
+    runtime::spawn_detached(finish(shard.clone(), others_by, budget));
 }
+
+/// How long a shutdown waits for one phase (clients, then route links) to
+/// flush what is queued before cutting what is left: the write deadline, but
+/// at most two seconds. A healthy connection flushes in microseconds; one
+/// that does not read must not hold an operator's SIGTERM for a whole write
+/// deadline per phase (nats-server exits promptly too).
+pub(crate) fn shutdown_flush_budget(write_deadline: Duration) -> Duration {
+    write_deadline.min(Duration::from_secs(2))
+}
+
+/// The longest a shutdown may take, whatever the clients and peers do:
+/// both flush phases, the cut connections' clean-up, and a margin. The
+/// process-level backstop (`shoal`'s signal thread) exits after this.
+pub(crate) fn shutdown_limit(write_deadline: Duration) -> Duration {
+    shutdown_flush_budget(write_deadline) * 2 + CUT_GRACE * 2 + Duration::from_secs(5)
+}
+
+/// After a flush budget ran out and the rest was cut: how long the cut
+/// connections' tasks get to clean up (they only have to notice the closed
+/// socket).
+const CUT_GRACE: Duration = Duration::from_secs(1);
 
 /// Polls `done` every 5 ms until it holds or `deadline` passes.
 async fn wait_until(done: impl Fn() -> bool, deadline: std::time::Instant) {
@@ -117,12 +140,21 @@ async fn wait_until(done: impl Fn() -> bool, deadline: std::time::Instant) {
 /// SIGTERM) must not count this shard twice at the barrier below, which
 /// would let another shard close its route links while this one still
 /// serves clients.
-async fn finish(shard: Rc<Shard>, others_by: std::time::Instant) {
+///
+/// `budget` bounds each flush phase; what has not flushed by then (a peer
+/// or client that stopped reading) is cut.
+async fn finish(shard: Rc<Shard>, others_by: std::time::Instant, budget: Duration) {
     if shard.finishing.replace(true) {
         return;
     }
-    let deadline = std::time::Instant::now() + shard.shared.config.write_deadline;
-    wait_until(|| shard.clients.borrow().is_empty(), deadline).await;
+    let now = std::time::Instant::now;
+    wait_until(|| shard.clients.borrow().is_empty(), now() + budget).await;
+    let stuck: Vec<_> = shard.clients.borrow().values().cloned().collect();
+    for c in &stuck {
+        c.close(CloseReason::ServerShutdown);
+    }
+    wait_until(|| shard.clients.borrow().is_empty(), now() + CUT_GRACE).await;
+    let deadline = now() + budget;
     let shared = &shard.shared;
     shared.shards_without_clients.fetch_add(1, Relaxed);
     wait_until(
@@ -134,8 +166,11 @@ async fn finish(shard: Rc<Shard>, others_by: std::time::Instant) {
     for link in shard.route_links() {
         link.conn.close_after_flush(CloseReason::ServerShutdown);
     }
-    let deadline = std::time::Instant::now() + shard.shared.config.write_deadline;
-    wait_until(|| shard.route_links().is_empty(), deadline).await;
+    wait_until(|| shard.route_links().is_empty(), now() + budget).await;
+    for link in shard.route_links() {
+        link.conn.close(CloseReason::ServerShutdown);
+    }
+    wait_until(|| shard.route_links().is_empty(), now() + CUT_GRACE).await;
     if shard.id == 0 {
         info!("Server Exiting..");
     }

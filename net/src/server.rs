@@ -508,6 +508,12 @@ impl ServerControl {
             .unwrap_or_default()
     }
 
+    /// The longest [`ServerControl::shutdown`] takes, whatever clients and
+    /// peers do (flush budgets, then connections are cut).
+    pub fn shutdown_limit(&self) -> std::time::Duration {
+        crate::lifecycle::shutdown_limit(self.shared.config.write_deadline)
+    }
+
     /// Flushes and closes every connection, then stops every shard.
     pub fn shutdown(&self) {
         info!("Initiating Shutdown...");
