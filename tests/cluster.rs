@@ -364,12 +364,17 @@ impl Fixed {
     }
 
     fn start(&self, seed: &str) -> Shoal {
+        self.start_with_seed(Some(seed))
+    }
+
+    /// Without a seed: the node other nodes were seeded with.
+    fn start_with_seed(&self, seed: Option<&str>) -> Shoal {
         let (c, r, h) = (
             self.client.to_string(),
             format!("nats://127.0.0.1:{}", self.route),
             self.http.to_string(),
         );
-        let args = [
+        let mut args = vec![
             "-a",
             "127.0.0.1",
             "-p",
@@ -378,13 +383,14 @@ impl Fixed {
             "2",
             "--cluster",
             &r,
-            "--routes",
-            seed,
             "-m",
             &h,
             "--cluster_name",
             "test",
         ];
+        if let Some(seed) = seed {
+            args.extend(["--routes", seed]);
+        }
         Shoal::launch(&args, None, &[])
     }
 }
@@ -805,4 +811,38 @@ fn peers_with_and_without_the_password(a: &Shoal, name: &str) -> (Shoal, Shoal) 
     assert_eq!(num_routes(&bad), 0);
     assert!(a.log_contains("Authorization Violation"));
     (good, bad)
+}
+
+/// A seed restarted in place has no routes of its own; its peers redial it.
+/// It must not call itself healthy before they are back: at the first
+/// healthy answer it already has its routes and their interest.
+#[tokio::test]
+async fn a_restarted_seed_is_healthy_only_with_its_peers() {
+    let spot = Fixed::new();
+    let mut seed = spot.start_with_seed(None);
+    let seed_url = seed.route_url();
+    let b = node(2, Some(&seed_url), &[]);
+    let c = node(2, Some(&seed_url), &[]);
+    full_mesh(&[&seed, &b, &c]);
+    let on_b = b.client().await;
+    let mut sub = on_b.subscribe("restart.check").await.unwrap();
+    on_b.flush().await.unwrap();
+
+    seed.signal(libc::SIGTERM);
+    assert!(seed.wait_exit(Duration::from_secs(20)).is_some());
+    let seed = spot.start_with_seed(None);
+    let deadline = std::time::Instant::now() + SETTLE;
+    while !healthy(&seed) {
+        assert!(std::time::Instant::now() < deadline, "never healthy");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Its peers' redials race each other; the first link brings the rest by
+    // gossip, so at least one is up (the old rule said ready with none).
+    assert!(num_routes(&seed) >= 1, "healthy without its peers");
+    // Healthy means usable: a publish on the seed reaches b's subscriber.
+    let on_seed = seed.client().await;
+    on_seed.publish("restart.check", "hi".into()).await.unwrap();
+    on_seed.flush().await.unwrap();
+    assert_eq!(&next_msg(&mut sub).await.payload[..], b"hi");
+    full_mesh(&[&seed, &b, &c]);
 }

@@ -75,6 +75,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a seed's dialer checks that its link is still up.
 const WATCH_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How long a clustered node with no link yet waits for peers before it
+/// calls itself ready (`/healthz`): longer than the capped redial delay
+/// (`registry::backoff`, 2 s), so a restarted seed — which has no routes of
+/// its own — hears from every peer that redials it before it takes traffic
+/// it would otherwise answer with no-responders. A new cluster's first node
+/// is ready after this grace, alone.
+const PEER_GRACE: Duration = Duration::from_secs(3);
+
 impl Cluster {
     /// Starts membership for a running server. Without cluster settings the
     /// node is standalone and ready at once.
@@ -114,6 +122,7 @@ impl Cluster {
         let reg = Registry {
             cluster: cfg.name.clone().unwrap_or_default(),
             first_attempts: seeds.iter().map(|s| s.display()).collect(),
+            peer_grace_until: Some(std::time::Instant::now() + PEER_GRACE),
             dialing: seeds.iter().map(|s| s.display()).collect(),
             ..Default::default()
         };
@@ -243,7 +252,7 @@ impl Inner {
     }
 
     fn update_ready(&self, reg: &mut Registry) {
-        if reg.check_ready() {
+        if reg.check_ready(std::time::Instant::now()) {
             info!(
                 "Cluster interest complete ({} route(s)): ready",
                 reg.links.len()

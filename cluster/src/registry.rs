@@ -5,7 +5,7 @@
 use shoal_net::route::RouteId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A live link as membership sees it.
 #[derive(Debug, Clone)]
@@ -62,6 +62,10 @@ pub(crate) struct Registry {
     pub self_urls: BTreeSet<String>,
     /// URLs whose first dial attempt has not finished (readiness).
     pub first_attempts: BTreeSet<String>,
+    /// Until then a node without any link is not ready: peers that know it
+    /// (a restarted seed has no routes of its own, but every other node
+    /// redials it) get the time of one capped redial to come back.
+    pub peer_grace_until: Option<Instant>,
     /// The cluster name, adopted from the first peer when not configured.
     pub cluster: String,
     pub ready: bool,
@@ -103,13 +107,19 @@ impl Registry {
         set.into_iter().collect()
     }
 
-    /// Ready once every seed and learned peer has been tried and every link's
-    /// interest snapshot has arrived. Returns true on the transition.
-    pub(crate) fn check_ready(&mut self) -> bool {
+    /// Ready once every seed and learned peer has been tried, every link's
+    /// interest snapshot has arrived, and a node still without any link has
+    /// waited out the peer grace. Returns true on the transition.
+    pub(crate) fn check_ready(&mut self, now: Instant) -> bool {
         if self.ready {
             return false;
         }
-        if self.first_attempts.is_empty() && self.links.values().all(|l| l.snapshot_done) {
+        let alone_in_grace =
+            self.links.is_empty() && self.peer_grace_until.is_some_and(|t| now < t);
+        if !alone_in_grace
+            && self.first_attempts.is_empty()
+            && self.links.values().all(|l| l.snapshot_done)
+        {
             self.ready = true;
             return true;
         }
@@ -198,15 +208,37 @@ mod tests {
 
     #[test]
     fn ready_waits_for_first_attempts_and_snapshots() {
+        let now = Instant::now();
         let mut reg = Registry::default();
         reg.first_attempts.insert("nats://b:1".into());
         reg.links.insert(rid(1), link("B", "B"));
-        assert!(!reg.check_ready());
+        assert!(!reg.check_ready(now));
         reg.first_attempts.clear();
-        assert!(!reg.check_ready());
+        assert!(!reg.check_ready(now));
         reg.links.get_mut(&rid(1)).unwrap().snapshot_done = true;
-        assert!(reg.check_ready());
+        assert!(reg.check_ready(now));
         assert!(reg.ready);
-        assert!(!reg.check_ready(), "the transition is reported once");
+        assert!(!reg.check_ready(now), "the transition is reported once");
+    }
+
+    #[test]
+    fn a_node_without_links_waits_out_the_peer_grace() {
+        let now = Instant::now();
+        let grace = now + Duration::from_secs(3);
+        let mut reg = Registry {
+            peer_grace_until: Some(grace),
+            ..Registry::default()
+        };
+        assert!(!reg.check_ready(now), "no link yet: peers may be redialing");
+        assert!(reg.check_ready(grace), "alone after the grace: ready");
+        // A link (with its snapshot) ends the wait at once.
+        let mut reg = Registry {
+            peer_grace_until: Some(grace),
+            ..Registry::default()
+        };
+        let mut l = link("B", "B");
+        l.snapshot_done = true;
+        reg.links.insert(rid(1), l);
+        assert!(reg.check_ready(now));
     }
 }
