@@ -293,3 +293,50 @@ async fn violations_are_logged_without_secrets() {
     }
     assert!(!s.log_contains("wrong-s3cret"));
 }
+
+/// bcrypt (cost 15: ~2 s per check here) never runs on a shard: CONNECTs
+/// with wrong passwords for a bcrypt user do not hold back a healthy
+/// client's round trips on the same single shard (on the shard, each check
+/// held them for its whole 2 s).
+#[tokio::test]
+async fn bcrypt_checks_do_not_freeze_the_shard() {
+    let hash = bcrypt::hash("s3cret", 15).unwrap();
+    let conf = format!("authorization {{ users: [ {{user: bob, password: \"{hash}\"}}, {{user: ann, password: plain}} ], timeout: 20 }}");
+    let s = Shoal::start(1, &[], Some(&conf));
+    let mut healthy = s.raw().await;
+    healthy
+        .send(b"CONNECT {\"verbose\":false,\"user\":\"ann\",\"pass\":\"plain\"}\r\n")
+        .await;
+    assert!(healthy.ping().await.is_empty());
+    let mut attackers = Vec::new();
+    for _ in 0..2 {
+        let mut r = s.raw().await;
+        r.send(b"CONNECT {\"verbose\":false,\"user\":\"bob\",\"pass\":\"guess\"}\r\nPING\r\n")
+            .await;
+        attackers.push(r);
+    }
+    // On the shard these checks would take seconds in a row; no round trip
+    // may wait over a second (liveness, not speed).
+    let mut worst = Duration::ZERO;
+    for _ in 0..20 {
+        let t = std::time::Instant::now();
+        assert!(healthy.ping().await.is_empty());
+        worst = worst.max(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        worst < Duration::from_secs(1),
+        "a round trip waited {worst:?}"
+    );
+    for mut r in attackers {
+        r.expect_closed_after("-ERR 'Authorization Violation'")
+            .await;
+    }
+    // The right password still works, and the second time needs no bcrypt.
+    for _ in 0..2 {
+        let c = async_nats::ConnectOptions::with_user_and_password("bob".into(), "s3cret".into())
+            .connect(s.url())
+            .await;
+        assert!(c.is_ok());
+    }
+}

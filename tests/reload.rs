@@ -121,3 +121,44 @@ async fn an_invalid_file_is_rejected_and_the_old_config_stays() {
     assert_eq!(bob.line().await.as_deref(), Some("PONG"));
     login(&s, "bob", "bpw").await;
 }
+
+/// A wildcard subscription made while the user had no permissions obeys the
+/// deny list a reload gives it (the filter follows the permissions in force,
+/// not those at SUB time); a client that never sent CONNECT (allowed while
+/// no authentication was configured) is closed once a reload requires it.
+#[tokio::test]
+async fn reload_closes_the_holes_left_by_earlier_subscriptions_and_connections() {
+    const OPEN: &str = "authorization { users: [ { user: carl, password: cpw } ] }";
+    const DENY: &str = r#"authorization { users: [
+        { user: carl, password: cpw, permissions: { subscribe: { allow: ">", deny: "x.secret" } } }
+    ] }"#;
+    for shards in SHARDS {
+        let s = Shoal::start(shards, &[], Some(OPEN));
+        let mut carl = login(&s, "carl", "cpw").await;
+        carl.send(b"SUB x.* 1\r\nPING\r\n").await;
+        assert_eq!(carl.line().await.as_deref(), Some("PONG"));
+        std::fs::write(s.conf_path(), DENY).unwrap();
+        s.signal(SIGHUP);
+        wait_log(&s, "Reloaded server configuration");
+        let mut pubr = login(&s, "carl", "cpw").await;
+        pubr.send(b"PUB x.secret 1\r\n1\r\nPUB x.open 1\r\n2\r\nPING\r\n")
+            .await;
+        assert_eq!(pubr.line().await.as_deref(), Some("PONG"));
+        assert_eq!(
+            carl.line().await.as_deref(),
+            Some("MSG x.open 1 1"),
+            "x.secret is denied now and must be filtered"
+        );
+        assert_eq!(carl.line().await.as_deref(), Some("2"));
+    }
+
+    let s = Shoal::start(1, &[], Some("max_payload: 1024"));
+    // Connected and publishing without CONNECT: fine while no auth is set.
+    let mut anon = s.raw().await;
+    anon.send(b"PING\r\n").await;
+    assert_eq!(anon.line().await.as_deref(), Some("PONG"));
+    std::fs::write(s.conf_path(), OPEN).unwrap();
+    s.signal(SIGHUP);
+    anon.expect_closed_after("-ERR 'Authorization Violation'")
+        .await;
+}

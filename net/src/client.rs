@@ -12,7 +12,7 @@ use crate::outbound::{Client, ClientFlags, CloseReason, ConnMeta, LocalSub};
 use crate::runtime::{self, TcpStream};
 use crate::shard::{Outgoing, Shard};
 use bytes::{Bytes, BytesMut};
-use shoal_core::auth::ClientPermissions;
+use shoal_core::auth::{AuthError, ClientPermissions, FastCheck, Session};
 use shoal_core::proto::{
     self, ClientOp, ClientParser, ConnectOptions, Limits, ProtoError, Publish,
 };
@@ -277,6 +277,10 @@ struct Connection {
     /// Strict interest mode: a SUB since the last PING, so the next PONG
     /// waits for the cluster's peers.
     unsynced: bool,
+    /// A CONNECT whose password only bcrypt can check: parsing stops until
+    /// the answer comes back from the auth pool (nothing after a CONNECT may
+    /// run before it is accepted).
+    pending_auth: Option<ConnectOptions>,
 }
 
 impl Connection {
@@ -295,6 +299,7 @@ impl Connection {
             out,
             read_size: Cell::new(4096),
             unsynced: false,
+            pending_auth: None,
         }
     }
 
@@ -331,6 +336,20 @@ impl Connection {
             if let Some(reason) = self.client.close_reason() {
                 return reason;
             }
+            while let Some(opts) = self.pending_auth.take() {
+                let verdict = self.check_off_shard(&opts).await;
+                if let Some(reason) = self.client.close_reason() {
+                    // The auth timer (or a shutdown) closed it meanwhile.
+                    return reason;
+                }
+                let step = self
+                    .finish_connect(opts, verdict)
+                    .and_then(|()| self.process(&mut buf));
+                self.finish_batch().await;
+                if let Err(reason) = step {
+                    return reason;
+                }
+            }
             budget.spend().await;
         }
     }
@@ -353,6 +372,9 @@ impl Connection {
             self.handle(op)?;
             if let Some(reason) = self.client.close_reason() {
                 return Err(reason);
+            }
+            if self.pending_auth.is_some() {
+                return Ok(());
             }
         }
     }
@@ -502,8 +524,39 @@ impl Connection {
                 return Err(CloseReason::ParseError);
             }
         };
-        if !self.client.authenticated.get() {
-            match self.shard.current().auth.authenticate(&opts) {
+        if self.client.authenticated.get() {
+            return self.accept_connect(opts);
+        }
+        match self.shard.current().auth.check_fast(&opts) {
+            FastCheck::Done(verdict) => self.finish_connect(opts, verdict),
+            FastCheck::NeedsBcrypt => {
+                self.pending_auth = Some(opts);
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs the bcrypt check on the auth pool (never on this shard); a full
+    /// pool refuses, as a wrong password would.
+    async fn check_off_shard(&self, opts: &ConnectOptions) -> Result<Session, AuthError> {
+        let dynamic = self.shard.current();
+        let opts = opts.clone();
+        self.shard
+            .shared
+            .auth_pool
+            .run(move || dynamic.auth.authenticate(&opts))
+            .await
+            .unwrap_or(Err(AuthError))
+    }
+
+    /// The verdict on a first CONNECT's credentials.
+    fn finish_connect(
+        &mut self,
+        opts: ConnectOptions,
+        verdict: Result<Session, AuthError>,
+    ) -> Step {
+        {
+            match verdict {
                 Ok(session) => {
                     *self.client.perms.borrow_mut() =
                         session.permissions.map(ClientPermissions::new);
@@ -529,6 +582,11 @@ impl Connection {
                 }
             }
         }
+        self.accept_connect(opts)
+    }
+
+    /// An accepted CONNECT: its options take effect.
+    fn accept_connect(&mut self, opts: ConnectOptions) -> Step {
         self.client.flags.set(ClientFlags {
             verbose: opts.verbose,
             pedantic: opts.pedantic,
@@ -645,7 +703,7 @@ impl Connection {
             sid,
             max: Cell::new(None),
             delivered: Cell::new(0),
-            deny_filter,
+            deny_filter: Cell::new(deny_filter),
         });
         if self.shard.subscribe(sub).is_err() {
             self.send_err("Invalid Subject");

@@ -5,6 +5,7 @@
 //! batches with them over flume channels. No locks on the message path.
 //!
 //! Modules, each owning one thing:
+//! - `auth_pool`: threads that run bcrypt checks (never a shard);
 //! - `server`: start (bind, executors, channels) and the stop handle;
 //! - `shard`: a shard's index, interest, routing and inbox;
 //! - `client`: a connection's protocol handling;
@@ -20,6 +21,7 @@
 //! - `watchdog`: a thread that reports a shard making no progress with work
 //!   waiting.
 
+mod auth_pool;
 mod bus;
 mod client;
 mod lifecycle;

@@ -97,9 +97,10 @@ pub(crate) struct LocalSub {
     /// Auto-unsubscribe after this many deliveries.
     pub max: Cell<Option<u64>>,
     pub delivered: Cell<u64>,
-    /// A wildcard subscription overlapping the user's subscribe deny list:
-    /// denied subjects are filtered at delivery.
-    pub deny_filter: bool,
+    /// A wildcard subscription of a client with permissions: denied
+    /// subjects are filtered at delivery. Reset when a reload changes the
+    /// client's permissions.
+    pub deny_filter: Cell<bool>,
 }
 
 /// The shared half of a client connection (the connection task owns the

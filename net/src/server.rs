@@ -86,6 +86,8 @@ pub(crate) struct Shared {
     /// Shards whose clients are all gone at shutdown: route links close when
     /// every shard got there, so what clients sent is forwarded first.
     pub shards_without_clients: AtomicUsize,
+    /// Where bcrypt checks run (never on a shard).
+    pub auth_pool: crate::auth_pool::AuthPool,
 }
 
 /// The reloadable part of the configuration, with the authenticator built
@@ -221,6 +223,7 @@ impl Server {
             next_route_shard: AtomicUsize::new(0),
             ready: AtomicBool::new(false),
             shards_without_clients: AtomicUsize::new(0),
+            auth_pool: crate::auth_pool::AuthPool::start(),
             config,
         });
         let (links, inboxes) = bus::channels(shards);
@@ -432,6 +435,10 @@ impl ServerControl {
             log_file,
             tls
         );
+        if let Ok(d) = self.shared.dynamic.read() {
+            // Clients whose user did not change are re-checked without bcrypt.
+            auth.keep_verified_from(&d.auth);
+        }
         let dynamic = Arc::new(Dynamic { config, auth });
         if let Ok(mut d) = self.shared.dynamic.write() {
             *d = dynamic.clone();

@@ -14,6 +14,7 @@ use crate::server::Shared;
 use crate::stats::ShardStats;
 use ahash::AHashMap;
 use bytes::Bytes;
+use shoal_core::auth::FastCheck;
 use shoal_core::index::{IndexError, Matches, SubjectIndex};
 use shoal_core::proto::{self as proto, headers::NO_RESPONDERS, write_msg, Publish};
 use shoal_core::route::{self as wire, InterestOp, MsgFrame, RouteMsg};
@@ -519,7 +520,7 @@ impl Shard {
                 return false;
             }
         }
-        if s.deny_filter
+        if s.deny_filter.get()
             && c.perms
                 .borrow()
                 .as_ref()
@@ -779,52 +780,85 @@ impl Shard {
     /// A reloaded configuration: every client's credentials are checked
     /// again (closed with `Authorization Violation` when they no longer
     /// pass), its permissions replaced, and subscriptions the new permissions
-    /// forbid are removed with the subscription violation error. New limits
-    /// apply to new connections and new subscriptions.
+    /// forbid are removed with the subscription violation error; wildcard
+    /// subscriptions kept filter what the new deny list forbids. A client
+    /// that never sent CONNECT (allowed while no authentication was
+    /// required) is closed when the new configuration requires it. New
+    /// limits apply to new connections and new subscriptions.
+    ///
+    /// Checks that need bcrypt run on the auth pool, not here: a user whose
+    /// password did not change is known to the new authenticator already
+    /// (`Authenticator::keep_verified_from`), so only changed users cost one.
     fn reload(self: &Rc<Self>, d: Arc<crate::server::Dynamic>) {
-        *self.dynamic.borrow_mut() = d.clone();
+        let old = std::mem::replace(&mut *self.dynamic.borrow_mut(), d.clone());
         let clients: Vec<_> = self.clients.borrow().values().cloned().collect();
         for c in clients {
-            if c.is_closing() || !c.authenticated.get() {
+            if c.is_closing() {
+                continue;
+            }
+            if !c.authenticated.get() {
+                if !old.auth.required() && d.auth.required() {
+                    self.apply_recheck(&c, Err(shoal_core::auth::AuthError));
+                }
                 continue;
             }
             let opts = c.meta.connect.borrow().clone().unwrap_or_default();
-            match d.auth.authenticate(&opts) {
-                Err(e) => {
-                    tracing::debug!(
-                        "{} - cid:{} - authorization revoked by reload",
-                        c.addr,
-                        c.id
-                    );
-                    let res = c.queue(|b| proto::write_err(b, e.err_text()));
-                    self.mark_dirty(&c, res);
-                    c.close_after_flush(CloseReason::AuthenticationViolation);
-                }
-                Ok(session) => {
-                    *c.perms.borrow_mut() = session
-                        .permissions
-                        .map(shoal_core::auth::ClientPermissions::new);
-                    let subs: Vec<Rc<LocalSub>> = c.subs.borrow().values().cloned().collect();
-                    for s in subs {
-                        let allowed = c
-                            .perms
-                            .borrow_mut()
-                            .as_mut()
-                            .is_none_or(|p| p.may_subscribe(&s.subject));
-                        if !allowed {
-                            let text = format!(
-                                "Permissions Violation for Subscription to \"{}\"",
-                                String::from_utf8_lossy(&s.subject)
-                            );
-                            let res = c.queue(|b| proto::write_err(b, &text));
-                            self.mark_dirty(&c, res);
-                            self.unsubscribe(&s);
-                        }
-                    }
+            match d.auth.check_fast(&opts) {
+                FastCheck::Done(verdict) => self.apply_recheck(&c, verdict),
+                FastCheck::NeedsBcrypt => {
+                    runtime::spawn_detached(recheck_off_shard(self.clone(), c, opts, d.clone()))
                 }
             }
         }
         self.flush_dirty();
+    }
+
+    /// A client's credentials checked against a reloaded configuration.
+    fn apply_recheck(
+        &self,
+        c: &Rc<Client>,
+        verdict: Result<shoal_core::auth::Session, shoal_core::auth::AuthError>,
+    ) {
+        match verdict {
+            Err(e) => {
+                tracing::error!(
+                    "{} - cid:{} - authentication error (configuration reloaded)",
+                    c.addr,
+                    c.id
+                );
+                let res = c.queue(|b| proto::write_err(b, e.err_text()));
+                self.mark_dirty(c, res);
+                c.close_after_flush(CloseReason::AuthenticationViolation);
+            }
+            Ok(session) => {
+                *c.perms.borrow_mut() = session
+                    .permissions
+                    .map(shoal_core::auth::ClientPermissions::new);
+                let restricted = c.perms.borrow().is_some();
+                let subs: Vec<Rc<LocalSub>> = c.subs.borrow().values().cloned().collect();
+                for s in subs {
+                    let allowed = c
+                        .perms
+                        .borrow_mut()
+                        .as_mut()
+                        .is_none_or(|p| p.may_subscribe(&s.subject));
+                    if !allowed {
+                        let text = format!(
+                            "Permissions Violation for Subscription to \"{}\"",
+                            String::from_utf8_lossy(&s.subject)
+                        );
+                        let res = c.queue(|b| proto::write_err(b, &text));
+                        self.mark_dirty(c, res);
+                        self.unsubscribe(&s);
+                    } else {
+                        // The filter is decided by the permissions in force,
+                        // not those at SUB time.
+                        s.deny_filter
+                            .set(restricted && shoal_core::subject::has_wildcard(&s.subject));
+                    }
+                }
+            }
+        }
     }
 
     /// Entries in the index and its cache figures (monitoring).
@@ -1214,4 +1248,27 @@ async fn debug_report(shard: Rc<Shard>) {
         }
         last = now;
     }
+}
+
+/// A reload's re-check of one client that needs bcrypt, on the auth pool.
+/// Dropped when a newer reload came meanwhile (it re-checks on its own) or
+/// the client is gone.
+async fn recheck_off_shard(
+    shard: Rc<Shard>,
+    c: Rc<Client>,
+    opts: shoal_core::proto::ConnectOptions,
+    d: Arc<crate::server::Dynamic>,
+) {
+    let checked_by = d.clone();
+    let verdict = shard
+        .shared
+        .auth_pool
+        .run(move || checked_by.auth.authenticate(&opts))
+        .await
+        .unwrap_or(Err(shoal_core::auth::AuthError));
+    if c.is_closing() || !Arc::ptr_eq(&shard.current(), &d) {
+        return;
+    }
+    shard.apply_recheck(&c, verdict);
+    shard.flush_dirty();
 }

@@ -6,8 +6,14 @@
 //! compiled permissions for the connection, which it wraps in a per-connection
 //! [`ClientPermissions`] (the cached checks).
 //!
-//! Checking a bcrypt hash costs milliseconds by design; the runtime should do
-//! it once per CONNECT, off the message path.
+//! Checking a bcrypt hash costs 50-200 ms by design. [`Authenticator::check_fast`]
+//! answers every CONNECT it can without bcrypt (plain secrets, tokens, unknown
+//! users, and bcrypt successes already seen, remembered as a SHA-256 digest);
+//! the rest go to [`Authenticator::authenticate`], which the runtime runs on a
+//! thread of its own, never on a shard. The remembered successes survive a
+//! reload for every user whose secret did not change
+//! ([`Authenticator::keep_verified_from`]), so a reload does not re-run bcrypt
+//! for every connected client.
 
 mod permissions;
 
@@ -18,7 +24,8 @@ pub use permissions::{
 
 use crate::proto::ConnectOptions;
 use ahash::AHashMap;
-use std::sync::Arc;
+use sha2::{Digest, Sha256};
+use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq;
 use thiserror::Error;
 
@@ -112,8 +119,98 @@ pub struct Session {
 
 #[derive(Debug)]
 struct UserEntry {
-    password: Secret,
+    password: Checked,
     permissions: Option<Arc<CompiledPermissions>>,
+}
+
+/// Most bcrypt successes remembered per secret (a user's few clients and
+/// their password rotations); the oldest is forgotten first.
+const VERIFIED_MAX: usize = 16;
+
+/// A configured secret and the bcrypt successes already paid for.
+///
+/// A success is remembered as SHA-256(hash ‖ 0 ‖ password), never the
+/// password: a memory dump yields nothing a brute force of the bcrypt hash
+/// would not. Failures are not remembered (they stay expensive to guess,
+/// and off the shards).
+struct Checked {
+    secret: Secret,
+    verified: Mutex<Vec<[u8; 32]>>,
+}
+
+impl std::fmt::Debug for Checked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.secret.fmt(f)
+    }
+}
+
+impl Checked {
+    fn new(secret: Secret) -> Self {
+        Checked {
+            secret,
+            verified: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn digest(hash: &str, given: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(hash.as_bytes());
+        h.update([0u8]);
+        h.update(given.as_bytes());
+        h.finalize().into()
+    }
+
+    /// The answer when it costs no bcrypt; `None` when bcrypt must run.
+    fn verify_fast(&self, given: &str) -> Option<bool> {
+        match &self.secret {
+            Secret::Plain(_) => Some(self.secret.verify(given)),
+            Secret::Bcrypt(hash) => {
+                let d = Self::digest(hash, given);
+                let known = self.verified.lock().ok()?;
+                known
+                    .iter()
+                    .any(|k| bool::from(k.ct_eq(&d)))
+                    .then_some(true)
+            }
+        }
+    }
+
+    /// The full check (bcrypt when needed); a bcrypt success is remembered.
+    fn verify(&self, given: &str) -> bool {
+        if let Some(answer) = self.verify_fast(given) {
+            return answer;
+        }
+        let ok = self.secret.verify(given);
+        if let (true, Secret::Bcrypt(hash)) = (ok, &self.secret) {
+            let d = Self::digest(hash, given);
+            if let Ok(mut known) = self.verified.lock() {
+                if known.len() >= VERIFIED_MAX {
+                    known.remove(0);
+                }
+                known.push(d);
+            }
+        }
+        ok
+    }
+
+    /// Takes over `old`'s remembered successes when the secret is the same.
+    fn keep_verified_from(&self, old: &Checked) {
+        if self.secret != old.secret {
+            return;
+        }
+        if let (Ok(mut mine), Ok(theirs)) = (self.verified.lock(), old.verified.lock()) {
+            mine.clone_from(&theirs);
+        }
+    }
+}
+
+/// The answer of [`Authenticator::check_fast`].
+#[derive(Debug)]
+pub enum FastCheck {
+    Done(Result<Session, AuthError>),
+    /// Only bcrypt can tell: call [`Authenticator::authenticate`] off the
+    /// message path.
+    NeedsBcrypt,
 }
 
 /// Checks CONNECT credentials against the configuration. Immutable and
@@ -121,7 +218,7 @@ struct UserEntry {
 #[derive(Debug, Default)]
 pub struct Authenticator {
     users: AHashMap<String, UserEntry>,
-    token: Option<Secret>,
+    token: Option<Checked>,
 }
 
 impl Authenticator {
@@ -141,7 +238,7 @@ impl Authenticator {
                 )?)),
             };
             let entry = UserEntry {
-                password: u.password.clone(),
+                password: Checked::new(u.password.clone()),
                 permissions,
             };
             if users.insert(u.name.clone(), entry).is_some() {
@@ -150,8 +247,28 @@ impl Authenticator {
         }
         Ok(Authenticator {
             users,
-            token: config.token.clone(),
+            token: config.token.clone().map(Checked::new),
         })
+    }
+
+    /// After a reload: the bcrypt successes `old` remembered, for every user
+    /// (and the token) whose secret is unchanged.
+    pub fn keep_verified_from(&self, old: &Authenticator) {
+        if let (Some(new), Some(old)) = (&self.token, &old.token) {
+            new.keep_verified_from(old);
+        }
+        for (name, entry) in &self.users {
+            if let Some(o) = old.users.get(name) {
+                entry.password.keep_verified_from(&o.password);
+            }
+        }
+    }
+
+    /// Checks the credentials of a CONNECT without running bcrypt, when
+    /// that is possible.
+    pub fn check_fast(&self, opts: &ConnectOptions) -> FastCheck {
+        self.check(opts, |secret, given| secret.verify_fast(given))
+            .map_or(FastCheck::NeedsBcrypt, FastCheck::Done)
     }
 
     /// Whether clients must authenticate (`auth_required` in INFO).
@@ -159,28 +276,47 @@ impl Authenticator {
         self.token.is_some() || !self.users.is_empty()
     }
 
-    /// Checks the credentials of a CONNECT.
+    /// Checks the credentials of a CONNECT; may run bcrypt (50-200 ms):
+    /// call it off the message path unless [`Authenticator::check_fast`]
+    /// said it is not needed.
     pub fn authenticate(&self, opts: &ConnectOptions) -> Result<Session, AuthError> {
+        self.check(opts, |secret, given| Some(secret.verify(given)))
+            .unwrap_or(Err(AuthError))
+    }
+
+    /// The rules, with `verify` deciding a secret (`None`: cannot tell
+    /// cheaply, which the whole check then returns).
+    fn check(
+        &self,
+        opts: &ConnectOptions,
+        verify: impl Fn(&Checked, &str) -> Option<bool>,
+    ) -> Option<Result<Session, AuthError>> {
         if let Some(token) = &self.token {
-            let given = opts.auth_token.as_deref().ok_or(AuthError)?;
-            return if token.verify(given) {
+            let Some(given) = opts.auth_token.as_deref() else {
+                return Some(Err(AuthError));
+            };
+            return Some(if verify(token, given)? {
                 Ok(Session::default())
             } else {
                 Err(AuthError)
-            };
+            });
         }
         if self.users.is_empty() {
-            return Ok(Session::default());
+            return Some(Ok(Session::default()));
         }
-        let name = opts.user.as_deref().ok_or(AuthError)?;
-        let entry = self.users.get(name).ok_or(AuthError)?;
-        if !entry.password.verify(opts.pass.as_deref().unwrap_or("")) {
-            return Err(AuthError);
+        let Some(name) = opts.user.as_deref() else {
+            return Some(Err(AuthError));
+        };
+        let Some(entry) = self.users.get(name) else {
+            return Some(Err(AuthError));
+        };
+        if !verify(&entry.password, opts.pass.as_deref().unwrap_or(""))? {
+            return Some(Err(AuthError));
         }
-        Ok(Session {
+        Some(Ok(Session {
             user: Some(name.to_owned()),
             permissions: entry.permissions.clone(),
-        })
+        }))
     }
 }
 

@@ -255,3 +255,97 @@ fn response_grants_stay_bounded() {
 fn secrets_are_not_printed() {
     assert!(!format!("{:?}", Secret::new("hunter2")).contains("hunter2"));
 }
+
+fn bcrypt_user(name: &str, password: &str) -> User {
+    User {
+        name: name.into(),
+        password: Secret::new(&bcrypt::hash(password, 4).unwrap()),
+        permissions: None,
+    }
+}
+
+#[test]
+fn check_fast_answers_without_bcrypt_until_a_success_is_known() {
+    let cfg = AuthConfig {
+        users: vec![
+            bcrypt_user("bob", "s3cret"),
+            User {
+                name: "alice".into(),
+                password: Secret::new("pw"),
+                permissions: None,
+            },
+        ],
+        token: None,
+    };
+    let a = Authenticator::new(&cfg).unwrap();
+    let bob = connect(Some("bob"), Some("s3cret"), None);
+    assert!(matches!(a.check_fast(&bob), FastCheck::NeedsBcrypt));
+    // Plain passwords and unknown users never need bcrypt.
+    assert!(matches!(
+        a.check_fast(&connect(Some("alice"), Some("pw"), None)),
+        FastCheck::Done(Ok(_))
+    ));
+    assert!(matches!(
+        a.check_fast(&connect(Some("carol"), Some("x"), None)),
+        FastCheck::Done(Err(_))
+    ));
+    // A wrong password is not remembered; a right one is.
+    assert!(a
+        .authenticate(&connect(Some("bob"), Some("wrong"), None))
+        .is_err());
+    assert!(matches!(
+        a.check_fast(&connect(Some("bob"), Some("wrong"), None)),
+        FastCheck::NeedsBcrypt
+    ));
+    assert!(a.authenticate(&bob).is_ok());
+    assert!(matches!(a.check_fast(&bob), FastCheck::Done(Ok(_))));
+    assert!(matches!(
+        a.check_fast(&connect(Some("bob"), Some("s3cret!"), None)),
+        FastCheck::NeedsBcrypt
+    ));
+}
+
+#[test]
+fn a_reload_keeps_known_successes_only_for_unchanged_secrets() {
+    let bob = bcrypt_user("bob", "s3cret");
+    let old = Authenticator::new(&AuthConfig {
+        users: vec![bob.clone(), bcrypt_user("eve", "e")],
+        token: None,
+    })
+    .unwrap();
+    assert!(old
+        .authenticate(&connect(Some("bob"), Some("s3cret"), None))
+        .is_ok());
+    assert!(old
+        .authenticate(&connect(Some("eve"), Some("e"), None))
+        .is_ok());
+    // Same bob, eve's password changed (to the same text, new hash).
+    let new = Authenticator::new(&AuthConfig {
+        users: vec![bob, bcrypt_user("eve", "e")],
+        token: None,
+    })
+    .unwrap();
+    new.keep_verified_from(&old);
+    assert!(matches!(
+        new.check_fast(&connect(Some("bob"), Some("s3cret"), None)),
+        FastCheck::Done(Ok(_))
+    ));
+    assert!(matches!(
+        new.check_fast(&connect(Some("eve"), Some("e"), None)),
+        FastCheck::NeedsBcrypt
+    ));
+}
+
+#[test]
+fn debug_shows_no_secret() {
+    let a = Authenticator::new(&AuthConfig {
+        users: vec![User {
+            name: "alice".into(),
+            password: Secret::new("plain-s3cret"),
+            permissions: None,
+        }],
+        token: None,
+    })
+    .unwrap();
+    assert!(!format!("{a:?}").contains("s3cret"));
+}
