@@ -2,6 +2,9 @@
 //! client test suites that start `nats-server` can start `shoal` instead;
 //! nats-server's configuration file syntax; nats-server's log line shape.
 
+// `/varz` is one `json!` literal with more fields than the default limit.
+#![recursion_limit = "256"]
+
 mod logging;
 mod monitor;
 

@@ -9,7 +9,7 @@
 //! and one channel send per shard per read.
 
 use crate::outbound::{Client, ClientFlags, CloseReason, ConnMeta, LocalSub};
-use crate::runtime::{self, TcpStream};
+use crate::runtime::{self, LocalEvent, TcpStream};
 use crate::shard::{Outgoing, Shard};
 use bytes::{Bytes, BytesMut};
 use shoal_core::auth::{AuthError, ClientPermissions, FastCheck, Session};
@@ -236,11 +236,24 @@ async fn start_tls(shard: &Rc<Shard>, client: &Rc<Client>) -> Result<(), CloseRe
 }
 
 /// Strict interest mode: the PONG once every peer node acknowledged the
-/// interest sent before it, or `-ERR` when they do not within `timeout` (the
-/// connection stays open).
-async fn pong_after_barrier(shard: Rc<Shard>, client: Rc<Client>, timeout: Duration) {
+/// interest sent before it, or after `timeout` when they do not.
+///
+/// A timeout still answers PONG: clients treat any `-ERR` text they do not
+/// know as fatal (nats.go closes the connection for good), and the PONG
+/// only promised more than usual. The operator learns of it instead: a
+/// `[WRN]` line and `/varz` `interest_sync_timeouts`.
+///
+/// PONGs leave in the order of their PINGs: this one is written only after
+/// `before` (the previous deferred PONG) and sets `done` once written.
+async fn pong_after_barrier(
+    shard: Rc<Shard>,
+    client: Rc<Client>,
+    timeout: Duration,
+    before: Option<Rc<LocalEvent>>,
+    done: Rc<LocalEvent>,
+) {
     let (token, wait) = shard.barrier();
-    let done = futures_lite::future::or(
+    let synced = futures_lite::future::or(
         async {
             wait.done.wait().await;
             true
@@ -251,19 +264,33 @@ async fn pong_after_barrier(shard: Rc<Shard>, client: Rc<Client>, timeout: Durat
         },
     )
     .await;
-    let res = if done {
-        client.queue(|b| b.extend_from_slice(proto::PONG))
-    } else {
+    if !synced {
         shard.cancel_barrier(token);
-        client.queue(|b| proto::write_err(b, INTEREST_SYNC_TIMEOUT))
-    };
-    shard.mark_dirty(&client, res);
-    shard.flush_dirty();
+        shard.stats.interest_sync_timeouts.fetch_add(1, Relaxed);
+        tracing::warn!(
+            "{} - cid:{} - Interest Sync Timeout: peers did not acknowledge within {timeout:?}",
+            client.addr,
+            client.id
+        );
+    }
+    write_pong_after(&shard, &client, before, done).await;
 }
 
-/// Strict interest mode: the peers did not acknowledge a subscription in
-/// time (no nats-server counterpart; nats-server has no strict mode).
-pub(crate) const INTEREST_SYNC_TIMEOUT: &str = "Interest Sync Timeout";
+/// Writes a PONG once `before` (a PONG still deferred) has been written.
+async fn write_pong_after(
+    shard: &Rc<Shard>,
+    client: &Rc<Client>,
+    before: Option<Rc<LocalEvent>>,
+    done: Rc<LocalEvent>,
+) {
+    if let Some(before) = before {
+        before.wait().await;
+    }
+    let res = client.queue(|b| b.extend_from_slice(proto::PONG));
+    shard.mark_dirty(client, res);
+    shard.flush_dirty();
+    done.set();
+}
 
 /// An operation's outcome: keep going, or close for this reason.
 type Step = Result<(), CloseReason>;
@@ -277,6 +304,10 @@ struct Connection {
     /// Strict interest mode: a SUB since the last PING, so the next PONG
     /// waits for the cluster's peers.
     unsynced: bool,
+    /// Set once the last deferred PONG (strict mode) has been written; a
+    /// PING answered while it is unset waits for it, so PONGs never
+    /// overtake each other.
+    last_pong: Option<Rc<LocalEvent>>,
     /// A CONNECT whose password only bcrypt can check: parsing stops until
     /// the answer comes back from the auth pool (nothing after a CONNECT may
     /// run before it is accepted).
@@ -299,6 +330,7 @@ impl Connection {
             out,
             read_size: Cell::new(4096),
             unsynced: false,
+            last_pong: None,
             pending_auth: None,
         }
     }
@@ -469,13 +501,27 @@ impl Connection {
                 // Peer nodes are another matter: in strict interest mode the
                 // PONG waits until every peer acknowledged.
                 let cluster = &self.shard.shared.config.cluster;
+                let before = self.last_pong.take().filter(|e| !e.is_set());
                 if self.unsynced && cluster.sync_interest && cluster.enabled() {
                     self.unsynced = false;
+                    let done = Rc::new(LocalEvent::default());
+                    self.last_pong = Some(done.clone());
                     runtime::spawn_detached(pong_after_barrier(
                         self.shard.clone(),
                         self.client.clone(),
                         cluster.sync_timeout,
+                        before,
+                        done,
                     ));
+                    return Ok(());
+                }
+                if let Some(before) = before {
+                    let done = Rc::new(LocalEvent::default());
+                    self.last_pong = Some(done.clone());
+                    let (shard, client) = (self.shard.clone(), self.client.clone());
+                    runtime::spawn_detached(async move {
+                        write_pong_after(&shard, &client, Some(before), done).await;
+                    });
                     return Ok(());
                 }
                 let res = self.client.queue(|b| b.extend_from_slice(proto::PONG));

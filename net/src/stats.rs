@@ -27,6 +27,9 @@ pub struct ShardStats {
     pub accepting: std::sync::atomic::AtomicBool,
     /// Times the watchdog saw work waiting and no progress for a second.
     pub stalls: AtomicU64,
+    /// Strict interest mode: PONGs sent without every peer's acknowledgement
+    /// (the peers did not answer within `sync_timeout`).
+    pub interest_sync_timeouts: AtomicU64,
 }
 
 /// A point-in-time sum over all shards.
@@ -43,6 +46,7 @@ pub struct StatsSnapshot {
     pub batches_out: u64,
     pub batches_in: u64,
     pub stalls: u64,
+    pub interest_sync_timeouts: u64,
 }
 
 impl StatsSnapshot {
@@ -60,6 +64,7 @@ impl StatsSnapshot {
             s.batches_out += st.batches_out.load(Relaxed);
             s.batches_in += st.batches_in.load(Relaxed);
             s.stalls += st.stalls.load(Relaxed);
+            s.interest_sync_timeouts += st.interest_sync_timeouts.load(Relaxed);
         }
         s
     }

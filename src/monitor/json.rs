@@ -195,6 +195,7 @@ pub fn varz(state: &State) -> Value {
         "out_bytes": st.out_bytes,
         "slow_consumers": st.slow_consumers,
         "stalls": st.stalls,
+        "interest_sync_timeouts": st.interest_sync_timeouts,
         "subscriptions": st.subscriptions,
         "http_req_stats": requests,
         "connect_urls": c.connect_urls(),
