@@ -19,9 +19,15 @@ use tracing::{error, warn};
 #[command(
     name = "shoal",
     version = concat!(env!("CARGO_PKG_VERSION"), " (NATS protocol of nats-server 2.9.10)"),
-    about
+    about,
+    // clap's own version flag takes `-V`, which is `--trace` here (as in
+    // nats-server); debug builds refuse the clash at startup.
+    disable_version_flag = true
 )]
 struct Flags {
+    /// Print the version and exit (`-v`, as nats-server).
+    #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
+    version: Option<bool>,
     /// Bind to host address (default 0.0.0.0).
     #[arg(short = 'a', long = "addr", visible_alias = "net")]
     addr: Option<String>,
