@@ -963,3 +963,97 @@ async fn next_msg_line(raw: &mut Raw) -> String {
         }
     }
 }
+
+/// A node whose route handshake gives up after `timeout` seconds.
+fn node_with_route_timeout(timeout: u32) -> Shoal {
+    let conf = format!(
+        "cluster {{ name: test, listen: \"127.0.0.1:-1\", authorization {{ timeout: {timeout} }} }}"
+    );
+    Shoal::start(1, &["-m", "-1"], Some(&conf))
+}
+
+/// Whether the server closed `s` (EOF or reset), looking for `wait`.
+fn closed(s: &mut std::net::TcpStream, wait: Duration) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            }
+        }
+    }
+}
+
+/// Item 13: each read of the handshake was bounded by the timeout, not the
+/// whole of it, so a peer dribbling one byte per half timeout held its
+/// thread forever. The whole handshake now has the timeout as its deadline.
+#[test]
+fn a_route_handshake_dribbled_byte_by_byte_is_cut_by_its_deadline() {
+    use std::io::Write;
+    let n = node_with_route_timeout(1);
+    let mut s = std::net::TcpStream::connect(n.route_addr.as_ref().unwrap()).unwrap();
+    // An INFO frame header promising 1000 bytes, then its body, a byte
+    // every half timeout: 20 s of dribble if nothing cuts it.
+    let mut bytes = 1000u32.to_le_bytes().to_vec();
+    bytes.push(shoal_core::route::FrameKind::Info as u8);
+    bytes.extend([0u8; 40]);
+    let start = std::time::Instant::now();
+    for b in bytes {
+        if s.write_all(&[b]).is_err() || closed(&mut s, Duration::from_millis(500)) {
+            // Liveness bound only: well before the dribble would end.
+            assert!(start.elapsed() < Duration::from_secs(10));
+            return;
+        }
+    }
+    panic!(
+        "a dribbling peer held the handshake for {:?}",
+        start.elapsed()
+    );
+}
+
+/// Item 13: inbound handshakes in progress are capped (64); connections
+/// beyond the cap are closed at once (logged once per burst) instead of each
+/// taking a thread, and a legitimate peer links once the flood is over.
+#[test]
+fn route_connections_beyond_the_handshake_cap_are_refused_and_a_peer_links_after() {
+    let n = node_with_route_timeout(30);
+    let addr = n.route_addr.clone().unwrap();
+    let flood: Vec<_> = (0..64)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    let mut extra: Vec<_> = (0..20)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    for (i, s) in extra.iter_mut().enumerate() {
+        assert!(
+            closed(s, Duration::from_secs(5)),
+            "connection {i} beyond the cap was kept"
+        );
+    }
+    // The first 64 are still waiting in their handshakes (30 s timeout).
+    let mut first = flood[0].try_clone().unwrap();
+    assert!(!closed(&mut first, Duration::from_millis(100)));
+    eventually(SETTLE, "the refusals to be logged", || {
+        n.log_contains("route handshakes in progress")
+    });
+    let lines = |n: &Shoal| {
+        n.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("route handshakes in progress"))
+            .count()
+    };
+    assert_eq!(lines(&n), 1, "logged once per burst");
+    drop(first);
+    drop(flood);
+    let peer = node(1, Some(&n.route_url()), &[]);
+    full_mesh(&[&n, &peer]);
+}
