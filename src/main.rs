@@ -298,31 +298,43 @@ fn main() -> ExitCode {
         }
     };
     let signal_handle = signals.handle();
-    std::thread::spawn(move || {
-        let mut stopping = false;
-        for sig in signals.forever() {
-            match sig {
-                signal_hook::consts::SIGUSR2 => control.lame_duck(),
-                signal_hook::consts::SIGHUP => reload(&flags, &control, &set_level),
-                _ if stopping => {
-                    // A second TERM/INT: the operator wants out now.
-                    std::process::exit(1);
-                }
-                _ => {
-                    stopping = true;
-                    tracing::info!(
-                        "Trapped \"{}\" signal",
-                        if sig == signal_hook::consts::SIGINT {
-                            "interrupt"
-                        } else {
-                            "terminated"
-                        }
-                    );
-                    control.shutdown();
+    let handler = control.clone();
+    let spawned = std::thread::Builder::new()
+        .name("shoal-signals".into())
+        .spawn(move || {
+            let control = handler;
+            let mut stopping = false;
+            for sig in signals.forever() {
+                match sig {
+                    signal_hook::consts::SIGUSR2 => control.lame_duck(),
+                    signal_hook::consts::SIGHUP => reload(&flags, &control, &set_level),
+                    _ if stopping => {
+                        // A second TERM/INT: the operator wants out now.
+                        std::process::exit(1);
+                    }
+                    _ => {
+                        stopping = true;
+                        tracing::info!(
+                            "Trapped \"{}\" signal",
+                            if sig == signal_hook::consts::SIGINT {
+                                "interrupt"
+                            } else {
+                                "terminated"
+                            }
+                        );
+                        control.shutdown();
+                    }
                 }
             }
-        }
-    });
+        });
+    if let Err(e) = spawned {
+        // Without it the process could not be stopped cleanly: stop now.
+        error!("cannot start the signal handler thread: {e}");
+        control.shutdown();
+        server.wait();
+        cluster.stop();
+        return ExitCode::from(1);
+    }
     server.wait();
     cluster.stop();
     signal_handle.close();
