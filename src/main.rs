@@ -24,9 +24,15 @@ use tracing::{error, warn};
 #[command(
     name = "shoal",
     version = concat!(env!("CARGO_PKG_VERSION"), " (NATS protocol of nats-server 2.9.10)"),
-    about
+    about,
+    // clap's own version flag takes `-V`, which is `--trace` here (as in
+    // nats-server); debug builds refuse the clash at startup.
+    disable_version_flag = true
 )]
 struct Flags {
+    /// Print the version and exit (`-v`, as nats-server).
+    #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
+    version: Option<bool>,
     /// Bind to host address (default 0.0.0.0).
     #[arg(short = 'a', long = "addr", visible_alias = "net")]
     addr: Option<String>,
@@ -297,41 +303,58 @@ fn main() -> ExitCode {
         }
     };
     let signal_handle = signals.handle();
-    std::thread::spawn(move || {
-        let mut stopping = false;
-        for sig in signals.forever() {
-            match sig {
-                signal_hook::consts::SIGUSR2 => control.lame_duck(),
-                signal_hook::consts::SIGHUP => reload(&flags, &control, &set_level),
-                _ if stopping => {
-                    // A second TERM/INT: the operator wants out now.
-                    std::process::exit(1);
-                }
-                _ => {
-                    stopping = true;
-                    tracing::info!(
-                        "Trapped \"{}\" signal",
-                        if sig == signal_hook::consts::SIGINT {
-                            "interrupt"
-                        } else {
-                            "terminated"
-                        }
-                    );
-                    control.shutdown();
-                    // Backstop: a shutdown is bounded by design (flush
-                    // budgets, then cuts); should a shard still not finish
-                    // (a bug, a thread the OS does not schedule), the
-                    // operator's SIGTERM still ends the process.
-                    let limit = control.shutdown_limit();
-                    std::thread::spawn(move || {
-                        std::thread::sleep(limit);
-                        error!("Shutdown did not finish within {limit:?}, exiting");
+    let handler = control.clone();
+    let spawned = std::thread::Builder::new()
+        .name("shoal-signals".into())
+        .spawn(move || {
+            let control = handler;
+            let mut stopping = false;
+            for sig in signals.forever() {
+                match sig {
+                    signal_hook::consts::SIGUSR2 => control.lame_duck(),
+                    signal_hook::consts::SIGHUP => reload(&flags, &control, &set_level),
+                    _ if stopping => {
+                        // A second TERM/INT: the operator wants out now.
                         std::process::exit(1);
-                    });
+                    }
+                    _ => {
+                        stopping = true;
+                        tracing::info!(
+                            "Trapped \"{}\" signal",
+                            if sig == signal_hook::consts::SIGINT {
+                                "interrupt"
+                            } else {
+                                "terminated"
+                            }
+                        );
+                        control.shutdown();
+                        // Backstop: a shutdown is bounded by design (flush
+                        // budgets, then cuts); should a shard still not
+                        // finish (a bug, a thread the OS does not schedule),
+                        // the operator's SIGTERM still ends the process.
+                        let limit = control.shutdown_limit();
+                        let backstop = std::thread::Builder::new()
+                            .name("shoal-shutdown-backstop".into())
+                            .spawn(move || {
+                                std::thread::sleep(limit);
+                                error!("Shutdown did not finish within {limit:?}, exiting");
+                                std::process::exit(1);
+                            });
+                        if backstop.is_err() {
+                            error!("cannot start the shutdown backstop thread");
+                        }
+                    }
                 }
             }
-        }
-    });
+        });
+    if let Err(e) = spawned {
+        // Without it the process could not be stopped cleanly: stop now.
+        error!("cannot start the signal handler thread: {e}");
+        control.shutdown();
+        server.wait();
+        cluster.stop();
+        return ExitCode::from(1);
+    }
     server.wait();
     cluster.stop();
     signal_handle.close();

@@ -5,7 +5,12 @@
 //! It runs on its own thread with a single-threaded tokio runtime and hyper.
 //! Totals come from the shards' atomics; per-connection figures are asked of
 //! each shard over its control channel (answered between two read buffers),
-//! so a scrape never makes the message path share or lock anything.
+//! so a scrape never makes the message path share or lock anything. Waiting
+//! for the shards happens on a few worker threads started with the monitor:
+//! a request never needs a new thread, so a process out of threads (a flood
+//! of connections elsewhere) answers 503 instead of panicking (tokio's
+//! `spawn_blocking` panics when it cannot start a thread, and a panic aborts
+//! the process).
 
 mod json;
 mod metrics;
@@ -53,25 +58,23 @@ async fn serve(control: ServerControl, listener: std::net::TcpListener, addr: So
         }
     };
     let state = std::sync::Arc::new(json::State::new(control, addr));
+    let jobs = start_workers(state);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let state = state.clone();
+        let jobs = jobs.clone();
         tokio::task::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                let state = state.clone();
+                let jobs = jobs.clone();
                 async move {
                     // Shards answer snapshot requests from their own
                     // threads; waiting for them must not block this one.
-                    let resp = tokio::task::spawn_blocking(move || route(&state, &req))
-                        .await
-                        .unwrap_or_else(|_| {
-                            reply(
-                                StatusCode::INTERNAL_SERVER_ERROR,
-                                json!({"error": "internal"}),
-                            )
-                        });
+                    let (tx, rx) = flume::bounded(1);
+                    let resp = match jobs.try_send((req, tx)) {
+                        Ok(()) => rx.recv_async().await.unwrap_or_else(|_| busy()),
+                        Err(_) => busy(),
+                    };
                     Ok::<_, std::convert::Infallible>(resp)
                 }
             });
@@ -81,6 +84,44 @@ async fn serve(control: ServerControl, listener: std::net::TcpListener, addr: So
                 .await;
         });
     }
+}
+
+/// Worker threads answering requests, and requests that may wait for one
+/// (more are answered 503 at once rather than pile up).
+const WORKERS: usize = 2;
+const QUEUE: usize = 64;
+
+type Job = (
+    Request<hyper::body::Incoming>,
+    flume::Sender<Response<Full<Bytes>>>,
+);
+
+/// Starts the workers; requests go to them through the returned queue. A
+/// worker the OS cannot start is logged; with none at all, every request is
+/// answered 503 (the queue has no receiver).
+fn start_workers(state: std::sync::Arc<json::State>) -> flume::Sender<Job> {
+    let (tx, rx) = flume::bounded::<Job>(QUEUE);
+    for _ in 0..WORKERS {
+        let (rx, state) = (rx.clone(), state.clone());
+        let spawned = std::thread::Builder::new()
+            .name("shoal-monitor-worker".into())
+            .spawn(move || {
+                for (req, reply_to) in rx.iter() {
+                    let _ = reply_to.send(route(&state, &req));
+                }
+            });
+        if let Err(e) = spawned {
+            error!("cannot start a monitoring worker thread: {e}");
+        }
+    }
+    tx
+}
+
+fn busy() -> Response<Full<Bytes>> {
+    reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({"error": "monitoring is busy"}),
+    )
 }
 
 fn query(req: &Request<hyper::body::Incoming>) -> HashMap<String, String> {

@@ -868,3 +868,254 @@ async fn a_restarted_seed_is_healthy_only_with_its_peers() {
     assert_eq!(&next_msg(&mut sub).await.payload[..], b"hi");
     full_mesh(&[&seed, &b, &c]);
 }
+
+// ----- hostile and oversized peers (the hostile peers issue, items 10 and 13) -----
+
+/// A subject (or queue name) of about 4 KB: long, yet within the default
+/// `max_control_line` (4096) of a `SUB` line.
+fn long_name(prefix: &str, i: usize) -> String {
+    format!("{prefix}.{i}.{}", "x".repeat(4000))
+}
+
+/// Publishes `payload` on `subject` from `from` until `sub` receives it
+/// (interest travels asynchronously), failing after `within`.
+async fn publish_until_received(
+    from: &async_nats::Client,
+    subject: &str,
+    sub: &mut async_nats::Subscriber,
+    within: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        from.publish(subject.to_string(), "hello".into())
+            .await
+            .unwrap();
+        from.flush().await.unwrap();
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), sub.next()).await {
+            assert_eq!(&m.payload[..], b"hello");
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a message published on the other node never arrived on {}...",
+            &subject[..subject.len().min(20)]
+        );
+    }
+}
+
+/// Item 10: ~300 subscriptions with 4 KB subjects make a snapshot of about
+/// 1.2 MB. It used to go out as one frame (cut every 1024 operations, not by
+/// bytes) over the peer's frame limit, so every (re)link was cut and the
+/// nodes redialed forever. Now a node started, and restarted, next to them
+/// gets the interest.
+#[tokio::test]
+async fn a_large_interest_snapshot_reaches_a_new_and_a_restarted_node() {
+    let b = node(2, None, &[]);
+    let cb = b.client().await;
+    let mut subs = Vec::new();
+    for i in 0..300 {
+        subs.push(cb.subscribe(long_name("big", i)).await.unwrap());
+    }
+    cb.flush().await.unwrap();
+    let seed = b.route_url();
+    for round in ["started", "restarted"] {
+        let a = node(2, Some(&seed), &[]);
+        let ca = a.client().await;
+        for i in [0, 150, 299] {
+            publish_until_received(&ca, &long_name("big", i), &mut subs[i], SETTLE).await;
+        }
+        eventually(SETTLE, "the node to be healthy", || healthy(&a));
+        assert!(
+            !a.log_contains("Route protocol error") && !b.log_contains("Route protocol error"),
+            "{round}: a link was cut"
+        );
+        drop(a);
+        eventually(SETTLE, "the link to go", || num_routes(&b) == 0);
+    }
+}
+
+/// Item 10: a message for which the sender picked the receiver in ~300 queue
+/// groups with 4 KB names (1.2 MB of names in its frame) used to exceed the
+/// receiver's frame limit and cut the link. Each group now gets it once.
+#[tokio::test]
+async fn a_message_for_many_long_queue_groups_crosses_the_route() {
+    let nodes = cluster(2, 1);
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let (ca, cb) = (a.client().await, b.client().await);
+    let mut members = Vec::new();
+    for i in 0..300 {
+        members.push(
+            cb.queue_subscribe("work", long_name("group", i))
+                .await
+                .unwrap(),
+        );
+    }
+    sync_interest(&cb, &ca).await;
+    ca.publish("work", "job".into()).await.unwrap();
+    ca.flush().await.unwrap();
+    for (i, m) in members.iter_mut().enumerate() {
+        let msg = tokio::time::timeout(SETTLE, m.next())
+            .await
+            .unwrap_or_else(|_| panic!("group {i} never got the message"))
+            .unwrap();
+        assert_eq!(&msg.payload[..], b"job");
+    }
+    assert!(!a.log_contains("Route protocol error") && !b.log_contains("Route protocol error"));
+    assert_eq!(num_routes(a), 1);
+}
+
+/// Item 10: nodes with different `max_payload`. A route carries any message
+/// its sender accepted, as nats-server's routes do: `max_payload` limits
+/// what a node's own clients may publish, not what its peers forward (a
+/// subscriber on the smaller node gets the large message). The link is never
+/// cut for it.
+#[tokio::test]
+async fn a_message_within_the_senders_max_payload_reaches_a_node_with_a_smaller_one() {
+    let b = node(1, None, &[]);
+    let a = Shoal::start(
+        1,
+        &[
+            "--cluster",
+            "nats://127.0.0.1:-1",
+            "--cluster_name",
+            "test",
+            "-m",
+            "-1",
+            "--routes",
+            &b.route_url(),
+        ],
+        Some("max_payload: 8MB"),
+    );
+    full_mesh(&[&a, &b]);
+    let mut sub = b.raw().await;
+    sub.send(b"CONNECT {\"verbose\":false}\r\nSUB big 1\r\n")
+        .await;
+    sub.ping().await;
+    let probe = a.client().await;
+    let watcher = b.client().await;
+    sync_interest(&watcher, &probe).await;
+    let mut publisher = a.raw().await;
+    publisher.send(b"CONNECT {\"verbose\":false}\r\n").await;
+    // `a` now knows of `SUB big` too: it crossed the same link before the
+    // probe's interest did.
+    let size = 4 << 20;
+    let mut msg = format!("PUB big {size}\r\n").into_bytes();
+    msg.extend(std::iter::repeat_n(b'z', size));
+    msg.extend_from_slice(b"\r\nPUB big 5\r\nsmall\r\n");
+    publisher.send(&msg).await;
+    let seen = publisher.ping().await;
+    assert!(seen.iter().all(|l| !l.starts_with("-ERR")), "{seen:?}");
+    assert_eq!(next_msg_line(&mut sub).await, format!("MSG big 1 {size}"));
+    let body = sub.bytes(size + 2).await;
+    assert!(body[..size].iter().all(|&c| c == b'z'));
+    assert_eq!(next_msg_line(&mut sub).await, "MSG big 1 5");
+    assert_eq!(sub.bytes(7).await, b"small\r\n");
+    assert!(!a.log_contains("Route protocol error") && !b.log_contains("Route protocol error"));
+    assert_eq!(num_routes(&a), 1);
+}
+
+/// The next line that is not the server's INFO update or keep-alive.
+async fn next_msg_line(raw: &mut Raw) -> String {
+    loop {
+        let line = raw.line_within(SETTLE).await.expect("a message");
+        if line == "PING" {
+            raw.send(b"PONG\r\n").await;
+        } else if !line.starts_with("INFO ") {
+            return line;
+        }
+    }
+}
+
+/// A node whose route handshake gives up after `timeout` seconds.
+fn node_with_route_timeout(timeout: u32) -> Shoal {
+    let conf = format!(
+        "cluster {{ name: test, listen: \"127.0.0.1:-1\", authorization {{ timeout: {timeout} }} }}"
+    );
+    Shoal::start(1, &["-m", "-1"], Some(&conf))
+}
+
+/// Whether the server closed `s` (EOF or reset), looking for `wait`.
+fn closed(s: &mut std::net::TcpStream, wait: Duration) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            }
+        }
+    }
+}
+
+/// Item 13: each read of the handshake was bounded by the timeout, not the
+/// whole of it, so a peer dribbling one byte per half timeout held its
+/// thread forever. The whole handshake now has the timeout as its deadline.
+#[test]
+fn a_route_handshake_dribbled_byte_by_byte_is_cut_by_its_deadline() {
+    use std::io::Write;
+    let n = node_with_route_timeout(1);
+    let mut s = std::net::TcpStream::connect(n.route_addr.as_ref().unwrap()).unwrap();
+    // An INFO frame header promising 1000 bytes, then its body, a byte
+    // every half timeout: 20 s of dribble if nothing cuts it.
+    let mut bytes = 1000u32.to_le_bytes().to_vec();
+    bytes.push(shoal_core::route::FrameKind::Info as u8);
+    bytes.extend([0u8; 40]);
+    let start = std::time::Instant::now();
+    for b in bytes {
+        if s.write_all(&[b]).is_err() || closed(&mut s, Duration::from_millis(500)) {
+            // Liveness bound only: well before the dribble would end.
+            assert!(start.elapsed() < Duration::from_secs(10));
+            return;
+        }
+    }
+    panic!(
+        "a dribbling peer held the handshake for {:?}",
+        start.elapsed()
+    );
+}
+
+/// Item 13: inbound handshakes in progress are capped (64); connections
+/// beyond the cap are closed at once (logged once per burst) instead of each
+/// taking a thread, and a legitimate peer links once the flood is over.
+#[test]
+fn route_connections_beyond_the_handshake_cap_are_refused_and_a_peer_links_after() {
+    let n = node_with_route_timeout(30);
+    let addr = n.route_addr.clone().unwrap();
+    let flood: Vec<_> = (0..64)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    let mut extra: Vec<_> = (0..20)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    for (i, s) in extra.iter_mut().enumerate() {
+        assert!(
+            closed(s, Duration::from_secs(5)),
+            "connection {i} beyond the cap was kept"
+        );
+    }
+    // The first 64 are still waiting in their handshakes (30 s timeout).
+    let mut first = flood[0].try_clone().unwrap();
+    assert!(!closed(&mut first, Duration::from_millis(100)));
+    eventually(SETTLE, "the refusals to be logged", || {
+        n.log_contains("route handshakes in progress")
+    });
+    let lines = |n: &Shoal| {
+        n.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("route handshakes in progress"))
+            .count()
+    };
+    assert_eq!(lines(&n), 1, "logged once per burst");
+    drop(first);
+    drop(flood);
+    let peer = node(1, Some(&n.route_url()), &[]);
+    full_mesh(&[&n, &peer]);
+}

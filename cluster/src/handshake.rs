@@ -1,8 +1,9 @@
 //! The route handshake, on a blocking socket before the link is handed to a
 //! shard: each side sends its INFO; the accepting side checks the dialer's
-//! credentials and cluster name before it answers. Everything is bounded by
-//! a timeout and a frame size, so a peer that says nothing or sends garbage
-//! only costs one short-lived thread.
+//! credentials and cluster name before it answers. The whole exchange (TLS
+//! included) has one deadline and the INFO a size limit, so a peer that says
+//! nothing, sends garbage or dribbles a byte at a time only costs one
+//! short-lived thread; the listener caps how many such threads there are.
 
 use bytes::BytesMut;
 use shoal_core::auth::Secret;
@@ -10,7 +11,7 @@ use shoal_core::config::ClusterConfig;
 use shoal_core::route::{self as wire, FrameKind, RouteInfo, ROUTE_PROTO};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use thiserror::Error;
 
 /// Largest INFO accepted during the handshake.
@@ -35,15 +36,77 @@ pub(crate) fn send_info(stream: &mut impl Write, info: &RouteInfo) -> std::io::R
     stream.flush()
 }
 
-/// Bounds every read and write of the handshake (cleared after).
+/// Clears the handshake's socket timeouts (the shard takes it from there).
 pub(crate) fn set_timeouts(stream: &TcpStream, t: Option<Duration>) -> std::io::Result<()> {
     stream.set_read_timeout(t)?;
     stream.set_write_timeout(t)
 }
 
+/// The handshake's socket under one deadline for the whole exchange: each
+/// read or write may take only what is left of it. A timeout per read is
+/// not enough: a peer sending a byte just inside it would hold the thread
+/// forever.
+pub(crate) struct Deadlined<'a> {
+    stream: &'a TcpStream,
+    deadline: Instant,
+}
+
+impl<'a> Deadlined<'a> {
+    pub(crate) fn new(stream: &'a TcpStream, within: Duration) -> Self {
+        Deadlined {
+            stream,
+            deadline: Instant::now() + within,
+        }
+    }
+
+    fn left(&self) -> std::io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        Ok(left)
+    }
+}
+
+fn timed_out() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "route handshake took too long",
+    )
+}
+
+/// A socket timeout shows as `WouldBlock` on Unix: name it for the log.
+fn named(e: std::io::Error) -> std::io::Error {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => timed_out(),
+        _ => e,
+    }
+}
+
+impl Read for Deadlined<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.stream.set_read_timeout(Some(self.left()?))?;
+        let mut s = self.stream;
+        s.read(buf).map_err(named)
+    }
+}
+
+impl Write for Deadlined<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.stream.set_write_timeout(Some(self.left()?))?;
+        let mut s = self.stream;
+        s.write(buf).map_err(named)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let mut s = self.stream;
+        s.flush()
+    }
+}
+
 /// Reads exactly one INFO frame (nothing after it: what follows belongs to
-/// the shard that serves the link). The caller bounds it with socket
-/// timeouts (`set_timeouts`).
+/// the shard that serves the link). The caller bounds it in time
+/// ([`Deadlined`]).
 pub(crate) fn read_info(stream: &mut impl Read) -> Result<RouteInfo, HandshakeError> {
     let mut header = [0u8; wire::FRAME_HEADER];
     stream.read_exact(&mut header)?;
@@ -100,6 +163,34 @@ pub(crate) fn check_auth(cfg: &ClusterConfig, theirs: &RouteInfo) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dribbled_info_is_cut_at_the_deadline_not_read_forever() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (stream, _) = l.accept().unwrap();
+        // A byte every 100 ms, for 10 s unless the reader gives up.
+        let dribbler = std::thread::spawn(move || {
+            let mut header = 100u32.to_le_bytes().to_vec();
+            header.push(FrameKind::Info as u8);
+            for b in header.into_iter().chain([0u8; 95]) {
+                if peer.write_all(&[b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let start = Instant::now();
+        let mut s = Deadlined::new(&stream, Duration::from_millis(500));
+        match read_info(&mut s) {
+            Err(HandshakeError::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::TimedOut),
+            other => panic!("{other:?}"),
+        }
+        // Liveness only: cut long before the dribble would have ended.
+        assert!(start.elapsed() < Duration::from_secs(5));
+        drop(stream);
+        dribbler.join().unwrap();
+    }
 
     fn info(id: &str, cluster: &str) -> RouteInfo {
         RouteInfo {

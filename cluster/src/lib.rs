@@ -22,14 +22,14 @@ mod url;
 pub use handshake::HandshakeError;
 pub use url::RouteUrl;
 
-use handshake::{check_auth, check_peer, read_info, send_info, set_timeouts};
+use handshake::{check_auth, check_peer, read_info, send_info, set_timeouts, Deadlined};
 use registry::{backoff, Decision, Link, Registry, GOSSIP_ATTEMPTS};
 use shoal_core::config::ClusterConfig;
 use shoal_core::route::{RouteInfo, ROUTE_PROTO};
 use shoal_net::route::{PeerMeta, RouteEvent, RouteId};
 use shoal_net::ServerControl;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use thiserror::Error;
@@ -63,8 +63,13 @@ struct Inner {
     route_url: String,
     client_urls: Vec<String>,
     seeds: Vec<RouteUrl>,
+    /// Deadline of a whole handshake, each way (`authorization { timeout }`).
     timeout: Duration,
     stopping: AtomicBool,
+    /// Inbound handshakes in progress (each holds a thread).
+    handshakes: AtomicUsize,
+    /// Connections refused since the cap was last reached.
+    refused: AtomicUsize,
     /// Route TLS (`cluster { tls { } }`): both sides of every link.
     tls_server: Option<Arc<rustls::ServerConfig>>,
     tls_client: Option<Arc<rustls::ClientConfig>>,
@@ -74,6 +79,11 @@ struct Inner {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a seed's dialer checks that its link is still up.
 const WATCH_INTERVAL: Duration = Duration::from_millis(100);
+/// Inbound route handshakes in progress at once; connections beyond are
+/// closed at once. Each handshake holds a thread until its deadline, so
+/// without a cap a flood of silent connections would exhaust threads. A real
+/// cluster has a handful of peers dialing at a time.
+const MAX_HANDSHAKES: usize = 64;
 
 /// How long a clustered node with no link yet waits for peers before it
 /// calls itself ready (`/healthz`): longer than the capped redial delay
@@ -144,6 +154,8 @@ impl Cluster {
             client_urls,
             seeds,
             stopping: AtomicBool::new(false),
+            handshakes: AtomicUsize::new(0),
+            refused: AtomicUsize::new(0),
         });
         inner.control.set_connect_urls(inner.client_urls.clone());
         if let (Some(l), Some(addr)) = (listener, route_addr) {
@@ -373,10 +385,10 @@ impl Inner {
             .pass
             .clone()
             .or_else(|| self.cfg.password.clone().filter(|p| !p.starts_with("$2")));
-        set_timeouts(&stream, Some(self.timeout))?;
+        let deadlined = Deadlined::new(&stream, self.timeout);
         let (theirs, tls) = match &self.tls_client {
             None => {
-                let mut s = &stream;
+                let mut s = deadlined;
                 send_info(&mut s, &ours)?;
                 (read_info(&mut s)?, None)
             }
@@ -385,7 +397,7 @@ impl Inner {
                     .map_err(|e| HandshakeError::Protocol(e.to_string()))?;
                 let conn = rustls::ClientConnection::new(config.clone(), name)
                     .map_err(|e| HandshakeError::Protocol(e.to_string()))?;
-                let mut s = rustls::StreamOwned::new(conn, stream.try_clone()?);
+                let mut s = rustls::StreamOwned::new(conn, deadlined);
                 send_info(&mut s, &ours)?;
                 let theirs = read_info(&mut s)?;
                 (theirs, Some(rustls::Connection::from(s.conn)))
@@ -398,7 +410,7 @@ impl Inner {
 
     fn accept(self: &Arc<Self>, stream: TcpStream) -> Result<RouteId, HandshakeError> {
         stream.set_nodelay(true)?;
-        set_timeouts(&stream, Some(self.timeout))?;
+        let deadlined = Deadlined::new(&stream, self.timeout);
         let ours = self.info(&self.lock());
         let check = |theirs: &RouteInfo| -> Result<(), HandshakeError> {
             check_peer(&ours, theirs)?;
@@ -406,7 +418,7 @@ impl Inner {
         };
         let (theirs, tls) = match &self.tls_server {
             None => {
-                let mut s = &stream;
+                let mut s = deadlined;
                 let theirs = read_info(&mut s)?;
                 check(&theirs)?;
                 send_info(&mut s, &ours)?;
@@ -415,7 +427,7 @@ impl Inner {
             Some(config) => {
                 let conn = rustls::ServerConnection::new(config.clone())
                     .map_err(|e| HandshakeError::Protocol(e.to_string()))?;
-                let mut s = rustls::StreamOwned::new(conn, stream.try_clone()?);
+                let mut s = rustls::StreamOwned::new(conn, deadlined);
                 let theirs = read_info(&mut s)?;
                 check(&theirs)?;
                 send_info(&mut s, &ours)?;
@@ -427,6 +439,38 @@ impl Inner {
     }
 }
 
+/// One inbound handshake in progress, counted until dropped (however its
+/// thread ends, or if the thread could not be started).
+struct HandshakeSlot(Arc<Inner>);
+
+impl HandshakeSlot {
+    /// A slot, or `None` when `MAX_HANDSHAKES` are in progress (logged once
+    /// per burst of refusals, and counted).
+    fn take(inner: &Arc<Inner>) -> Option<HandshakeSlot> {
+        if inner.handshakes.fetch_add(1, Relaxed) >= MAX_HANDSHAKES {
+            inner.handshakes.fetch_sub(1, Relaxed);
+            if inner.refused.fetch_add(1, Relaxed) == 0 {
+                warn!(
+                    "{MAX_HANDSHAKES} route handshakes in progress: refusing route \
+                     connections until some finish"
+                );
+            }
+            return None;
+        }
+        let refused = inner.refused.swap(0, Relaxed);
+        if refused > 0 {
+            info!("Accepting route connections again ({refused} refused)");
+        }
+        Some(HandshakeSlot(inner.clone()))
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.0.handshakes.fetch_sub(1, Relaxed);
+    }
+}
+
 fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
     for stream in listener.incoming() {
         if inner.stopping() {
@@ -434,8 +478,13 @@ fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
         }
         match stream {
             Ok(s) => {
+                let Some(slot) = HandshakeSlot::take(&inner) else {
+                    drop(s);
+                    continue;
+                };
                 let me = inner.clone();
                 spawn("shoal-route-accept", move || {
+                    let _slot = slot;
                     let peer = s.peer_addr().ok();
                     match me.accept(s) {
                         Ok(id) => debug!("Route {id} accepted from {peer:?}"),

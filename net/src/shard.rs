@@ -479,13 +479,42 @@ impl Shard {
             plain,
             queues: queues.iter().map(|q| &q[..]).collect(),
         };
-        let res = link.conn.queue(|b| wire::write_msg(b, &frame));
+        // Every frame within the protocol's limit: the queue groups the
+        // peer was picked for are named over as many frames as it takes
+        // (each group still gets the message once). A message that cannot
+        // fit at all (only possible with a subject or payload larger than
+        // any node may accept) is refused here like an unroutable one.
+        let newly_dirty = if frame.encoded_bound() <= wire::MAX_FRAME {
+            link.conn.queue(|b| wire::write_msg(b, &frame)) == QueueResult::NewlyDirty
+        } else {
+            let Some(runs) = wire::msg_queue_runs(&frame, wire::MAX_FRAME) else {
+                link.stats.refused_msgs.fetch_add(1, Relaxed);
+                return;
+            };
+            let mut newly_dirty = false;
+            for (i, run) in runs.into_iter().enumerate() {
+                let part = MsgFrame {
+                    plain: plain && i == 0,
+                    queues: frame.queues[run].to_vec(),
+                    ..frame
+                };
+                if !part.plain && part.queues.is_empty() {
+                    continue;
+                }
+                match link.conn.queue(|b| wire::write_msg(b, &part)) {
+                    QueueResult::NewlyDirty => newly_dirty = true,
+                    QueueResult::Queued => {}
+                    QueueResult::SlowConsumer | QueueResult::Closed => break,
+                }
+            }
+            newly_dirty
+        };
         link.stats.out_msgs.fetch_add(1, Relaxed);
         link.stats.out_bytes.fetch_add(
             (p.payload.len() + p.headers.as_ref().map_or(0, |h| h.len())) as u64,
             Relaxed,
         );
-        if res == QueueResult::NewlyDirty {
+        if newly_dirty {
             self.dirty.borrow_mut().push(link.conn.clone());
         }
     }

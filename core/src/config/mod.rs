@@ -7,7 +7,7 @@
 pub mod conf;
 
 use crate::auth::{AuthConfig, Permissions, ResponsePermission, Secret, SubjectPermission, User};
-use crate::proto::{DEFAULT_MAX_CONTROL_LINE, DEFAULT_MAX_PAYLOAD};
+use crate::proto::{DEFAULT_MAX_CONTROL_LINE, DEFAULT_MAX_PAYLOAD, MAX_PAYLOAD_LIMIT};
 use conf::{Entry, Value};
 use std::time::Duration;
 use thiserror::Error;
@@ -400,7 +400,14 @@ impl ServerConfig {
                     self.http_host = host;
                 }
             }
-            "max_payload" => self.max_payload = size(e)?,
+            "max_payload" => {
+                // nats-server's ceiling; route frames are sized for it.
+                let n = size(e)?;
+                if n > MAX_PAYLOAD_LIMIT {
+                    return invalid(e, "at most 64MB");
+                }
+                self.max_payload = n;
+            }
             "max_control_line" => self.max_control_line = size(e)?,
             "max_connections" | "max_conn" => self.max_connections = size(e)?,
             "max_subscriptions" | "max_subs" => self.max_subscriptions = size(e)?,

@@ -124,6 +124,14 @@ fn invalid_values_are_errors_naming_key_and_line() {
 }
 
 #[test]
+fn max_payload_is_at_most_64mb_as_in_nats_server() {
+    let c = ServerConfig::from_conf("max_payload: 64MB").unwrap();
+    assert_eq!(c.max_payload, crate::proto::MAX_PAYLOAD_LIMIT);
+    let e = ServerConfig::from_conf("max_payload: 65MB").unwrap_err();
+    assert!(matches!(e, ConfigError::Invalid { ref key, line: 1, .. } if key == "max_payload"));
+}
+
+#[test]
 fn cluster_host_and_port_keys() {
     let c = ServerConfig::from_conf("cluster { port: 7000 }").unwrap();
     assert_eq!(c.cluster.listen.as_deref(), Some("0.0.0.0:7000"));

@@ -26,6 +26,10 @@ use bytes::Bytes;
 pub const DEFAULT_MAX_CONTROL_LINE: usize = 4096;
 /// Default maximum payload (nats-server's `max_payload`, 1 MiB).
 pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+/// The largest `max_payload` a node may be configured with (nats-server's
+/// ceiling, 64 MiB). Route frames are sized from it: a peer may forward any
+/// message its own clients could publish, whatever this node's setting.
+pub const MAX_PAYLOAD_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Parser limits. They come from configuration; the parser enforces them so a
 /// hostile peer can never make a connection buffer grow without bound.

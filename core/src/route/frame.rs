@@ -12,6 +12,30 @@ pub const FRAME_HEADER: usize = 5;
 /// refused.
 pub const ROUTE_PROTO: u32 = 1;
 
+/// Room in a message frame for everything but headers and payload: subject,
+/// reply, the names of the queue groups the sender picked the receiver for,
+/// and the archive's own fields. The sender splits the queue names over
+/// several frames rather than exceed it.
+pub const MSG_OVERHEAD_LIMIT: usize = 1024 * 1024;
+
+/// The largest frame payload a node sends or accepts: the largest message
+/// any node may be configured to accept plus [`MSG_OVERHEAD_LIMIT`].
+///
+/// The limit is fixed by the protocol, not derived from either node's
+/// `max_payload`: nodes with different settings (or one that raised its
+/// setting by a reload) must not cut each other's links, because a route
+/// carries any message its sender's clients were allowed to publish, as
+/// nats-server's routes do. Senders never exceed it (interest frames are
+/// cut by bytes, message frames split their queue names, and a message that
+/// cannot fit even alone is refused and counted, not sent); a hostile peer
+/// that announces a larger frame is cut, and one that announces a large
+/// frame without sending it costs only what it sends ([`next_frame`]).
+pub const MAX_FRAME: usize = crate::proto::MAX_PAYLOAD_LIMIT + MSG_OVERHEAD_LIMIT;
+
+/// The size interest frames are cut at: far below [`MAX_FRAME`], so a
+/// snapshot of any size arrives in frames a peer applies a bit at a time.
+pub const INTEREST_FRAME_TARGET: usize = 64 * 1024;
+
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -100,7 +124,11 @@ pub fn next_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, Frame
     }
     let kind = FrameKind::from_u8(buf[4]).ok_or(FrameError::UnknownKind(buf[4]))?;
     if buf.len() < FRAME_HEADER + len {
-        buf.reserve(FRAME_HEADER + len - buf.len());
+        // Room for the rest, but never more than twice what has arrived
+        // (at least 64 KiB): a header announcing a large frame costs memory
+        // as its bytes come, not up front; growth stays geometric.
+        let missing = FRAME_HEADER + len - buf.len();
+        buf.reserve(missing.min(buf.len().max(64 * 1024)));
         return Ok(None);
     }
     let mut frame = buf.split_to(FRAME_HEADER + len);
@@ -211,6 +239,52 @@ pub struct InterestBatch {
     pub ops: Vec<InterestOp>,
 }
 
+/// Bytes an archived fixed part may take (relative pointer and length per
+/// slice, option tags, a `u32`): a generous upper bound, checked by tests.
+const PER_FIELD: usize = 16;
+
+impl InterestOp {
+    /// An upper bound of the bytes this operation adds to an interest frame.
+    pub fn encoded_bound(&self) -> usize {
+        self.subject.len() + self.queue.as_ref().map_or(0, |q| q.len()) + 3 * PER_FIELD
+    }
+}
+
+impl InterestBatch {
+    /// An upper bound of this batch's frame payload.
+    pub fn encoded_bound(&self) -> usize {
+        PER_FIELD
+            + self
+                .ops
+                .iter()
+                .map(InterestOp::encoded_bound)
+                .sum::<usize>()
+    }
+}
+
+/// Cuts interest operations into batches whose frames take at most `target`
+/// bytes each (by [`InterestBatch::encoded_bound`]), in order. An operation
+/// larger than `target` by itself gets a batch of its own: the caller checks
+/// such a batch against [`MAX_FRAME`] before sending it.
+pub fn interest_batches(ops: Vec<InterestOp>, target: usize) -> Vec<InterestBatch> {
+    let mut batches = Vec::new();
+    let mut cur = InterestBatch::default();
+    let mut size = PER_FIELD;
+    for op in ops {
+        let n = op.encoded_bound();
+        if !cur.ops.is_empty() && size + n > target {
+            batches.push(std::mem::take(&mut cur));
+            size = PER_FIELD;
+        }
+        size += n;
+        cur.ops.push(op);
+    }
+    if !cur.ops.is_empty() {
+        batches.push(cur);
+    }
+    batches
+}
+
 /// A message for the receiver's subscribers, serialized from borrowed slices
 /// (no copy into an owned struct on the send path).
 #[derive(Archive, Serialize)]
@@ -229,6 +303,54 @@ pub struct MsgFrame<'a> {
     /// picked the receiver for them).
     #[rkyv(with = Map<InlineAsBox>)]
     pub queues: Vec<&'a [u8]>,
+}
+
+impl MsgFrame<'_> {
+    /// An upper bound of this message's frame payload.
+    pub fn encoded_bound(&self) -> usize {
+        6 * PER_FIELD
+            + self.subject.len()
+            + self.reply.map_or(0, |r| r.len())
+            + self.headers.map_or(0, |h| h.len())
+            + self.payload.len()
+            + self
+                .queues
+                .iter()
+                .map(|q| q.len() + PER_FIELD)
+                .sum::<usize>()
+    }
+}
+
+/// How one message goes to one peer: `msg.queues` cut into runs (indices),
+/// one frame each, so that every frame stays within `max` bytes by
+/// [`MsgFrame::encoded_bound`]. The first frame also carries the plain
+/// delivery; the others name queue groups only, so each group still gets
+/// the message once. Without queue names there is one (empty) run. `None`
+/// when the message cannot be sent within `max` at all (its subject, reply,
+/// headers and payload alone, or with one of its queue names, are too
+/// large): the caller refuses it rather than send what the peer must cut the
+/// link for.
+pub fn msg_queue_runs(msg: &MsgFrame<'_>, max: usize) -> Option<Vec<std::ops::Range<usize>>> {
+    let name = |q: &&[u8]| q.len() + PER_FIELD;
+    let fixed = msg.encoded_bound() - msg.queues.iter().map(name).sum::<usize>();
+    let mut runs = Vec::new();
+    let (mut start, mut size) = (0, fixed);
+    for (i, q) in msg.queues.iter().enumerate() {
+        let n = name(q);
+        if fixed + n > max {
+            return None;
+        }
+        if size + n > max {
+            runs.push(start..i);
+            (start, size) = (i, fixed);
+        }
+        size += n;
+    }
+    if fixed > max {
+        return None;
+    }
+    runs.push(start..msg.queues.len());
+    Some(runs)
 }
 
 /// A received message: slices of the frame, validated.

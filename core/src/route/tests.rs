@@ -227,3 +227,169 @@ fn every_truncation_of_a_valid_archive_is_an_error() {
         let _ = decode_msg(&bytes::Bytes::from(v));
     }
 }
+
+fn long_op(i: usize, queue: bool) -> InterestOp {
+    InterestOp {
+        subject: format!("big.{i}.{}", "x".repeat(4000)).into_bytes(),
+        queue: queue.then(|| format!("q{i}").into_bytes()),
+        weight: 1,
+    }
+}
+
+/// The length of a frame's payload as written.
+fn written_len(f: impl FnOnce(&mut BytesMut)) -> usize {
+    let mut buf = BytesMut::new();
+    f(&mut buf);
+    buf.len() - FRAME_HEADER
+}
+
+#[test]
+fn interest_is_cut_into_frames_by_bytes_not_by_count() {
+    // ~300 subscriptions with 4 KB subjects: 1.2 MB, fewer than the 1024
+    // operations per frame the snapshot was once cut at.
+    let ops: Vec<InterestOp> = (0..300).map(|i| long_op(i, i % 2 == 0)).collect();
+    let batches = interest_batches(ops.clone(), INTEREST_FRAME_TARGET);
+    assert!(batches.len() > 1);
+    let mut back = Vec::new();
+    for b in &batches {
+        let len = written_len(|buf| write_interest(buf, b));
+        assert!(len <= b.encoded_bound(), "{len} > bound");
+        assert!(len <= INTEREST_FRAME_TARGET, "frame of {len} bytes");
+        let mut buf = BytesMut::new();
+        write_interest(&mut buf, b);
+        back.extend(decode_interest(&one(&mut buf).body).unwrap().ops);
+    }
+    assert_eq!(back, ops, "every operation, in order");
+    assert!(interest_batches(Vec::new(), INTEREST_FRAME_TARGET).is_empty());
+}
+
+#[test]
+fn an_operation_larger_than_the_target_goes_alone() {
+    let ops = vec![long_op(1, false), long_op(2, true), long_op(3, false)];
+    let batches = interest_batches(ops, 1000);
+    assert_eq!(
+        batches.iter().map(|b| b.ops.len()).collect::<Vec<_>>(),
+        [1, 1, 1]
+    );
+    let small = (0..10)
+        .map(|i| InterestOp {
+            subject: format!("s.{i}").into_bytes(),
+            queue: None,
+            weight: 0,
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(interest_batches(small, 1000).len(), 1);
+}
+
+#[test]
+fn encoded_bounds_are_upper_bounds() {
+    for sub in [1, 100, 5000] {
+        for with in [false, true] {
+            let op = InterestOp {
+                subject: vec![b'a'; sub],
+                queue: with.then(|| vec![b'q'; sub / 2 + 1]),
+                weight: u32::MAX,
+            };
+            let batch = InterestBatch { ops: vec![op; 3] };
+            assert!(written_len(|b| write_interest(b, &batch)) <= batch.encoded_bound());
+            let subject = vec![b's'; sub];
+            let names: Vec<Vec<u8>> = (0..sub % 7).map(|i| vec![b'n'; i * 10 + 1]).collect();
+            let m = MsgFrame {
+                subject: &subject,
+                reply: with.then_some(&subject[..]),
+                headers: with.then_some(b"NATS/1.0\r\n\r\n"),
+                payload: &subject,
+                plain: with,
+                queues: names.iter().map(|n| &n[..]).collect(),
+            };
+            assert!(written_len(|b| write_msg(b, &m)) <= m.encoded_bound());
+        }
+    }
+}
+
+#[test]
+fn queue_names_are_split_over_frames_that_fit() {
+    let names: Vec<Vec<u8>> = (0..300).map(|i| long_op(i, false).subject).collect();
+    let payload = vec![b'p'; 10_000];
+    let m = MsgFrame {
+        subject: b"work",
+        reply: Some(b"_INBOX.1"),
+        headers: None,
+        payload: &payload,
+        plain: true,
+        queues: names.iter().map(|n| &n[..]).collect(),
+    };
+    let max = 100_000;
+    let runs = msg_queue_runs(&m, max).unwrap();
+    assert!(runs.len() > 1);
+    let mut next = 0;
+    let mut got = Vec::new();
+    for (i, run) in runs.iter().enumerate() {
+        assert_eq!(run.start, next, "runs are contiguous");
+        assert!(!run.is_empty());
+        next = run.end;
+        let part = MsgFrame {
+            plain: m.plain && i == 0,
+            queues: m.queues[run.clone()].to_vec(),
+            ..m
+        };
+        let mut buf = BytesMut::new();
+        write_msg(&mut buf, &part);
+        assert!(buf.len() - FRAME_HEADER <= max);
+        let d = decode_msg(&next_frame(&mut buf, max).unwrap().unwrap().body).unwrap();
+        assert_eq!(d.plain, i == 0);
+        assert_eq!(&d.payload[..], &payload[..]);
+        got.extend(d.queues);
+    }
+    assert_eq!(next, names.len());
+    assert_eq!(got, names);
+
+    // Nothing to split: one frame.
+    let plain = MsgFrame {
+        queues: vec![],
+        ..m
+    };
+    assert_eq!(msg_queue_runs(&plain, max), Some(vec![0..0]));
+    // Too large alone, or with one of its names: refused.
+    assert_eq!(msg_queue_runs(&plain, 10_000), None);
+    let one_name = MsgFrame {
+        payload: b"",
+        queues: vec![&names[0][..]],
+        ..m
+    };
+    assert_eq!(msg_queue_runs(&one_name, 1_000), None);
+}
+
+#[test]
+fn a_message_of_the_largest_payload_fits_the_frame_limit() {
+    let subject = vec![b's'; 64 * 1024];
+    let names: Vec<Vec<u8>> = (0..100).map(|_| vec![b'q'; 4096]).collect();
+    let payload = vec![0u8; crate::proto::MAX_PAYLOAD_LIMIT];
+    let m = MsgFrame {
+        subject: &subject,
+        reply: Some(&subject),
+        headers: None,
+        payload: &payload,
+        plain: true,
+        queues: names.iter().map(|n| &n[..]).collect(),
+    };
+    let runs = msg_queue_runs(&m, MAX_FRAME).unwrap();
+    assert_eq!(runs, vec![0..100]);
+}
+
+#[test]
+fn an_announced_frame_is_not_allocated_before_its_bytes_arrive() {
+    let mut buf = BytesMut::new();
+    buf.put_u32_le(MAX_FRAME as u32);
+    buf.put_u8(FrameKind::Msg as u8);
+    assert_eq!(next_frame(&mut buf, MAX_FRAME), Ok(None));
+    assert!(buf.capacity() < 1 << 20, "reserved {}", buf.capacity());
+    // One byte over the limit is refused outright.
+    let mut buf = BytesMut::new();
+    buf.put_u32_le(MAX_FRAME as u32 + 1);
+    buf.put_u8(FrameKind::Msg as u8);
+    assert!(matches!(
+        next_frame(&mut buf, MAX_FRAME),
+        Err(FrameError::TooLarge { .. })
+    ));
+}

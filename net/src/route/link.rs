@@ -15,10 +15,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use tracing::{debug, info, warn};
 
-/// Interest operations per frame in the link-up snapshot (keeps frames far
-/// below the frame limit).
-const SNAPSHOT_CHUNK: usize = 1024;
-
 /// A route's outbound buffer may hold this much before the link is cut as a
 /// slow consumer (a peer must absorb bursts from every client of this node).
 const ROUTE_MAX_PENDING: usize = 256 * 1024 * 1024;
@@ -39,8 +35,24 @@ pub(crate) struct RouteLink {
 impl RouteLink {
     /// Queues one interest change of this node for the peer.
     pub(crate) fn send_interest(&self, op: InterestOp) -> crate::outbound::QueueResult {
-        self.conn
-            .queue(|b| wire::write_interest(b, &InterestBatch { ops: vec![op] }))
+        self.queue_interest(InterestBatch { ops: vec![op] })
+    }
+
+    /// Queues one batch (at most one frame's worth, `wire::interest_batches`).
+    /// A batch over the frame limit can only be one operation whose subject
+    /// is longer than any peer accepts (a `max_control_line` of tens of
+    /// megabytes): it is left out and logged rather than cut the link.
+    fn queue_interest(&self, batch: InterestBatch) -> crate::outbound::QueueResult {
+        if batch.encoded_bound() > wire::MAX_FRAME {
+            warn!(
+                "{} - {} - Interest of {} bytes not announced: over the route frame limit",
+                self.conn.addr,
+                self.id,
+                batch.encoded_bound()
+            );
+            return crate::outbound::QueueResult::Queued;
+        }
+        self.conn.queue(|b| wire::write_interest(b, &batch))
     }
 
     /// Everything the peer announced, for removal when the link goes.
@@ -137,7 +149,9 @@ fn report(shard: &Shard, event: RouteEvent) {
 }
 
 async fn read_loop(shard: &Rc<Shard>, link: &Rc<RouteLink>) -> CloseReason {
-    let max_frame = shard.shared.config.max_payload.max(1 << 20) + 64 * 1024;
+    // The protocol's limit, not this node's max_payload: a peer forwards
+    // what its own clients may publish (see `wire::MAX_FRAME`).
+    let max_frame = wire::MAX_FRAME;
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let read_size = Cell::new(64 * 1024);
     let mut out = Outgoing::new(shard.shards);
@@ -260,16 +274,12 @@ fn handle(
     Ok(())
 }
 
-/// Queues this node's interest snapshot for a new link, in chunks, then the
-/// end marker.
+/// Queues this node's interest snapshot for a new link, in frames cut by
+/// bytes (subjects may be long: a count of operations says nothing of a
+/// frame's size), then the end marker.
 pub(crate) fn queue_snapshot(link: &RouteLink, ops: Vec<InterestOp>) {
-    let mut ops = ops;
-    while !ops.is_empty() {
-        let rest = ops.split_off(ops.len().min(SNAPSHOT_CHUNK));
-        let chunk = std::mem::replace(&mut ops, rest);
-        let _ = link
-            .conn
-            .queue(|b| wire::write_interest(b, &InterestBatch { ops: chunk }));
+    for batch in wire::interest_batches(ops, wire::INTEREST_FRAME_TARGET) {
+        let _ = link.queue_interest(batch);
     }
     let _ = link
         .conn
