@@ -11,8 +11,15 @@ use std::time::Duration;
 use tracing::{error, info};
 
 /// Accepts connections until the shard stops accepting.
+///
+/// A connection storm must not hold the shard's other connections back:
+/// glommio's accept completes at once while the listen queue is full, so
+/// the loop returns to the reactor after every `TurnBudget` slice of
+/// accepting, as the read loops do; each connection's handshake (INFO,
+/// TLS, CONNECT, bcrypt off the shard) runs in its own task.
 pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     shard.stats.accepting.store(true, Relaxed);
+    let mut budget = runtime::TurnBudget::new();
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             shard.stop_accepting.wait().await;
@@ -22,6 +29,7 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         if shard.stop_accepting.is_set() {
             break;
         }
+        budget.begin();
         match accepted {
             None => break,
             Some(Ok(stream)) => {
@@ -34,6 +42,7 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                 runtime::sleep(Duration::from_millis(50)).await;
             }
         }
+        budget.spend().await;
     }
     // Before the socket closes: the watchdog reads its queue only while set.
     shard.stats.accepting.store(false, Relaxed);
