@@ -19,9 +19,13 @@ use tracing::{error, warn};
 #[command(
     name = "shoal",
     version = concat!(env!("CARGO_PKG_VERSION"), " (NATS protocol of nats-server 2.9.10)"),
-    about
+    about,
+    disable_version_flag = true
 )]
 struct Flags {
+    /// Show the version and exit (`-v` as nats-server: its `-V` is `--trace`).
+    #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
+    version: (),
     /// Bind to host address (default 0.0.0.0).
     #[arg(short = 'a', long = "addr", visible_alias = "net")]
     addr: Option<String>,
