@@ -14,7 +14,7 @@ use crate::server::Shared;
 use crate::stats::ShardStats;
 use ahash::AHashMap;
 use bytes::Bytes;
-use shoal_core::index::{IndexError, Matches, SubjectIndex};
+use shoal_core::index::{IndexError, Matches, QueueGroup, SubjectIndex};
 use shoal_core::proto::{self as proto, headers::NO_RESPONDERS, write_msg, Publish};
 use shoal_core::route::{self as wire, InterestOp, MsgFrame, RouteMsg};
 use std::cell::{Cell, RefCell};
@@ -323,12 +323,10 @@ impl Shard {
             // A member on this node when the group has one (no extra hop),
             // else any member cluster-wide, weighted by member counts.
             let pick = if prefer_local {
-                pick_weighted(&g.members, |t| {
-                    !matches!(t, Target::Route(_)) && eligible(t)
-                })
-                .or_else(|| pick_weighted(&g.members, eligible))
+                pick(g, |t| !matches!(t, Target::Route(_)) && eligible(t))
+                    .or_else(|| pick(g, eligible))
             } else {
-                pick_weighted(&g.members, eligible)
+                pick(g, eligible)
             };
             match pick {
                 None => {}
@@ -440,7 +438,7 @@ impl Shard {
                 Target::Shard(_) => true,
                 Target::Route(_) => false,
             };
-            match pick_weighted(&g.members, here) {
+            match pick(g, here) {
                 Some(Target::Local(s)) => {
                     self.deliver(s, &p);
                 }
@@ -1121,7 +1119,7 @@ impl Shard {
                 continue;
             };
             let local = |t: &Target| matches!(t, Target::Local(s) if !s.client.is_closing());
-            if let Some(Target::Local(s)) = pick_weighted(&g.members, local) {
+            if let Some(Target::Local(s)) = pick(g, local) {
                 self.deliver(s, &r.publish);
             }
         }
@@ -1156,31 +1154,14 @@ impl RouteSends {
 fn all_targets<T>(m: &Matches<T>) -> impl Iterator<Item = &T> {
     m.plain
         .iter()
-        .chain(m.queues.iter().flat_map(|g| g.members.iter()))
+        .chain(m.queues.iter().flat_map(|g| g.values()))
 }
 
-/// Picks one member uniformly among those `eligible` (each entry counts once,
-/// so a shard listed three times is three times as likely), in one pass
-/// without allocating (reservoir sampling).
-fn pick_weighted(members: &[Target], eligible: impl Fn(&Target) -> bool) -> Option<&Target> {
-    // Fast path: the common case of every member being eligible.
-    if !members.is_empty() {
-        let first = &members[fastrand::usize(..members.len())];
-        if eligible(first) {
-            return Some(first);
-        }
-    }
-    let mut seen = 0usize;
-    let mut pick = None;
-    for m in members {
-        if eligible(m) {
-            seen += 1;
-            if fastrand::usize(..seen) == 0 {
-                pick = Some(m);
-            }
-        }
-    }
-    pick
+/// Picks one member subscription of `g` uniformly among those `eligible`
+/// (an entry of weight three, such as a shard with three members, is three
+/// times as likely as one of weight one).
+fn pick(g: &QueueGroup<Target>, eligible: impl Fn(&Target) -> bool) -> Option<&Target> {
+    g.pick(eligible, |n| fastrand::u64(..n))
 }
 
 /// With `-D`: once a second, a line per shard with its traffic and anything
