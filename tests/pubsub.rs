@@ -288,3 +288,135 @@ async fn unsubscribe_stops_delivery() {
         );
     }
 }
+
+/// A raw connection named `name` (logged in as `user` when given) that the
+/// kernel placed on shard `shard` of `s` (started with `-m -1`): reconnects
+/// until it lands there, as /connz tells.
+async fn raw_on_shard(s: &Shoal, shard: u64, name: &str, user: Option<(&str, &str)>) -> Raw {
+    for attempt in 0..100 {
+        let name = format!("{name}-{attempt}");
+        let mut r = s.raw().await;
+        let login = user.map_or(String::new(), |(u, p)| {
+            format!(",\"user\":\"{u}\",\"pass\":\"{p}\"")
+        });
+        r.send(format!("CONNECT {{\"verbose\":false,\"name\":\"{name}\"{login}}}\r\n").as_bytes())
+            .await;
+        assert!(r.ping().await.is_empty());
+        let (_, connz) = s.http_get("/connz?limit=4096");
+        let on = connz["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name.as_str())
+            .map(|c| c["shard"].as_u64().unwrap());
+        if on == Some(shard) {
+            return r;
+        }
+    }
+    panic!("no connection landed on shard {shard}");
+}
+
+/// Reads messages (of one-line payloads) until `want` arrived or none came
+/// for 5 s; returns how many arrived.
+async fn count_msgs(r: &mut Raw, want: usize) -> usize {
+    let mut n = 0;
+    while n < want {
+        match r.line().await {
+            Some(l) if l.starts_with("MSG ") => {
+                // The payload line ("x").
+                r.line().await;
+                n += 1;
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    n
+}
+
+/// Shard placements of (publisher, ineligible member, eligible member) worth
+/// testing: all on one shard; with two shards, the ineligible member alone
+/// on the other shard (that shard must hand the message back) or alone with
+/// the publisher (the publisher's pick must skip it).
+fn placements(shards: usize) -> &'static [(u64, u64, u64)] {
+    if shards == 1 {
+        &[(0, 0, 0)]
+    } else {
+        &[(0, 1, 0), (0, 0, 1)]
+    }
+}
+
+/// A queue member whose permissions deny the subject (a wildcard
+/// subscription filtered at delivery) is not picked: every message goes to
+/// a member that may receive it, as with nats-server.
+#[tokio::test]
+async fn queue_member_denied_the_subject_is_passed_over() {
+    for shards in SHARDS {
+        for &placed in placements(shards) {
+            // Boxed: the raw connections' read buffers make a large future.
+            Box::pin(denied_member_case(shards, placed)).await;
+        }
+    }
+}
+
+async fn denied_member_case(shards: usize, (p_on, d_on, e_on): (u64, u64, u64)) {
+    let conf = r#"authorization { users: [
+        {user: pub, password: p}
+        {user: ok, password: o}
+        {user: nosecret, password: n, permissions: {subscribe: {allow: [">"], deny: ["foo.secret"]}}}
+    ] }"#;
+    let n = 200;
+    let s = Shoal::start(shards, &["-m", "-1"], Some(conf));
+    let mut denied = raw_on_shard(&s, d_on, "denied", Some(("nosecret", "n"))).await;
+    denied.send(b"SUB foo.* q 1\r\n").await;
+    assert!(denied.ping().await.is_empty(), "foo.* is allowed");
+    let mut eligible = raw_on_shard(&s, e_on, "eligible", Some(("ok", "o"))).await;
+    eligible.send(b"SUB foo.* q 1\r\n").await;
+    eligible.ping().await;
+    let mut p = raw_on_shard(&s, p_on, "pub", Some(("pub", "p"))).await;
+    p.send(&b"PUB foo.secret 1\r\nx\r\n".repeat(n)).await;
+    assert!(p.ping().await.is_empty());
+    let placed = format!("shards={shards} pub/denied/eligible on {p_on}/{d_on}/{e_on}");
+    assert_eq!(
+        count_msgs(&mut eligible, n).await,
+        n,
+        "every message reaches the member that may receive it ({placed})"
+    );
+    assert!(denied.ping().await.is_empty(), "denied got none ({placed})");
+    assert!(eligible.ping().await.is_empty(), "exactly once ({placed})");
+}
+
+/// A queue member that reached its `UNSUB <sid> <max>` is not picked again,
+/// including by a shard that has not yet heard it left: the message goes to
+/// another member instead of being dropped.
+#[tokio::test]
+async fn queue_member_past_its_max_is_passed_over() {
+    for shards in SHARDS {
+        for &placed in placements(shards) {
+            Box::pin(max_member_case(shards, placed)).await;
+        }
+    }
+}
+
+async fn max_member_case(shards: usize, (p_on, m_on, e_on): (u64, u64, u64)) {
+    let n = 200;
+    let s = Shoal::start(shards, &["-m", "-1"], None);
+    let mut once = raw_on_shard(&s, m_on, "once", None).await;
+    once.send(b"SUB foo.* q 1\r\nUNSUB 1 1\r\n").await;
+    once.ping().await;
+    let mut other = raw_on_shard(&s, e_on, "other", None).await;
+    other.send(b"SUB foo.* q 1\r\n").await;
+    other.ping().await;
+    let mut p = raw_on_shard(&s, p_on, "pub", None).await;
+    p.send(&b"PUB foo.x 1\r\nx\r\n".repeat(n)).await;
+    assert!(p.ping().await.is_empty());
+    let placed = format!("shards={shards} pub/max/other on {p_on}/{m_on}/{e_on}");
+    let got_once = count_msgs(&mut once, 1).await;
+    assert!(once.ping().await.is_empty(), "max 1 ({placed})");
+    assert_eq!(
+        count_msgs(&mut other, n - got_once).await,
+        n - got_once,
+        "every message reaches a member ({placed})"
+    );
+    assert!(other.ping().await.is_empty(), "exactly once ({placed})");
+}

@@ -300,12 +300,21 @@ proptest! {
                         .queues
                         .iter()
                         .map(|g| {
-                            let mut v = g.members.clone();
+                            let mut v: Vec<u32> = g
+                                .members
+                                .iter()
+                                .flat_map(|&(v, w)| std::iter::repeat_n(v, w as usize))
+                                .collect();
+
                             v.sort_unstable();
                             (String::from_utf8(g.name.to_vec()).unwrap(), v)
                         })
                         .collect();
                     groups.sort();
+                    for g in &m.queues {
+                        let n: u64 = g.members.iter().map(|&(_, w)| u64::from(w)).sum();
+                        prop_assert_eq!(g.total, n, "total of a group of {}", s);
+                    }
                     let (rp, rg) = reference(&live, &s);
                     prop_assert_eq!(&plain, &rp, "plain subscribers of {}", s);
                     prop_assert_eq!(&groups, &rg, "queue groups of {}", s);

@@ -91,6 +91,27 @@ pub(crate) struct Remote {
     /// Instead of local subscribers: write it on this route link (a slot of
     /// the receiving shard), with `plain` and `queues` for the peer.
     pub route: Option<u32>,
+    /// What the receiving shard needs to pass a group of `queues` on when
+    /// none of its members can take the message.
+    pub fallback: Fallback,
+}
+
+/// A shard picked for a queue group may find that none of its members can
+/// take the message after all (permissions deny the subject, `UNSUB` max
+/// reached, closing, or they left since): it then passes the message on to
+/// another member of the group, as nats-server re-picks, instead of dropping
+/// it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Fallback {
+    /// Shards that found no member able to take it (a bit per shard): never
+    /// picked again, so a message makes at most one hop per shard.
+    pub declined: u64,
+    /// The publisher's connection when it asked not to get its own messages
+    /// (`echo: false`): not a candidate should the message come back to its
+    /// shard.
+    pub no_echo: Option<u64>,
+    /// It came from a route: it goes to this node's members only (one hop).
+    pub from_route: bool,
 }
 
 /// All messages for one shard from one processed read buffer.

@@ -6,7 +6,7 @@
 //! `Cell`); other shards are reached through channels. Borrows of the
 //! `RefCell`s never live across an `.await`.
 
-use crate::bus::{Batch, Control, Inbox, PeerLink, Remote, ShardId};
+use crate::bus::{Batch, Control, Fallback, Inbox, PeerLink, Remote, ShardId};
 use crate::outbound::{Client, CloseReason, LocalSub, QueueResult};
 use crate::route::{self, NodeInterest, RouteId, RouteLink};
 use crate::runtime::{self, LocalEvent};
@@ -15,7 +15,7 @@ use crate::stats::ShardStats;
 use ahash::AHashMap;
 use bytes::Bytes;
 use shoal_core::auth::FastCheck;
-use shoal_core::index::{IndexError, Matches, SubjectIndex};
+use shoal_core::index::{IndexError, Matches, QueueGroup, SubjectIndex};
 use shoal_core::proto::{self as proto, headers::NO_RESPONDERS, write_msg, Publish};
 use shoal_core::route::{self as wire, InterestOp, MsgFrame, RouteMsg};
 use std::cell::{Cell, RefCell};
@@ -313,52 +313,33 @@ impl Shard {
             }
         }
         let mut remote_queues: Vec<(ShardId, Bytes)> = Vec::new();
-        let prefer_local = self.shared.config.cluster.queue_prefer_local;
+        let no_echo = (!echo).then_some(from.id);
+        let rule = QueueRule {
+            subject: &p.subject,
+            no_echo,
+            skip_shards: 0,
+            routes: true,
+        };
         for g in &m.queues {
-            let eligible = |t: &Target| match t {
-                Target::Local(s) => {
-                    (echo || !Rc::ptr_eq(&s.client, from)) && !s.client.is_closing()
-                }
-                Target::Shard(_) | Target::Route(_) => true,
-            };
-            // A member on this node when the group has one (no extra hop),
-            // else any member cluster-wide, weighted by member counts.
-            let pick = if prefer_local {
-                pick_weighted(&g.members, |t| {
-                    !matches!(t, Target::Route(_)) && eligible(t)
-                })
-                .or_else(|| pick_weighted(&g.members, eligible))
-            } else {
-                pick_weighted(&g.members, eligible)
-            };
-            match pick {
-                None => {}
-                Some(Target::Local(s)) => delivered |= self.deliver(s, p),
-                Some(Target::Shard(j)) => remote_queues.push((*j, g.name.clone())),
-                Some(Target::Route(r)) => routes.queue(*r, g.name.clone()),
+            match self.queue_pick(g, p, rule) {
+                QueuePick::Nobody => {}
+                QueuePick::Delivered => delivered = true,
+                QueuePick::Shard(j) => remote_queues.push((j, g.name.clone())),
+                QueuePick::Route(r) => routes.queue(r, g.name.clone()),
             }
         }
+        let fallback = Fallback {
+            declined: 0,
+            no_echo,
+            from_route: false,
+        };
         if remote_plain != 0 || !remote_queues.is_empty() {
             delivered = true;
-            self.forward_to_shards(p, remote_plain, &remote_queues, out);
+            self.forward_to_shards(p, remote_plain, &remote_queues, fallback, out);
         }
         if !routes.0.is_empty() {
             delivered = true;
-            for (r, plain, queues) in routes.0 {
-                if r.shard == self.id {
-                    self.send_to_route(r.slot, p, plain, &queues);
-                } else {
-                    out.push(
-                        r.shard,
-                        Remote {
-                            publish: p.clone(),
-                            plain,
-                            queues,
-                            route: Some(r.slot),
-                        },
-                    );
-                }
-            }
+            self.send_to_routes(p, routes, out);
         }
         if !delivered {
             self.no_responders(from, p);
@@ -382,6 +363,7 @@ impl Shard {
         p: &Publish,
         remote_plain: u64,
         remote_queues: &[(ShardId, Bytes)],
+        fallback: Fallback,
         out: &mut Outgoing,
     ) {
         for (j, _) in self.other_shards() {
@@ -399,10 +381,73 @@ impl Shard {
                         plain,
                         queues,
                         route: None,
+                        fallback,
                     },
                 );
             }
         }
+    }
+
+    /// Sends a message to the route links picked for it: written here on
+    /// this shard's links, through `out` for the other shards' links.
+    fn send_to_routes(&self, p: &Publish, routes: RouteSends, out: &mut Outgoing) {
+        for (r, plain, queues) in routes.0 {
+            if r.shard == self.id {
+                self.send_to_route(r.slot, p, plain, &queues);
+            } else {
+                out.push(
+                    r.shard,
+                    Remote {
+                        publish: p.clone(),
+                        plain,
+                        queues,
+                        route: Some(r.slot),
+                        fallback: Fallback::default(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Where one message goes in queue group `g`: a member `rule` admits,
+    /// picked uniformly over member subscriptions. With
+    /// `queue_prefer_local`, a member on this node when one can take it (no
+    /// extra hop), else any member cluster-wide.
+    fn queue_pick(&self, g: &QueueGroup<Target>, p: &Publish, rule: QueueRule) -> QueuePick {
+        if rule.routes && self.shared.config.cluster.queue_prefer_local {
+            let on_node = QueueRule {
+                routes: false,
+                ..rule
+            };
+            match self.queue_pick_among(g, p, on_node) {
+                QueuePick::Nobody => {}
+                done => return done,
+            }
+        }
+        self.queue_pick_among(g, p, rule)
+    }
+
+    /// Picks a member of `g` that `rule` admits; a local one gets the
+    /// message right away. Eligibility is checked before the pick, so a
+    /// member that cannot take the message is passed over rather than the
+    /// message dropped. A local delivery can still fail when queueing it
+    /// makes the connection a slow consumer; that connection is then closing
+    /// (no longer admitted) and the pick is made again.
+    fn queue_pick_among(&self, g: &QueueGroup<Target>, p: &Publish, rule: QueueRule) -> QueuePick {
+        // Each failed delivery rules out at least one entry: bounded.
+        for _ in 0..=g.members.len() {
+            match pick(g, |t| rule.admits(t)) {
+                None => return QueuePick::Nobody,
+                Some(Target::Local(s)) => {
+                    if self.deliver(s, p) {
+                        return QueuePick::Delivered;
+                    }
+                }
+                Some(Target::Shard(j)) => return QueuePick::Shard(*j),
+                Some(Target::Route(r)) => return QueuePick::Route(*r),
+            }
+        }
+        QueuePick::Nobody
     }
 
     /// Routes one message that arrived from a peer node: to this node's
@@ -431,26 +476,28 @@ impl Shard {
             }
         }
         let mut remote_queues: Vec<(ShardId, Bytes)> = Vec::new();
+        let rule = QueueRule {
+            subject: &p.subject,
+            no_echo: None,
+            skip_shards: 0,
+            routes: false,
+        };
         for q in &msg.queues {
             let Some(g) = m.queues.iter().find(|g| g.name == q) else {
                 // The group's last member here left after the peer picked us.
                 continue;
             };
-            let here = |t: &Target| match t {
-                Target::Local(s) => !s.client.is_closing(),
-                Target::Shard(_) => true,
-                Target::Route(_) => false,
-            };
-            match pick_weighted(&g.members, here) {
-                Some(Target::Local(s)) => {
-                    self.deliver(s, &p);
-                }
-                Some(Target::Shard(j)) => remote_queues.push((*j, g.name.clone())),
-                _ => {}
+            if let QueuePick::Shard(j) = self.queue_pick(g, &p, rule) {
+                remote_queues.push((j, g.name.clone()));
             }
         }
+        let fallback = Fallback {
+            declined: 0,
+            no_echo: None,
+            from_route: true,
+        };
         if remote_plain != 0 || !remote_queues.is_empty() {
-            self.forward_to_shards(&p, remote_plain, &remote_queues, out);
+            self.forward_to_shards(&p, remote_plain, &remote_queues, fallback, out);
         }
     }
 
@@ -544,17 +591,7 @@ impl Shard {
     /// Delivers to one local subscription. False if it could not take it.
     fn deliver(&self, s: &Rc<LocalSub>, p: &Publish) -> bool {
         let c = &s.client;
-        if let Some(max) = s.max.get() {
-            if s.delivered.get() >= max {
-                return false;
-            }
-        }
-        if s.deny_filter.get()
-            && c.perms
-                .borrow()
-                .as_ref()
-                .is_some_and(|perms| perms.compiled().deny_delivery(&p.subject))
-        {
+        if !can_take(s, &p.subject) {
             return false;
         }
         // A client that did not announce header support gets the payload
@@ -1047,6 +1084,7 @@ impl Shard {
         let data = inbox.data;
         runtime::spawn_detached(async move {
             let mut budget = runtime::TurnBudget::new();
+            let mut out = Outgoing::new(me.shards);
             loop {
                 let batch =
                     futures_lite::future::or(async { data.recv_async().await.ok() }, async {
@@ -1059,8 +1097,9 @@ impl Shard {
                 me.stats.batches_in.fetch_add(1, Relaxed);
                 me.stats.progress.fetch_add(1, Relaxed);
                 for r in &batch {
-                    me.deliver_remote(r);
+                    me.deliver_remote(r, &mut out);
                 }
+                me.pass_on(&mut out);
                 me.flush_soon();
                 budget.spend().await;
             }
@@ -1157,38 +1196,153 @@ impl Shard {
     /// so messages other shards routed here before it are not dropped).
     pub(crate) fn drain_data(&self) {
         let Some(rx) = self.data_rx.get() else { return };
+        let mut out = Outgoing::new(self.shards);
         while let Ok(batch) = rx.try_recv() {
             for r in &batch {
-                self.deliver_remote(r);
+                self.deliver_remote(r, &mut out);
             }
+            self.pass_on(&mut out);
         }
         self.flush_dirty();
     }
 
-    fn deliver_remote(&self, r: &Remote) {
+    /// Delivers a message another shard sent: its plain subscribers here,
+    /// and one member here of each queue group this shard was picked for.
+    /// A group none of whose members here can take it is passed on (through
+    /// `out`) to another member the original rules allow, never to a shard
+    /// that already declined it.
+    fn deliver_remote(&self, r: &Remote, out: &mut Outgoing) {
         if let Some(slot) = r.route {
             self.send_to_route(slot, &r.publish, r.plain, &r.queues);
             return;
         }
-        let m = self.index.borrow_mut().matches(&r.publish.subject);
+        let p = &r.publish;
+        let m = self.index.borrow_mut().matches(&p.subject);
         if r.plain {
             for t in &m.plain {
                 if let Target::Local(s) = t {
-                    self.deliver(s, &r.publish);
+                    self.deliver(s, p);
                 }
             }
         }
+        let here = QueueRule {
+            subject: &p.subject,
+            no_echo: r.fallback.no_echo,
+            skip_shards: u64::MAX,
+            routes: false,
+        };
+        let declined = r.fallback.declined | 1 << self.id;
+        let elsewhere = QueueRule {
+            skip_shards: declined,
+            routes: !r.fallback.from_route,
+            ..here
+        };
+        let mut passed: Vec<(ShardId, Bytes)> = Vec::new();
+        let mut routes = RouteSends::default();
         for q in &r.queues {
             let Some(g) = m.queues.iter().find(|g| g.name == q) else {
-                // The last member left after the publisher picked this shard.
+                // No member left anywhere this shard knows of.
                 continue;
             };
-            let local = |t: &Target| matches!(t, Target::Local(s) if !s.client.is_closing());
-            if let Some(Target::Local(s)) = pick_weighted(&g.members, local) {
-                self.deliver(s, &r.publish);
+            let pick = match self.queue_pick_among(g, p, here) {
+                QueuePick::Nobody => self.queue_pick(g, p, elsewhere),
+                done => done,
+            };
+            match pick {
+                QueuePick::Shard(j) => passed.push((j, g.name.clone())),
+                QueuePick::Route(rt) => routes.queue(rt, g.name.clone()),
+                _ => {}
+            }
+        }
+        if !passed.is_empty() {
+            let fallback = Fallback {
+                declined,
+                ..r.fallback
+            };
+            self.forward_to_shards(p, 0, &passed, fallback, out);
+        }
+        if !routes.0.is_empty() {
+            self.send_to_routes(p, routes, out);
+        }
+    }
+
+    /// Sends what delivering other shards' messages passed on, without
+    /// waiting: an inbox task must never wait on another shard's data
+    /// channel (two shards passing messages to each other could wait on each
+    /// other forever). A full channel gets the batch from a task of its own.
+    fn pass_on(&self, out: &mut Outgoing) {
+        for (j, batch) in out.batches.iter_mut().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            self.stats.batches_out.fetch_add(1, Relaxed);
+            match self.peers[j].data.try_send(std::mem::take(batch)) {
+                Ok(()) => {}
+                Err(flume::TrySendError::Full(b)) => {
+                    let data = self.peers[j].data.clone();
+                    runtime::spawn_detached(async move {
+                        // Err: that shard has stopped.
+                        let _ = data.send_async(b).await;
+                    });
+                }
+                // That shard has stopped (shutdown).
+                Err(flume::TrySendError::Disconnected(_)) => {}
             }
         }
     }
+}
+
+/// Which members of a queue group may be picked for one message: the one
+/// eligibility rule of every queue pick.
+#[derive(Clone, Copy)]
+struct QueueRule<'a> {
+    subject: &'a [u8],
+    /// The publisher's connection when it asked not to get its own messages.
+    no_echo: Option<u64>,
+    /// Shards not to pick (a bit per shard): they declined the message, or
+    /// all of them when a shard first tries its own members.
+    skip_shards: u64,
+    /// Whether members on peer nodes may be picked.
+    routes: bool,
+}
+
+impl QueueRule<'_> {
+    fn admits(&self, t: &Target) -> bool {
+        match t {
+            Target::Local(s) => self.no_echo != Some(s.client.id) && can_take(s, self.subject),
+            Target::Shard(j) => self.skip_shards & (1 << j) == 0,
+            Target::Route(_) => self.routes,
+        }
+    }
+}
+
+/// The outcome of a queue pick.
+enum QueuePick {
+    /// Delivered to a local member.
+    Delivered,
+    /// A member on another shard was picked.
+    Shard(ShardId),
+    /// A member on a peer node was picked.
+    Route(RouteId),
+    /// No member can take the message.
+    Nobody,
+}
+
+/// Whether a local subscription can take a message on `subject` now: its
+/// connection is not closing, it has not reached its `UNSUB` max, and its
+/// permissions do not deny the subject (a wildcard subscription overlapping
+/// the deny list). Checked on delivery and, before committing, by every
+/// queue pick, so a member that cannot take a message is passed over as by
+/// nats-server.
+fn can_take(s: &LocalSub, subject: &[u8]) -> bool {
+    let c = &s.client;
+    !c.is_closing()
+        && s.max.get().is_none_or(|max| s.delivered.get() < max)
+        && !(s.deny_filter.get()
+            && c.perms
+                .borrow()
+                .as_ref()
+                .is_some_and(|perms| perms.compiled().deny_delivery(subject)))
 }
 
 /// The route links one message goes to: each once, with whether the peer
@@ -1219,31 +1373,14 @@ impl RouteSends {
 fn all_targets<T>(m: &Matches<T>) -> impl Iterator<Item = &T> {
     m.plain
         .iter()
-        .chain(m.queues.iter().flat_map(|g| g.members.iter()))
+        .chain(m.queues.iter().flat_map(|g| g.values()))
 }
 
-/// Picks one member uniformly among those `eligible` (each entry counts once,
-/// so a shard listed three times is three times as likely), in one pass
-/// without allocating (reservoir sampling).
-fn pick_weighted(members: &[Target], eligible: impl Fn(&Target) -> bool) -> Option<&Target> {
-    // Fast path: the common case of every member being eligible.
-    if !members.is_empty() {
-        let first = &members[fastrand::usize(..members.len())];
-        if eligible(first) {
-            return Some(first);
-        }
-    }
-    let mut seen = 0usize;
-    let mut pick = None;
-    for m in members {
-        if eligible(m) {
-            seen += 1;
-            if fastrand::usize(..seen) == 0 {
-                pick = Some(m);
-            }
-        }
-    }
-    pick
+/// Picks one member subscription of `g` uniformly among those `eligible`
+/// (an entry of weight three, such as a shard with three members, is three
+/// times as likely as one of weight one).
+fn pick(g: &QueueGroup<Target>, eligible: impl Fn(&Target) -> bool) -> Option<&Target> {
+    g.pick(eligible, |n| fastrand::u64(..n))
 }
 
 /// With `-D`: once a second, a line per shard with its traffic and anything

@@ -10,10 +10,13 @@
 //! The index is generic over what a subscription points at (`T`: a local
 //! connection's subscription, another shard, a route), because each shard of
 //! the runtime keeps one index holding all three. It is a multiset: inserting
-//! the same `(pattern, queue, value)` twice needs two removes, and a match
-//! lists the value twice. A remote shard with three members of a queue group
-//! is therefore listed three times in that group, which is exactly the weight
-//! a uniform pick over the members needs.
+//! the same `(pattern, queue, value)` twice needs two removes. A match lists a
+//! plain subscriber as many times as it was inserted; a queue group lists
+//! each value once with its count as a weight (`QueueGroup::members`). A
+//! remote shard with three members of a queue group is therefore one entry
+//! of weight three, which is exactly what a uniform pick over the members
+//! needs, and a client (or peer) holding 65,536 members of a group costs one
+//! entry in every cached match, not 65,536.
 //!
 //! Match results are cached per subject (ahash map, bounded). Inserting or
 //! removing a literal pattern drops just that subject's entry; a wildcard
@@ -64,7 +67,64 @@ pub enum IndexError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueGroup<T> {
     pub name: Bytes,
-    pub members: Vec<T>,
+    /// Each value with its weight: how many of the group's subscriptions
+    /// matching the subject it holds. A value is listed once per trie node
+    /// holding it (once per matching pattern), so it may appear more than
+    /// once when it subscribed with several patterns; weights then add up.
+    pub members: Vec<(T, u32)>,
+    /// The sum of the weights: the number of member subscriptions.
+    pub total: u64,
+}
+
+impl<T> QueueGroup<T> {
+    /// Picks one member subscription uniformly among those whose value is
+    /// `eligible`: a value of weight three is three times as likely as one
+    /// of weight one, as if every subscription were listed. `draw(n)` must
+    /// return a uniformly random number in `0..n` (`n > 0`).
+    ///
+    /// When every member is eligible (the common case) this costs one draw
+    /// and one walk over the entries. Otherwise a weighted reservoir pass
+    /// over the eligible entries picks among them; the result stays exactly
+    /// uniform over eligible subscriptions (the first draw landing on an
+    /// ineligible member leaves the choice entirely to the second pass).
+    pub fn pick(
+        &self,
+        mut eligible: impl FnMut(&T) -> bool,
+        mut draw: impl FnMut(u64) -> u64,
+    ) -> Option<&T> {
+        if self.total == 0 {
+            return None;
+        }
+        let mut at = draw(self.total);
+        for (v, w) in &self.members {
+            let w = u64::from(*w);
+            if at < w {
+                if eligible(v) {
+                    return Some(v);
+                }
+                break;
+            }
+            at -= w;
+        }
+        let mut seen = 0u64;
+        let mut pick = None;
+        for (v, w) in &self.members {
+            let w = u64::from(*w);
+            if w == 0 || !eligible(v) {
+                continue;
+            }
+            seen += w;
+            if draw(seen) < w {
+                pick = Some(v);
+            }
+        }
+        pick
+    }
+
+    /// Every member value (with repeats when listed more than once).
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.members.iter().map(|(v, _)| v)
+    }
 }
 
 /// Everything that matches a subject: plain subscribers, and queue
@@ -183,11 +243,12 @@ impl<T: Clone + Eq + Hash> Node<T> {
                     out.queues.push(QueueGroup {
                         name: name.clone(),
                         members: Vec::new(),
+                        total: 0,
                     });
                     out.queues.last_mut().expect("just pushed")
                 }
             };
-            set.extend_into(&mut group.members);
+            group.total += set.extend_weighted_into(&mut group.members);
         }
     }
 

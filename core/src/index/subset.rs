@@ -78,6 +78,31 @@ impl<T: Clone + Eq + Hash> SubSet<T> {
         self.len() == 0
     }
 
+    /// Appends each distinct value once with its count to `out`, and returns
+    /// the sum of the counts. A value held a million times costs one entry,
+    /// which is what keeps a cached match result small whatever a client
+    /// subscribes (queue groups are picked by weight, never listed per
+    /// member).
+    pub(super) fn extend_weighted_into(&self, out: &mut Vec<(T, u32)>) -> u64 {
+        match self {
+            SubSet::Few(v) => {
+                // At most `SMALL_MAX` entries: the quadratic merge is cheap.
+                let start = out.len();
+                for x in v {
+                    match out[start..].iter_mut().find(|(y, _)| y == x) {
+                        Some((_, c)) => *c += 1,
+                        None => out.push((x.clone(), 1)),
+                    }
+                }
+                v.len() as u64
+            }
+            SubSet::Many { counts, total } => {
+                out.extend(counts.iter().map(|(x, &c)| (x.clone(), c)));
+                *total as u64
+            }
+        }
+    }
+
     /// Appends every occurrence (with multiplicity) to `out`.
     pub(super) fn extend_into(&self, out: &mut Vec<T>) {
         match self {
@@ -112,5 +137,24 @@ mod tests {
         s.extend_into(&mut out);
         assert_eq!(out.len(), 97);
         assert_eq!(out.iter().filter(|&&x| x == 0).count(), 3);
+    }
+
+    #[test]
+    fn weighted_listing_has_one_entry_per_value() {
+        for n in [3u32, 100] {
+            let mut s = SubSet::default();
+            for _ in 0..n {
+                s.insert('a');
+            }
+            s.insert('b');
+            let mut out = vec![('z', 7)];
+            assert_eq!(s.extend_weighted_into(&mut out), u64::from(n) + 1);
+            out.sort();
+            assert_eq!(
+                out,
+                [('a', n), ('b', 1), ('z', 7)],
+                "earlier entries untouched"
+            );
+        }
     }
 }

@@ -39,13 +39,14 @@ fn queue_groups_grouped_by_name_across_patterns() {
         .iter()
         .find(|g| g.name.as_ref() == b"workers")
         .unwrap();
-    assert_eq!(sorted(&workers.members), [1, 2]);
+    assert_eq!(sorted(&workers.members), [(1, 1), (2, 1)]);
+    assert_eq!(workers.total, 2);
     let audit = m
         .queues
         .iter()
         .find(|g| g.name.as_ref() == b"audit")
         .unwrap();
-    assert_eq!(audit.members, [3]);
+    assert_eq!(audit.members, [(3, 1)]);
 }
 
 #[test]
@@ -56,9 +57,13 @@ fn multiset_semantics_give_weights() {
     }
     idx.insert(b"q", Some(b"g"), "shard0").unwrap();
     assert_eq!(idx.len(), 4);
-    assert_eq!(idx.matches(b"q").queues[0].members.len(), 4);
+    let m = idx.matches(b"q");
+    assert_eq!(sorted(&m.queues[0].members), [("shard0", 1), ("shard1", 3)]);
+    assert_eq!(m.queues[0].total, 4);
     assert!(idx.remove(b"q", Some(b"g"), &"shard1"));
-    assert_eq!(idx.matches(b"q").queues[0].members.len(), 3);
+    let m = idx.matches(b"q");
+    assert_eq!(sorted(&m.queues[0].members), [("shard0", 1), ("shard1", 2)]);
+    assert_eq!(m.queues[0].total, 3);
     assert!(
         !idx.remove(b"q", None, &"shard1"),
         "not a plain subscription"
@@ -162,4 +167,173 @@ fn long_subjects_past_the_stack_token_buffer() {
     assert!(idx.remove(subject.as_bytes(), None, &1));
     assert!(idx.remove(pattern.as_bytes(), None, &2));
     assert!(idx.root.is_empty());
+}
+
+/// A client holding 65,536 members of a group (or a peer announcing that
+/// weight) must not make every cached match result of the group's subjects
+/// hold 65,536 entries: one entry with the weight.
+#[test]
+fn queue_weight_costs_one_entry_per_value() {
+    let mut idx = SubjectIndex::new();
+    for _ in 0..65_536 {
+        idx.insert(b"foo.>", Some(b"g"), 7u32).unwrap();
+    }
+    idx.insert(b"foo.*", Some(b"g"), 8u32).unwrap();
+    for subject in ["foo.bar", "foo.baz"] {
+        let m = idx.matches(subject.as_bytes());
+        assert_eq!(m.queues.len(), 1);
+        let g = &m.queues[0];
+        assert_eq!(sorted(&g.members), [(7, 65_536), (8, 1)]);
+        assert_eq!(g.total, 65_537);
+        assert!(g.members.capacity() <= 4, "no room reserved per member");
+    }
+    // Past `SMALL_MAX` distinct values the node's set is a counted map:
+    // still one entry per value.
+    for v in 100..200u32 {
+        idx.insert(b"foo.>", Some(b"g"), v).unwrap();
+        idx.insert(b"foo.>", Some(b"g"), v).unwrap();
+    }
+    let m = idx.matches(b"foo.bar");
+    assert_eq!(m.queues[0].members.len(), 102);
+    assert_eq!(m.queues[0].total, 65_537 + 200);
+}
+
+/// A value subscribed with two patterns that both match is listed once per
+/// pattern; the weights add up to its subscriptions.
+#[test]
+fn queue_member_under_two_patterns() {
+    let mut idx = SubjectIndex::new();
+    idx.insert(b"a.*", Some(b"g"), 1).unwrap();
+    idx.insert(b"a.b", Some(b"g"), 1).unwrap();
+    idx.insert(b"a.b", Some(b"g"), 1).unwrap();
+    let m = idx.matches(b"a.b");
+    assert_eq!(m.queues[0].total, 3);
+    let w: u32 = m.queues[0]
+        .members
+        .iter()
+        .filter(|(v, _)| *v == 1)
+        .map(|(_, w)| w)
+        .sum();
+    assert_eq!(w, 3);
+}
+
+fn group(members: &[(char, u32)]) -> QueueGroup<char> {
+    QueueGroup {
+        name: Bytes::from_static(b"g"),
+        members: members.to_vec(),
+        total: members.iter().map(|(_, w)| u64::from(*w)).sum(),
+    }
+}
+
+/// The exact distribution of `QueueGroup::pick`: runs it under every
+/// sequence of draws, each weighted by its probability.
+fn pick_distribution(
+    g: &QueueGroup<char>,
+    eligible: impl Fn(&char) -> bool,
+) -> Vec<(Option<char>, f64)> {
+    let mut out: Vec<(Option<char>, f64)> = Vec::new();
+    // The draws of the current run: (value, bound).
+    let mut script: Vec<(u64, u64)> = Vec::new();
+    loop {
+        let mut i = 0;
+        let pick = g
+            .pick(&eligible, |n| {
+                assert!(n > 0);
+                if i == script.len() {
+                    script.push((0, n));
+                }
+                assert_eq!(script[i].1, n, "same draws for the same prefix");
+                i += 1;
+                script[i - 1].0
+            })
+            .copied();
+        assert_eq!(i, script.len(), "every scripted draw used");
+        let p: f64 = script.iter().map(|(_, n)| 1.0 / *n as f64).product();
+        match out.iter_mut().find(|(v, _)| *v == pick) {
+            Some((_, q)) => *q += p,
+            None => out.push((pick, p)),
+        }
+        // Next sequence of draws (an odometer over the draws' ranges).
+        while let Some((v, n)) = script.last_mut() {
+            *v += 1;
+            if *v < *n {
+                break;
+            }
+            script.pop();
+        }
+        if script.is_empty() {
+            break;
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn assert_distribution(got: &[(Option<char>, f64)], want: &[(Option<char>, f64)]) {
+    assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(g.0, w.0, "{got:?} vs {want:?}");
+        assert!((g.1 - w.1).abs() < 1e-9, "{got:?} vs {want:?}");
+    }
+}
+
+#[test]
+fn pick_is_proportional_to_weight() {
+    let g = group(&[('a', 1), ('b', 3), ('c', 2), ('b', 2)]);
+    assert_distribution(
+        &pick_distribution(&g, |_| true),
+        &[
+            (Some('a'), 1.0 / 8.0),
+            (Some('b'), 5.0 / 8.0),
+            (Some('c'), 2.0 / 8.0),
+        ],
+    );
+    // The draw is a position in the cumulative weights.
+    let at = |r: u64| *g.pick(|_| true, |_| r).unwrap();
+    assert_eq!(
+        (0..8).map(at).collect::<String>(),
+        "abbbccbb",
+        "position r picks the member covering r"
+    );
+}
+
+#[test]
+fn pick_skips_ineligible_members_uniformly() {
+    let g = group(&[('a', 1), ('b', 3), ('c', 2), ('d', 1)]);
+    assert_distribution(
+        &pick_distribution(&g, |&v| v != 'b'),
+        &[(Some('a'), 0.25), (Some('c'), 0.5), (Some('d'), 0.25)],
+    );
+    assert_distribution(&pick_distribution(&g, |&v| v == 'c'), &[(Some('c'), 1.0)]);
+    assert_distribution(&pick_distribution(&g, |_| false), &[(None, 1.0)]);
+    assert_eq!(group(&[]).pick(|_| true, |_| unreachable!()), None);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Whatever the weights, repeats and eligible subset, a pick is uniform
+    /// over eligible subscriptions (exactly, over every draw sequence).
+    #[test]
+    fn pick_is_uniform_over_eligible_subscriptions(
+        members in proptest::collection::vec((0u8..4, 1u32..4), 0..4),
+        eligible in proptest::collection::vec(proptest::bool::ANY, 4),
+    ) {
+        let members: Vec<(char, u32)> =
+            members.iter().map(|&(v, w)| ((b'a' + v) as char, w)).collect();
+        let ok = |v: &char| eligible[(*v as u8 - b'a') as usize];
+        let weight_of = |v: char| -> u64 {
+            members.iter().filter(|m| m.0 == v).map(|m| u64::from(m.1)).sum()
+        };
+        let total: u64 = "abcd".chars().filter(|v| ok(v)).map(weight_of).sum();
+        let mut want: Vec<(Option<char>, f64)> = "abcd"
+            .chars()
+            .filter(|v| ok(v) && weight_of(*v) > 0)
+            .map(|v| (Some(v), weight_of(v) as f64 / total as f64))
+            .collect();
+        if want.is_empty() {
+            want.push((None, 1.0));
+        }
+        assert_distribution(&pick_distribution(&group(&members), ok), &want);
+    }
 }
