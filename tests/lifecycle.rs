@@ -333,3 +333,23 @@ async fn sigterm_is_not_held_by_a_client_that_stopped_reading() {
         drop(stuck);
     }
 }
+
+/// Test harnesses and supervisors restart a server on the same port the
+/// moment the old one was SIGKILLed: the old listener (registered with
+/// io_uring) is released by the kernel only after the exit, and the restart
+/// must wait for it rather than fail with "address in use" (it did 20 times
+/// out of 20) or share the port with it.
+#[tokio::test]
+async fn restart_on_the_same_port_right_after_sigkill() {
+    let port = free_port().to_string();
+    let args = ["-a", "127.0.0.1", "-p", &port, "--shards", "2"];
+    let mut s = Shoal::launch(&args, None, &[]);
+    for round in 0..20 {
+        let _client = s.raw().await;
+        s.signal(SIGKILL);
+        assert!(s.wait_exit(Duration::from_secs(5)).is_some());
+        s = Shoal::launch(&args, None, &[]);
+        let mut r = s.raw().await;
+        assert!(r.ping().await.is_empty(), "round {round}");
+    }
+}

@@ -26,10 +26,31 @@ fn socket_for(addr: &SocketAddr) -> io::Result<Socket> {
 /// in use by anyone, including another Shoal: SO_REUSEPORT would otherwise let
 /// two servers silently share it, so a plain bind (without REUSEPORT) is tried
 /// first and must succeed.
+///
+/// A listener of a process that just died can outlive it: sockets
+/// registered with an io_uring instance are released by the kernel after
+/// the exit, asynchronously (measured: up to ~20 ms). A supervisor or a test
+/// harness restarting at once would then fail with "address in use". While
+/// the port is held only by such an orphan (a listening socket no process
+/// has open), the bind is retried for up to [`ORPHAN_WAIT`]; a port another
+/// live process holds fails at once.
 pub(crate) fn bind_all(addr: SocketAddr, shards: usize) -> io::Result<(Vec<Socket>, SocketAddr)> {
     let probe = socket_for(&addr)?;
     probe.set_reuse_address(true)?;
-    probe.bind(&SockAddr::from(addr))?;
+    let give_up = std::time::Instant::now() + ORPHAN_WAIT;
+    loop {
+        match probe.bind(&SockAddr::from(addr)) {
+            Ok(()) => break,
+            Err(e)
+                if e.kind() == io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < give_up
+                    && held_only_by_orphans(addr.port()) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let bound = probe
         .local_addr()?
         .as_socket()
@@ -45,4 +66,84 @@ pub(crate) fn bind_all(addr: SocketAddr, shards: usize) -> io::Result<(Vec<Socke
         sockets.push(s);
     }
     Ok((sockets, bound))
+}
+
+/// How long a bind waits for a dead process's listener to go away.
+const ORPHAN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether every TCP socket listening on `port` is held by no process (the
+/// kernel is still tearing down a dead process's io_uring). False when a
+/// live process holds one, or when there is none.
+fn held_only_by_orphans(port: u16) -> bool {
+    let inodes = listening_inodes(port);
+    !inodes.is_empty() && !inodes.iter().any(|i| held_by_a_process(*i))
+}
+
+/// The inodes of the sockets in LISTEN state on `port` (`/proc/net/tcp`,
+/// `/proc/net/tcp6`: local address `hex-ip:HEX-PORT`, state `0A`).
+fn listening_inodes(port: u16) -> Vec<u64> {
+    let mut out = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else {
+                continue;
+            };
+            let on_port = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                == Some(port);
+            if on_port && *state == "0A" {
+                if let Ok(i) = inode.parse() {
+                    out.push(i);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether some process has the socket with this inode open. Processes
+/// whose descriptors cannot be read (another user's, without root) count
+/// as not holding it: the wait is bounded anyway.
+fn held_by_a_process(inode: u64) -> bool {
+    let want = format!("socket:[{inode}]");
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    for p in procs.flatten() {
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str()) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_listener_is_not_an_orphan() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(!listening_inodes(port).is_empty());
+        assert!(!held_only_by_orphans(port), "this process holds it");
+        drop(l);
+        assert!(!held_only_by_orphans(port), "no listener at all");
+        // And a bind on a live listener's port fails at once.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let started = std::time::Instant::now();
+        assert!(bind_all(addr, 1).is_err());
+        assert!(started.elapsed() < ORPHAN_WAIT);
+    }
 }

@@ -1094,6 +1094,12 @@ impl Shard {
                     .await;
                 let Some(batch) = batch else { break };
                 budget.begin();
+                // Control sent before this batch applies first, as for a read
+                // buffer: a `CloseRoute` for a link replaced by a duplicate
+                // is sent before the new link is attached, so a message
+                // routed to both links by another shard is never written on
+                // the old one (the peer would get it twice).
+                me.apply_pending_control();
                 me.stats.batches_in.fetch_add(1, Relaxed);
                 me.stats.progress.fetch_add(1, Relaxed);
                 for r in &batch {
