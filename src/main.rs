@@ -5,8 +5,10 @@
 // `/varz` is one `json!` literal with more fields than the default limit.
 #![recursion_limit = "256"]
 
+mod cli;
 mod logging;
 mod monitor;
+mod ports_file;
 
 use clap::Parser;
 use shoal_core::auth::{Secret, User};
@@ -99,6 +101,37 @@ struct Flags {
     /// How long an idle shard spins before parking, e.g. 50us (trades CPU for latency).
     #[arg(long = "spin_before_park", value_parser = humantime::parse_duration)]
     spin_before_park: Option<Duration>,
+    /// Send a signal to a running server and exit: ldm, stop, quit, reload,
+    /// reopen or term, optionally =PID or =PIDFILE (as nats-server's -sl).
+    #[arg(
+        long = "signal",
+        visible_alias = "sl",
+        value_name = "CMD[=PID|PIDFILE]"
+    )]
+    signal: Option<String>,
+    /// Write <program>_<pid>.ports (the client, monitoring and cluster URLs)
+    /// in this directory; removed at exit.
+    #[arg(long = "ports_file_dir", value_name = "DIR")]
+    ports_file_dir: Option<PathBuf>,
+    /// Test the configuration and exit.
+    #[arg(short = 't')]
+    check_config: bool,
+    /// Timestamp log lines (default true; --logtime=false to leave them out).
+    #[arg(
+        short = 'T',
+        long = "logtime",
+        visible_alias = "log_time",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    logtime: Option<bool>,
+    /// JetStream: not supported (refused with a clear error).
+    #[arg(long = "jetstream", visible_alias = "js", hide = true)]
+    jetstream: bool,
+    /// JetStream storage directory: not supported (refused).
+    #[arg(long = "store_dir", visible_alias = "sd", hide = true)]
+    store_dir: Option<String>,
 }
 
 /// Builds the configuration: the file first, then flags override it (as in
@@ -193,6 +226,18 @@ fn configure(flags: &Flags) -> Result<ServerConfig, String> {
     if let Some(s) = flags.spin_before_park {
         c.spin_before_park = Some(s);
     }
+    if let Some(t) = flags.logtime {
+        c.logtime = t;
+    }
+    if let Some(d) = &flags.ports_file_dir {
+        c.ports_file_dir = Some(d.display().to_string());
+    }
+    if flags.jetstream || flags.store_dir.is_some() {
+        return Err(shoal_core::config::JETSTREAM_UNSUPPORTED.into());
+    }
+    // What `Server::start` would refuse, found now (for `-t` and a clearer
+    // start error).
+    shoal_core::auth::Authenticator::new(&c.auth).map_err(|e| e.to_string())?;
     Ok(c)
 }
 
@@ -226,7 +271,24 @@ fn reload(flags: &Flags, control: &shoal_net::ServerControl, set_level: &logging
 }
 
 fn main() -> ExitCode {
-    let flags = Flags::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let args = cli::normalize(std::env::args_os().collect(), &Flags::command());
+    let flags = match Flags::command()
+        .try_get_matches_from(args)
+        .and_then(|m| Flags::from_arg_matches(&m))
+    {
+        Ok(f) => f,
+        Err(e) => e.exit(),
+    };
+    if let Some(spec) = &flags.signal {
+        return match cli::send_signal(spec) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("shoal: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let config = match configure(&flags) {
         Ok(c) => c,
         Err(e) => {
@@ -234,7 +296,15 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let set_level = match logging::init(&config) {
+    if flags.check_config {
+        let file = flags
+            .config
+            .as_ref()
+            .map_or_else(|| "(none)".into(), |p| p.display().to_string());
+        eprintln!("shoal: configuration file {file} is valid");
+        return ExitCode::SUCCESS;
+    }
+    let (set_level, reopen_log) = match logging::init(&config) {
         Ok(set) => set,
         Err(e) => {
             eprintln!("shoal: {e}");
@@ -271,12 +341,16 @@ fn main() -> ExitCode {
         }
     };
     let control = server.control();
+    let mut http_addr = None;
     if let Some((host, port)) = http {
-        if let Err(e) = monitor::start(control.clone(), &host, port) {
-            error!("cannot listen for monitoring on {host}:{port}: {e}");
-            control.shutdown();
-            server.wait();
-            return ExitCode::from(1);
+        match monitor::start(control.clone(), &host, port) {
+            Ok(addr) => http_addr = Some(addr),
+            Err(e) => {
+                error!("cannot listen for monitoring on {host}:{port}: {e}");
+                control.shutdown();
+                server.wait();
+                return ExitCode::from(1);
+            }
         }
     }
     let events = server.take_route_events().expect("route events taken once");
@@ -289,12 +363,30 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    for notice in &control.config().notices {
+        warn!("{notice}");
+    }
+    let _ports_file = match &control.config().ports_file_dir {
+        Some(dir) => {
+            let ports =
+                ports_file::contents(control.client_addr(), http_addr, cluster.route_addr());
+            match ports_file::write(std::path::Path::new(dir), &ports) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    error!("cannot write the ports file in {dir}: {e}");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     tracing::info!("Server is ready");
     let mut signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGUSR2,
         signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGUSR1,
     ]) {
         Ok(s) => s,
         Err(e) => {
@@ -313,6 +405,10 @@ fn main() -> ExitCode {
                 match sig {
                     signal_hook::consts::SIGUSR2 => control.lame_duck(),
                     signal_hook::consts::SIGHUP => reload(&flags, &control, &set_level),
+                    signal_hook::consts::SIGUSR1 => match reopen_log() {
+                        Ok(()) => tracing::info!("File log re-opened"),
+                        Err(e) => error!("cannot reopen the log file: {e}"),
+                    },
                     _ if stopping => {
                         // A second TERM/INT: the operator wants out now.
                         std::process::exit(1);

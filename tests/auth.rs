@@ -340,3 +340,36 @@ async fn bcrypt_checks_do_not_freeze_the_shard() {
         assert!(c.is_ok());
     }
 }
+
+/// `no_auth_user`: a client without credentials is that user, with its
+/// permissions; credentials given are still checked.
+#[tokio::test]
+async fn no_auth_user_applies_to_clients_without_credentials() {
+    let conf = r#"
+no_auth_user: guest
+authorization { users: [
+  {user: guest, password: unused, permissions: { publish: "public.>", subscribe: "public.>" }}
+  {user: admin, password: a}
+] }
+"#;
+    let s = Shoal::start(1, &[], Some(conf));
+    let mut anon = s.raw().await;
+    anon.send(b"CONNECT {\"verbose\":false}\r\nSUB public.x 1\r\nPUB public.x 2\r\nhi\r\nPUB private.x 1\r\nx\r\n")
+        .await;
+    assert_eq!(
+        anon.ping().await,
+        vec![
+            "MSG public.x 1 2",
+            "hi",
+            "-ERR 'Permissions Violation for Publish to \"private.x\"'"
+        ]
+    );
+    let mut wrong = s.raw().await;
+    wrong
+        .send(b"CONNECT {\"verbose\":false,\"user\":\"admin\",\"pass\":\"nope\"}\r\n")
+        .await;
+    wrong
+        .expect_closed_after("-ERR 'Authorization Violation'")
+        .await;
+    raw_login(&s, "admin", "a").await;
+}

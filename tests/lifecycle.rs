@@ -353,3 +353,168 @@ async fn restart_on_the_same_port_right_after_sigkill() {
         assert!(r.ping().await.is_empty(), "round {round}");
     }
 }
+
+fn shoal_cmd(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `-v`/`--version` as nats-server (its `-V` is `--trace`).
+#[test]
+fn version_flags_are_nats_servers() {
+    for flag in ["-v", "--version"] {
+        let out = shoal_cmd(&[flag]);
+        assert!(out.status.success(), "{flag}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("2.9.10") && text.contains("shoal"),
+            "{flag}: {text}"
+        );
+    }
+}
+
+/// `-js`/`--jetstream`, `--store_dir` and a `jetstream {}` block are refused
+/// at start with one clear line (not "unexpected argument").
+#[test]
+fn jetstream_is_refused_clearly() {
+    for args in [&["-js"][..], &["--jetstream"], &["-sd", "/tmp/js"]] {
+        let out = shoal_cmd(args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("JetStream is not supported"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("js.conf");
+    std::fs::write(&conf, "jetstream {\n  max_mem: 1G\n}\n").unwrap();
+    let out = shoal_cmd(&["-c", conf.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("line 1") && err.contains("JetStream is not supported"),
+        "{err}"
+    );
+}
+
+/// `-t` checks the configuration and exits: 0 and "is valid", or 1 with the
+/// error (including what only start-up would find, e.g. a `no_auth_user`
+/// that is not a user).
+#[test]
+fn dash_t_tests_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.conf");
+    std::fs::write(&good, "port: 4333\n").unwrap();
+    let out = shoal_cmd(&["-t", "-c", good.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is valid"));
+    let bad = dir.path().join("bad.conf");
+    std::fs::write(
+        &bad,
+        "no_auth_user: ghost\nauthorization { users: [ {user: a, password: b} ] }\n",
+    )
+    .unwrap();
+    let out = shoal_cmd(&["-t", "-c", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ghost"));
+}
+
+/// `--signal ldm=PID`, `-sl reload=PIDFILE` (nats-server's single-dash
+/// spelling) reach the running server.
+#[test]
+fn signal_flag_reaches_the_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("shoal.pid");
+    let pid_arg = pid_file.to_str().unwrap().to_string();
+    let s = Shoal::start(1, &["-P", &pid_arg], Some("max_payload: 1024"));
+    let out = shoal_cmd(&["-sl", &format!("reload={pid_arg}")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(Duration::from_secs(5), "reloaded", || {
+        s.log_contains("Reloaded server configuration")
+    });
+    let out = shoal_cmd(&["--signal", &format!("ldm={}", s.pid())]);
+    assert!(out.status.success());
+    eventually(Duration::from_secs(5), "lame duck", || {
+        s.log_contains("Entering lame duck mode")
+    });
+    assert!(!shoal_cmd(&["--signal", "bogus=1"]).status.success());
+}
+
+/// `--ports_file_dir`: `shoal_<pid>.ports` lists the client, monitoring and
+/// cluster URLs while the server runs, and is gone after it exits.
+#[tokio::test]
+async fn ports_file_lists_the_urls_and_is_removed_at_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut s = Shoal::start(
+        1,
+        &[
+            "-m",
+            "-1",
+            "--cluster",
+            "nats://127.0.0.1:-1",
+            "--ports_file_dir",
+            &d,
+        ],
+        None,
+    );
+    let path = dir.path().join(format!("shoal_{}.ports", s.pid()));
+    let ports: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("ports file")).unwrap();
+    assert_eq!(ports["nats"][0], format!("nats://{}", s.addr));
+    assert_eq!(
+        ports["monitoring"][0],
+        format!("http://{}", s.http_addr.as_ref().unwrap())
+    );
+    assert_eq!(ports["cluster"][0], s.route_url());
+    s.signal(SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(20)), Some(0));
+    assert!(!path.exists(), "removed at exit");
+}
+
+/// `--logtime=false` (and `logtime: false`) leave the timestamp out, as
+/// nats-server's `-T=false`; SIGUSR1 reopens the log file (log rotation).
+#[test]
+fn logtime_and_log_reopen() {
+    let s = Shoal::start(1, &["--logtime=false"], None);
+    let pid = s.pid();
+    assert!(
+        s.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with(&format!("[{pid}] [INF] "))),
+        "{:?}",
+        s.log.lock().unwrap()
+    );
+    drop(s);
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("shoal.log");
+    let log_arg = log.to_str().unwrap().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["-a", "127.0.0.1", "-p", "-1", "-l", &log_arg])
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(10), "logging to the file", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("Server is ready"))
+    });
+    let rotated = dir.path().join("shoal.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
+    eventually(Duration::from_secs(10), "a fresh log file", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("File log re-opened"))
+    });
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+}

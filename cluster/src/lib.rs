@@ -17,7 +17,7 @@
 
 mod handshake;
 mod registry;
-mod url;
+pub mod url;
 
 pub use handshake::HandshakeError;
 pub use url::RouteUrl;

@@ -83,6 +83,9 @@ pub struct User {
 pub struct AuthConfig {
     pub users: Vec<User>,
     pub token: Option<Secret>,
+    /// A client that gives no user name is this user (nats-server's
+    /// `no_auth_user`), with its permissions and without its password.
+    pub no_auth_user: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -91,6 +94,8 @@ pub enum AuthConfigError {
     TokenAndUsers,
     #[error("duplicate user {0:?}")]
     DuplicateUser(String),
+    #[error("no_auth_user {0:?} not present as user in authorization block")]
+    UnknownNoAuthUser(String),
     #[error("user {user:?}: {source}")]
     Permission {
         user: String,
@@ -219,6 +224,7 @@ pub enum FastCheck {
 pub struct Authenticator {
     users: AHashMap<String, UserEntry>,
     token: Option<Checked>,
+    no_auth_user: Option<String>,
 }
 
 impl Authenticator {
@@ -245,9 +251,15 @@ impl Authenticator {
                 return Err(AuthConfigError::DuplicateUser(u.name.clone()));
             }
         }
+        if let Some(name) = &config.no_auth_user {
+            if !users.contains_key(name) {
+                return Err(AuthConfigError::UnknownNoAuthUser(name.clone()));
+            }
+        }
         Ok(Authenticator {
             users,
             token: config.token.clone().map(Checked::new),
+            no_auth_user: config.no_auth_user.clone(),
         })
     }
 
@@ -305,7 +317,17 @@ impl Authenticator {
             return Some(Ok(Session::default()));
         }
         let Some(name) = opts.user.as_deref() else {
-            return Some(Err(AuthError));
+            // No credentials at all: the `no_auth_user`, when configured.
+            return Some(match (&self.no_auth_user, &opts.auth_token) {
+                (Some(name), None) => match self.users.get(name) {
+                    Some(entry) => Ok(Session {
+                        user: Some(name.clone()),
+                        permissions: entry.permissions.clone(),
+                    }),
+                    None => Err(AuthError),
+                },
+                _ => Err(AuthError),
+            });
         };
         let Some(entry) = self.users.get(name) else {
             return Some(Err(AuthError));

@@ -39,6 +39,7 @@ fn plain_and_bcrypt_passwords() {
             },
         ],
         token: None,
+        no_auth_user: None,
     };
     let a = Authenticator::new(&cfg).unwrap();
     assert!(a.required());
@@ -74,6 +75,7 @@ fn token_auth_plain_and_bcrypt() {
         let a = Authenticator::new(&AuthConfig {
             users: vec![],
             token: Some(Secret::new(&configured)),
+            no_auth_user: None,
         })
         .unwrap();
         assert!(a.required());
@@ -95,6 +97,7 @@ fn config_errors() {
     let both = AuthConfig {
         users: vec![u.clone()],
         token: Some(Secret::new("t")),
+        no_auth_user: None,
     };
     assert_eq!(
         Authenticator::new(&both).unwrap_err(),
@@ -103,6 +106,7 @@ fn config_errors() {
     let dup = AuthConfig {
         users: vec![u.clone(), u.clone()],
         token: None,
+        no_auth_user: None,
     };
     assert_eq!(
         Authenticator::new(&dup).unwrap_err(),
@@ -120,6 +124,7 @@ fn config_errors() {
             ..u
         }],
         token: None,
+        no_auth_user: None,
     };
     assert!(matches!(
         Authenticator::new(&bad),
@@ -276,6 +281,7 @@ fn check_fast_answers_without_bcrypt_until_a_success_is_known() {
             },
         ],
         token: None,
+        no_auth_user: None,
     };
     let a = Authenticator::new(&cfg).unwrap();
     let bob = connect(Some("bob"), Some("s3cret"), None);
@@ -311,6 +317,7 @@ fn a_reload_keeps_known_successes_only_for_unchanged_secrets() {
     let old = Authenticator::new(&AuthConfig {
         users: vec![bob.clone(), bcrypt_user("eve", "e")],
         token: None,
+        no_auth_user: None,
     })
     .unwrap();
     assert!(old
@@ -323,6 +330,7 @@ fn a_reload_keeps_known_successes_only_for_unchanged_secrets() {
     let new = Authenticator::new(&AuthConfig {
         users: vec![bob, bcrypt_user("eve", "e")],
         token: None,
+        no_auth_user: None,
     })
     .unwrap();
     new.keep_verified_from(&old);
@@ -345,7 +353,50 @@ fn debug_shows_no_secret() {
             permissions: None,
         }],
         token: None,
+        no_auth_user: None,
     })
     .unwrap();
     assert!(!format!("{a:?}").contains("s3cret"));
+}
+
+#[test]
+fn no_auth_user_is_who_connects_without_credentials() {
+    let mut cfg = AuthConfig {
+        users: vec![
+            User {
+                name: "anon".into(),
+                password: Secret::new("unused"),
+                permissions: Some(Permissions {
+                    publish: SubjectPermission {
+                        allow: Some(vec!["public.>".into()]),
+                        deny: vec![],
+                    },
+                    ..Permissions::default()
+                }),
+            },
+            User {
+                name: "bob".into(),
+                password: Secret::new("bpw"),
+                permissions: None,
+            },
+        ],
+        token: None,
+        no_auth_user: Some("anon".into()),
+    };
+    let a = Authenticator::new(&cfg).unwrap();
+    let s = a.authenticate(&connect(None, None, None)).unwrap();
+    assert_eq!(s.user.as_deref(), Some("anon"));
+    assert!(s.permissions.is_some(), "anon's permissions apply");
+    // Credentials given are checked as usual.
+    assert!(a
+        .authenticate(&connect(Some("bob"), Some("x"), None))
+        .is_err());
+    assert!(a
+        .authenticate(&connect(Some("bob"), Some("bpw"), None))
+        .is_ok());
+    cfg.no_auth_user = Some("nobody".into());
+    assert!(matches!(
+        Authenticator::new(&cfg),
+        Err(AuthConfigError::UnknownNoAuthUser(_))
+    ));
 }

@@ -63,6 +63,9 @@ pub struct ClusterConfig {
     pub advertise: Option<String>,
     /// Route TLS (`cluster { tls { } }`): every link in both directions.
     pub tls: Option<TlsConfig>,
+    /// `cluster { write_deadline }`: the route links' own write deadline
+    /// (`None`: the server's `write_deadline`).
+    pub write_deadline: Option<Duration>,
 }
 
 impl Default for ClusterConfig {
@@ -79,6 +82,7 @@ impl Default for ClusterConfig {
             queue_prefer_local: true,
             advertise: None,
             tls: None,
+            write_deadline: None,
         }
     }
 }
@@ -98,6 +102,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("queue_prefer_local", &self.queue_prefer_local)
             .field("advertise", &self.advertise)
             .field("tls", &self.tls)
+            .field("write_deadline", &self.write_deadline)
             .finish()
     }
 }
@@ -179,6 +184,18 @@ pub struct ServerConfig {
     pub spin_before_park: Option<Duration>,
     /// Client TLS: when set, every client must use TLS.
     pub tls: Option<TlsConfig>,
+    /// Timestamps on log lines (`logtime`, `-T`), in UTC with `logtime_utc`.
+    pub logtime: bool,
+    pub logtime_utc: bool,
+    /// Where to write `<exe>_<pid>.ports` (`ports_file_dir`).
+    pub ports_file_dir: Option<String>,
+    /// `server_metadata`: shown in `/varz` `metadata`.
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// Trace lines show at most this many payload bytes (0: all).
+    pub max_traced_msg_len: usize,
+    /// Keys accepted for compatibility that change nothing here, each with
+    /// its line and why: logged at start so nothing is silently ignored.
+    pub notices: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -210,6 +227,12 @@ impl Default for ServerConfig {
             shards: None,
             spin_before_park: None,
             tls: None,
+            logtime: true,
+            logtime_utc: false,
+            ports_file_dir: None,
+            metadata: std::collections::BTreeMap::new(),
+            max_traced_msg_len: 0,
+            notices: Vec::new(),
         }
     }
 }
@@ -227,6 +250,10 @@ pub enum ConfigError {
         reason: String,
     },
 }
+
+/// What `-js` and a `jetstream` block are refused with.
+pub const JETSTREAM_UNSUPPORTED: &str =
+    "JetStream is not supported: Shoal is a core NATS server (pub/sub, queue groups, request-reply)";
 
 fn invalid<T>(e: &Entry, reason: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError::Invalid {
@@ -427,9 +454,46 @@ impl ServerConfig {
             "cluster" => self.apply_cluster(map(e)?)?,
             "client_advertise" => self.client_advertise = Some(string(e)?),
             "tls" => self.tls = Some(tls_block(map(e)?)?),
+            "logtime" => self.logtime = boolean(e)?,
+            "logtime_utc" => self.logtime_utc = boolean(e)?,
+            "ports_file_dir" => self.ports_file_dir = Some(string(e)?),
+            "server_metadata" | "metadata" => {
+                for m in map(e)? {
+                    self.metadata.insert(m.key.clone(), string(m)?);
+                }
+            }
+            "max_traced_msg_len" => self.max_traced_msg_len = size(e)?,
+            "no_auth_user" => self.auth.no_auth_user = Some(string(e)?),
+            "jetstream" | "store_dir" => {
+                return invalid(e, JETSTREAM_UNSUPPORTED);
+            }
+            // Shoal never stalls a fast producer: a subscriber that cannot
+            // keep up is cut as a slow consumer, the publisher goes on.
+            "no_fast_producer_stall" => {
+                boolean(e)?;
+            }
+            "write_timeout" => self.write_timeout(e, "clients")?,
             _ => return unknown(e),
         }
         Ok(())
+    }
+
+    /// `write_timeout: default | close | retry` (nats-server 2.11). Shoal
+    /// closes a connection whose write deadline passes (nats-server's
+    /// `close`, and its default for clients); `retry` is accepted with a
+    /// notice saying Shoal closes anyway.
+    fn write_timeout(&mut self, e: &Entry, kind: &str) -> Result<(), ConfigError> {
+        match string(e)?.to_ascii_lowercase().as_str() {
+            "default" | "close" => Ok(()),
+            "retry" => {
+                self.notices.push(format!(
+                    "line {}: write_timeout \"retry\" for {kind} is not supported: Shoal closes a connection whose write deadline passes",
+                    e.line
+                ));
+                Ok(())
+            }
+            _ => invalid(e, "expected default, retry or close"),
+        }
     }
 
     fn apply_authorization(&mut self, entries: &[Entry]) -> Result<(), ConfigError> {
@@ -483,6 +547,31 @@ impl ServerConfig {
                 "sync_timeout" => self.cluster.sync_timeout = duration(e)?,
                 "queue_prefer_local" => self.cluster.queue_prefer_local = boolean(e)?,
                 "advertise" | "cluster_advertise" => self.cluster.advertise = Some(string(e)?),
+                "write_deadline" => self.cluster.write_deadline = Some(positive_duration(e)?),
+                "write_timeout" => self.write_timeout(e, "routes")?,
+                // Shoal always backs off between redials (with jitter).
+                "connect_backoff" => {
+                    boolean(e)?;
+                }
+                // One link per pair of nodes is Shoal's design (shards share
+                // it); a pool size is accepted and noted.
+                "pool_size" => {
+                    let n = size(e)?;
+                    if n > 1 {
+                        self.notices.push(format!(
+                            "line {}: cluster pool_size {n}: Shoal keeps one route link per pair of nodes, shared by its shards",
+                            e.line
+                        ));
+                    }
+                }
+                "compression" => match &e.value {
+                    Value::Bool(false) => {}
+                    Value::String(s) if s.eq_ignore_ascii_case("off") || s.eq_ignore_ascii_case("disabled") => {}
+                    _ => self.notices.push(format!(
+                        "line {}: cluster compression is not supported: route links are not compressed",
+                        e.line
+                    )),
+                },
                 "tls" => self.cluster.tls = Some(tls_block(map(e)?)?),
                 "authorization" => {
                     for a in map(e)? {

@@ -189,3 +189,47 @@ fn debug_output_never_shows_a_cluster_secret() {
     assert_eq!(redact_url("u@h:1"), "u@h:1");
     assert_eq!(redact_url("u:p@h:1"), "u:xxxxx@h:1");
 }
+
+#[test]
+fn keys_of_newer_nats_servers_are_taken_or_noted() {
+    let c = ServerConfig::from_conf(
+        r#"
+logtime: false
+ports_file_dir: "/tmp/p"
+server_metadata { region: eu, tier: "gold" }
+max_traced_msg_len: 64
+no_fast_producer_stall: true
+write_timeout: retry
+cluster {
+  listen: "127.0.0.1:6222"
+  write_deadline: "3s"
+  pool_size: 3
+  connect_backoff: true
+}
+"#,
+    )
+    .unwrap();
+    assert!(!c.logtime);
+    assert_eq!(c.ports_file_dir.as_deref(), Some("/tmp/p"));
+    assert_eq!(c.metadata.get("tier").map(String::as_str), Some("gold"));
+    assert_eq!(c.max_traced_msg_len, 64);
+    assert_eq!(c.cluster.write_deadline, Some(Duration::from_secs(3)));
+    assert_eq!(c.notices.len(), 2, "{:?}", c.notices);
+    assert!(
+        c.notices[0].starts_with("line 7: write_timeout"),
+        "{:?}",
+        c.notices
+    );
+    assert!(c.notices[1].contains("pool_size 3"), "{:?}", c.notices);
+}
+
+#[test]
+fn jetstream_is_refused_with_one_clear_line() {
+    let e =
+        ServerConfig::from_conf("port: 4222\njetstream {\n  store_dir: /tmp/js\n}\n").unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("line 2") && text.contains("JetStream is not supported"),
+        "{text}"
+    );
+}

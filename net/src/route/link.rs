@@ -93,7 +93,8 @@ pub(crate) async fn serve(shard: Rc<Shard>, attach: RouteAttach) {
         addr,
         Rc::new(RefCell::new(stream)),
         ROUTE_MAX_PENDING.max(cfg.max_pending),
-        cfg.write_deadline,
+        // `cluster { write_deadline }` when set, as nats-server 2.10+.
+        cfg.cluster.write_deadline.unwrap_or(cfg.write_deadline),
         shard.stats.clone(),
     ));
     if let Some(mut session) = tls {
