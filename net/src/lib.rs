@@ -16,7 +16,8 @@
 //! - `route`: route links to peer nodes (the cluster's data plane);
 //! - `runtime`: the seam to glommio;
 //! - `stats`: per-shard counters;
-//! - `tls`: client TLS (rustls): handshake, sealing, decrypting;
+//! - `tls`: TLS (rustls): the client handshake, and sealing and decrypting
+//!   for clients and route links;
 //! - `snapshot`: what a shard reports to monitoring on request;
 //! - `watchdog`: a thread that reports a shard making no progress with work
 //!   waiting.

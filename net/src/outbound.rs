@@ -256,8 +256,6 @@ impl Client {
         self.closing.get()
     }
 
-    /// Appends to the outbound buffer. Returns true when this made the
-    /// connection dirty (the caller adds it to the shard's flush list).
     /// Pending bytes past which the client is cut as a slow consumer.
     pub fn max_pending(&self) -> usize {
         self.max_pending
@@ -268,6 +266,8 @@ impl Client {
         self.write_deadline
     }
 
+    /// Appends to the outbound buffer. `NewlyDirty` when this made the
+    /// connection dirty (the caller adds it to the shard's flush list).
     /// Appending past `max_pending` closes the connection as a slow consumer.
     pub(crate) fn queue(&self, write: impl FnOnce(&mut BytesMut)) -> QueueResult {
         if self.is_closing() {

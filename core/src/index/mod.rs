@@ -15,10 +15,13 @@
 //! each value once with its count as a weight (`QueueGroup::members`). A
 //! remote shard with three members of a queue group is therefore one entry
 //! of weight three, which is exactly what a uniform pick over the members
-//! needs, and a client (or peer) holding 65,536 members of a group costs one
-//! entry in every cached match, not 65,536.
+//! needs, and a value inserted 65,536 times in a group (another shard's or
+//! a peer's members) costs one entry in every cached match, not 65,536.
+//! Distinct values stay distinct entries: the runtime's local subscriptions
+//! are one value each.
 //!
-//! Match results are cached per subject (ahash map, bounded). Inserting or
+//! Match results are cached per subject (ahash map, bounded in entries; each
+//! entry's size follows the distinct values matching it). Inserting or
 //! removing a literal pattern drops just that subject's entry; a wildcard
 //! pattern drops every cached subject it matches. When the cache is full it is
 //! cleared, which keeps the cost of a miss-heavy workload amortised O(1).

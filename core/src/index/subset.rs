@@ -80,9 +80,9 @@ impl<T: Clone + Eq + Hash> SubSet<T> {
 
     /// Appends each distinct value once with its count to `out`, and returns
     /// the sum of the counts. A value held a million times costs one entry,
-    /// which is what keeps a cached match result small whatever a client
-    /// subscribes (queue groups are picked by weight, never listed per
-    /// member).
+    /// which keeps a cached match result small whatever another shard or a
+    /// peer announces (queue groups are picked by weight, never listed per
+    /// member); distinct values are still one entry each.
     pub(super) fn extend_weighted_into(&self, out: &mut Vec<(T, u32)>) -> u64 {
         match self {
             SubSet::Few(v) => {

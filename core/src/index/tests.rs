@@ -169,9 +169,9 @@ fn long_subjects_past_the_stack_token_buffer() {
     assert!(idx.root.is_empty());
 }
 
-/// A client holding 65,536 members of a group (or a peer announcing that
-/// weight) must not make every cached match result of the group's subjects
-/// hold 65,536 entries: one entry with the weight.
+/// One value holding 65,536 members of a group (another shard's members, or
+/// a peer announcing that weight) must not make every cached match result of
+/// the group's subjects hold 65,536 entries: one entry with the weight.
 #[test]
 fn queue_weight_costs_one_entry_per_value() {
     let mut idx = SubjectIndex::new();
