@@ -256,11 +256,13 @@ fn reload(flags: &Flags, control: &shoal_net::ServerControl, set_level: &logging
             return;
         }
     };
-    if let Err(e) = set_level(&config) {
-        warn!("cannot change the log level: {e}");
-    }
+    // The log level changes only with a reload that is taken as a whole.
+    let level_config = config.clone();
     match control.reload(config) {
         Ok(kept) => {
+            if let Err(e) = set_level(&level_config) {
+                warn!("cannot change the log level: {e}");
+            }
             for key in kept {
                 warn!("Reload: {key} cannot change while the server runs; restart to apply it");
             }

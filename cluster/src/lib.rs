@@ -202,16 +202,16 @@ fn bind(listen: &str) -> Result<TcpListener, ClusterError> {
         .strip_prefix("nats://")
         .or_else(|| listen.strip_prefix("nats-route://"))
         .unwrap_or(listen);
-    let (host, port) = rest
-        .rsplit_once(':')
-        .ok_or_else(|| ClusterError::Listen(listen.into()))?;
-    let port: i32 = port
-        .parse()
-        .map_err(|_| ClusterError::Listen(listen.into()))?;
+    // Credentials in a listen URL are the cluster's authorization (taken
+    // from `--cluster` by the binary); they never appear in an error.
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, hostport)| hostport);
+    let shown = || ClusterError::Listen(shoal_core::config::redact_url(listen));
+    let (host, port) = rest.rsplit_once(':').ok_or_else(shown)?;
+    let port: i32 = port.parse().map_err(|_| shown())?;
     let port = match port {
         -1 => 0,
         p if (0..=65535).contains(&p) => p as u16,
-        _ => return Err(ClusterError::Listen(listen.into())),
+        _ => return Err(shown()),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let host = if host.is_empty() { "0.0.0.0" } else { host };

@@ -1,6 +1,7 @@
 //! Route URLs (`nats://[user:pass@]host:port`) and the addresses a node
 //! announces for itself.
 
+use shoal_core::config::redact_url;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 /// A parsed route URL. `Debug` shows it redacted (never the password).
@@ -34,13 +35,13 @@ impl RouteUrl {
         let hostport = hostport.trim_end_matches('/');
         let (host, port) = hostport
             .rsplit_once(':')
-            .ok_or_else(|| format!("route URL {s:?} has no port"))?;
+            .ok_or_else(|| format!("route URL {:?} has no port", redact_url(s)))?;
         let port: u16 = port
             .parse()
-            .map_err(|_| format!("route URL {s:?} has an invalid port"))?;
+            .map_err(|_| format!("route URL {:?} has an invalid port", redact_url(s)))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
-            return Err(format!("route URL {s:?} has no host"));
+            return Err(format!("route URL {:?} has no host", redact_url(s)));
         }
         let (user, pass) = match auth {
             None => (None, None),
@@ -149,6 +150,8 @@ mod tests {
         assert_eq!(r("nats://ruser@h:6222"), "nats://ruser@h:6222");
         assert_eq!(r("nats://h:6222"), "nats://h:6222");
         assert!(!r("nats://u:p%40ss@h:1").contains("p%40ss"));
+        let err = RouteUrl::parse("nats://u:s3cret@host").unwrap_err();
+        assert!(!err.contains("s3cret"), "{err}");
         let debug = format!("{:?}", RouteUrl::parse("nats://ruser:s3cret@h:1").unwrap());
         assert!(!debug.contains("s3cret"), "{debug}");
     }

@@ -20,6 +20,7 @@ use shoal_core::subject::{has_wildcard, is_valid_pattern, is_valid_publish, is_v
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, error, info, trace};
 
@@ -158,6 +159,12 @@ async fn ping_timer(shard: Rc<Shard>, client: std::rc::Weak<Client>) {
         };
         if client.is_closing() {
             return;
+        }
+        if !client.authenticated.get() && shard.current().auth.required() {
+            // Not logged in yet (its bcrypt check may be under way): the
+            // auth timer, not keep-alive, decides its fate, and a PING must
+            // not come before the verdict on its CONNECT.
+            continue;
         }
         if client.pings_out.get() >= max {
             let res = client.queue(|b| proto::write_err(b, "Stale Connection"));
@@ -583,16 +590,24 @@ impl Connection {
     }
 
     /// Runs the bcrypt check on the auth pool (never on this shard); a full
-    /// pool refuses, as a wrong password would.
+    /// pool refuses, as a wrong password would (a flood of CONNECTs). A
+    /// reload while the check ran means it is judged again by the new users.
     async fn check_off_shard(&self, opts: &ConnectOptions) -> Result<Session, AuthError> {
-        let dynamic = self.shard.current();
-        let opts = opts.clone();
-        self.shard
-            .shared
-            .auth_pool
-            .run(move || dynamic.auth.authenticate(&opts))
-            .await
-            .unwrap_or(Err(AuthError))
+        loop {
+            let dynamic = self.shard.current();
+            let checked_by = dynamic.clone();
+            let given = opts.clone();
+            let verdict = self
+                .shard
+                .shared
+                .auth_pool
+                .run(move || checked_by.auth.authenticate(&given))
+                .await
+                .unwrap_or(Err(AuthError));
+            if Arc::ptr_eq(&dynamic, &self.shard.current()) {
+                return verdict;
+            }
+        }
     }
 
     /// The verdict on a first CONNECT's credentials.

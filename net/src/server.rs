@@ -433,7 +433,12 @@ impl ServerControl {
             spin_before_park,
             pid_file,
             log_file,
-            tls
+            tls,
+            // Read once, at start, by the shards' lame duck and shutdown.
+            lame_duck_duration,
+            lame_duck_grace_period,
+            logtime,
+            ports_file_dir
         );
         if let Ok(d) = self.shared.dynamic.read() {
             // Clients whose user did not change are re-checked without bcrypt.

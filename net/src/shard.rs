@@ -1431,13 +1431,25 @@ async fn recheck_off_shard(
     opts: shoal_core::proto::ConnectOptions,
     d: Arc<crate::server::Dynamic>,
 ) {
-    let checked_by = d.clone();
-    let verdict = shard
-        .shared
-        .auth_pool
-        .run(move || checked_by.auth.authenticate(&opts))
-        .await
-        .unwrap_or(Err(shoal_core::auth::AuthError));
+    // A connected client whose credentials were valid must not be cut
+    // because the pool is busy: wait for room (a reload of many clients
+    // whose user changed can fill the queue).
+    let verdict = loop {
+        let checked_by = d.clone();
+        let given = opts.clone();
+        match shard
+            .shared
+            .auth_pool
+            .run(move || checked_by.auth.authenticate(&given))
+            .await
+        {
+            Some(v) => break v,
+            None => runtime::sleep(std::time::Duration::from_millis(50)).await,
+        }
+        if c.is_closing() || !Arc::ptr_eq(&shard.current(), &d) {
+            return;
+        }
+    };
     if c.is_closing() || !Arc::ptr_eq(&shard.current(), &d) {
         return;
     }

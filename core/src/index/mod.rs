@@ -160,6 +160,8 @@ pub struct CacheStats {
     pub hits: u64,
     pub misses: u64,
     pub entries: usize,
+    /// Values (plain and queue members) held by the cached results.
+    pub cached_values: usize,
 }
 
 #[derive(Debug)]
@@ -268,6 +270,10 @@ pub struct SubjectIndex<T> {
     len: usize,
     cache: AHashMap<Box<[u8]>, Arc<Matches<T>>>,
     cache_capacity: usize,
+    /// Entries (plain values and queue members) held by cached results:
+    /// bounded by [`CACHE_ENTRY_BUDGET`], so the cache's bytes are bounded
+    /// too, not only its number of subjects.
+    cached_entries: usize,
     hits: u64,
     misses: u64,
 }
@@ -291,6 +297,7 @@ impl<T: Clone + Eq + Hash> SubjectIndex<T> {
             len: 0,
             cache: AHashMap::new(),
             cache_capacity: capacity,
+            cached_entries: 0,
             hits: 0,
             misses: 0,
         }
@@ -310,6 +317,7 @@ impl<T: Clone + Eq + Hash> SubjectIndex<T> {
             hits: self.hits,
             misses: self.misses,
             entries: self.cache.len(),
+            cached_values: self.cached_entries,
         }
     }
 
@@ -371,10 +379,17 @@ impl<T: Clone + Eq + Hash> SubjectIndex<T> {
             return;
         }
         if has_wildcard(pattern) {
-            self.cache
-                .retain(|subject, _| !pattern_matches(pattern, subject));
-        } else {
-            self.cache.remove(pattern);
+            let mut dropped = 0;
+            self.cache.retain(|subject, m| {
+                let keep = !pattern_matches(pattern, subject);
+                if !keep {
+                    dropped += entries_of(m);
+                }
+                keep
+            });
+            self.cached_entries -= dropped;
+        } else if let Some(m) = self.cache.remove(pattern) {
+            self.cached_entries -= entries_of(&m);
         }
     }
 
@@ -386,11 +401,18 @@ impl<T: Clone + Eq + Hash> SubjectIndex<T> {
         }
         self.misses += 1;
         let m = Arc::new(self.matches_uncached(subject));
-        if self.cache_capacity > 0 {
-            if self.cache.len() >= self.cache_capacity {
+        let entries = entries_of(&m);
+        // A result too large to keep would evict everything else for one
+        // subject; it is cheap relative to delivering to that many anyway.
+        if self.cache_capacity > 0 && entries <= CACHE_ENTRY_BUDGET / 16 {
+            if self.cache.len() >= self.cache_capacity
+                || self.cached_entries + entries > CACHE_ENTRY_BUDGET
+            {
                 self.cache.clear();
+                self.cached_entries = 0;
             }
             self.cache.insert(subject.into(), m.clone());
+            self.cached_entries += entries;
         }
         m
     }
@@ -412,6 +434,16 @@ impl<T: Clone + Eq + Hash> SubjectIndex<T> {
         }
         with_tokens(subject, |toks| any_in_level(&self.root, toks))
     }
+}
+
+/// Most entries (plain values and weighted queue members) all cached match
+/// results of one index may hold together: about 4-8 MiB per shard. Without
+/// it 4,096 cached subjects each matching 10,000 subscriptions (`SUB >` from
+/// many clients) would hold 40 million entries.
+pub const CACHE_ENTRY_BUDGET: usize = 1 << 18;
+
+fn entries_of<T>(m: &Matches<T>) -> usize {
+    m.plain.len() + m.queues.iter().map(|g| g.members.len()).sum::<usize>()
 }
 
 fn collect_level<T: Clone + Eq + Hash>(level: &Level<T>, toks: &[&[u8]], out: &mut Matches<T>) {

@@ -337,3 +337,30 @@ proptest::proptest! {
         assert_distribution(&pick_distribution(&group(&members), ok), &want);
     }
 }
+
+/// The cache is bounded in bytes, not only in subjects: thousands of
+/// subscriptions matching every subject (`>` from many clients) do not make
+/// each cached subject hold a copy of all of them without limit.
+#[test]
+fn cache_is_bounded_by_entries_held() {
+    let mut idx = SubjectIndex::<u32>::new();
+    for v in 0..10_000u32 {
+        idx.insert(b">", None, v).unwrap();
+    }
+    for i in 0..4_000 {
+        let m = idx.matches(format!("s.{i}").as_bytes());
+        assert_eq!(m.plain.len(), 10_000);
+    }
+    let st = idx.cache_stats();
+    assert!(
+        st.cached_values <= CACHE_ENTRY_BUDGET,
+        "{} values cached",
+        st.cached_values
+    );
+    // Invalidation keeps the count true.
+    idx.remove(b">", None, &0);
+    assert_eq!(idx.cache_stats().cached_values, 0);
+    let m = idx.matches(b"s.x");
+    assert_eq!(m.plain.len(), 9_999);
+    assert_eq!(idx.cache_stats().cached_values, 9_999);
+}

@@ -204,7 +204,7 @@ where
 
 /// A node introducing itself (first frame each way) or updating its view of
 /// the cluster (gossip).
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Default)]
 pub struct RouteInfo {
     pub proto: u32,
     pub server_id: String,
@@ -222,6 +222,25 @@ pub struct RouteInfo {
     pub pass: Option<String>,
     /// The sender is in lame duck mode (do not send it clients).
     pub lame_duck: bool,
+}
+
+impl std::fmt::Debug for RouteInfo {
+    /// Everything but the password (never printed, even in debug logs).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteInfo")
+            .field("proto", &self.proto)
+            .field("server_id", &self.server_id)
+            .field("server_name", &self.server_name)
+            .field("version", &self.version)
+            .field("cluster", &self.cluster)
+            .field("route_url", &self.route_url)
+            .field("client_urls", &self.client_urls)
+            .field("peers", &self.peers)
+            .field("user", &self.user)
+            .field("pass", &self.pass.as_ref().map(|_| "[REDACTED]"))
+            .field("lame_duck", &self.lame_duck)
+            .finish()
+    }
 }
 
 /// One interest change: `weight` is the number of the sender's subscribers

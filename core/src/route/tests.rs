@@ -393,3 +393,17 @@ fn an_announced_frame_is_not_allocated_before_its_bytes_arrive() {
         Err(FrameError::TooLarge { .. })
     ));
 }
+
+#[test]
+fn route_info_debug_hides_the_password() {
+    let info = RouteInfo {
+        user: Some("ruser".into()),
+        pass: Some("s3cret".into()),
+        ..RouteInfo::default()
+    };
+    let shown = format!("{info:?}");
+    assert!(
+        !shown.contains("s3cret") && shown.contains("ruser"),
+        "{shown}"
+    );
+}
