@@ -220,3 +220,56 @@ async fn routes_over_mutual_tls() {
     assert_eq!(routes(&plain), 0);
     assert_eq!(routes(&a), 1);
 }
+
+/// A server with `tls { handshake_first: ... }` and the given client setup.
+fn tls_first_server(p: &Pki, mode: &str) -> Shoal {
+    let conf = format!(
+        "tls {{ cert_file: \"{}\", key_file: \"{}\", handshake_first: {mode} }}",
+        p.server.0.display(),
+        p.server.1.display()
+    );
+    Shoal::start(2, &[], Some(&conf))
+}
+
+async fn connect_tls_first(s: &Shoal, p: &Pki) -> Result<async_nats::Client, String> {
+    let opts = async_nats::ConnectOptions::new()
+        .tls_first()
+        .add_root_certificates(p.ca.clone())
+        .connection_timeout(Duration::from_secs(3));
+    tokio::time::timeout(Duration::from_secs(5), opts.connect(s.url()))
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// `handshake_first: true` (nats-server 2.10): the client starts TLS at once
+/// and gets the INFO encrypted; a client waiting for a plain INFO gets
+/// nothing it can use. `handshake_first: auto` (or a delay) serves both.
+#[tokio::test]
+async fn tls_handshake_first_and_auto() {
+    let p = pki();
+    let s = tls_first_server(&p, "true");
+    let a = connect_tls_first(&s, &p)
+        .await
+        .expect("TLS-first client connects");
+    let mut sub = a.subscribe("first").await.unwrap();
+    a.flush().await.unwrap();
+    a.publish("first", "hi".into()).await.unwrap();
+    assert_eq!(&next_msg(&mut sub).await.payload[..], b"hi");
+    assert!(
+        connect(&s, &p.ca, None).await.is_err(),
+        "a classic client expects a plain INFO first"
+    );
+
+    for mode in ["auto", "\"300ms\""] {
+        let s = tls_first_server(&p, mode);
+        let first = connect_tls_first(&s, &p).await;
+        assert!(first.is_ok(), "{mode}: TLS-first client: {:?}", first.err());
+        let classic = connect(&s, &p.ca, None).await;
+        assert!(
+            classic.is_ok(),
+            "{mode}: classic client: {:?}",
+            classic.err()
+        );
+    }
+}

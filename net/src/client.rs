@@ -59,9 +59,14 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         ..ClientFlags::default()
     });
     debug!("{addr} - cid:{id} - Client connection created");
-    let info = shared.info_for(id, addr);
-    let res = client.queue(|b| proto::write_info(b, &info));
-    shard.mark_dirty(&client, res);
+    // TLS first (`handshake_first`): the INFO waits for the handshake and
+    // goes out encrypted.
+    let tls_first = tls_comes_first(&shard, &client).await;
+    if !tls_first {
+        let info = shared.info_for(id, addr);
+        let res = client.queue(|b| proto::write_info(b, &info));
+        shard.mark_dirty(&client, res);
+    }
 
     let total = shared.connections.fetch_add(1, Relaxed) + 1;
     if total > cfg.max_connections {
@@ -83,7 +88,15 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     runtime::spawn_detached(ping_timer(shard.clone(), Rc::downgrade(&client)));
 
     let reason = match start_tls(&shard, &client).await {
-        Ok(()) => Connection::new(shard.clone(), client.clone()).run().await,
+        Ok(()) => {
+            if tls_first {
+                let info = shared.info_for(id, addr);
+                let res = client.queue(|b| proto::write_info(b, &info));
+                shard.mark_dirty(&client, res);
+                shard.flush_dirty();
+            }
+            Connection::new(shard.clone(), client.clone()).run().await
+        }
         Err(reason) => reason,
     };
     client.close(reason);
@@ -208,8 +221,44 @@ pub(crate) async fn read_some(
     read
 }
 
+/// Whether this connection starts with the TLS handshake, before any INFO
+/// (`tls { handshake_first }`): always, or (`auto`/a delay) when the
+/// client's first bytes, within the delay, are a TLS record (0x16). Waiting
+/// peeks at the socket without taking anything from it.
+async fn tls_comes_first(shard: &Rc<Shard>, client: &Rc<Client>) -> bool {
+    use shoal_core::config::HandshakeFirst;
+    let Some(t) = shard.shared.config.tls.as_ref() else {
+        return false;
+    };
+    let delay = match t.handshake_first {
+        HandshakeFirst::Off => return false,
+        HandshakeFirst::Always => return true,
+        HandshakeFirst::Auto(d) => d,
+    };
+    let until = std::time::Instant::now() + delay;
+    loop {
+        let mut first = 0u8;
+        // SAFETY: a non-blocking peek of one byte into a local.
+        let n = unsafe {
+            libc::recv(
+                client.fd(),
+                (&mut first as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n == 1 {
+            return first == 0x16;
+        }
+        if n == 0 || std::time::Instant::now() >= until {
+            return false;
+        }
+        runtime::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// TLS (when configured): the handshake after the plain INFO, as
-/// nats-server. A client that answers in plain text gets nats-server's
+/// nats-server (or before it, `handshake_first`). A client that answers in plain text gets nats-server's
 /// `-ERR 'Secure Connection - TLS Required'`.
 async fn start_tls(shard: &Rc<Shard>, client: &Rc<Client>) -> Result<(), CloseReason> {
     let Some(config) = shard.shared.tls.clone() else {

@@ -256,6 +256,11 @@ impl Client {
         self.closing.get()
     }
 
+    /// The socket's descriptor (for a peek before the protocol starts).
+    pub(crate) fn fd(&self) -> RawFd {
+        self.fd
+    }
+
     /// Pending bytes past which the client is cut as a slow consumer.
     pub fn max_pending(&self) -> usize {
         self.max_pending

@@ -24,6 +24,21 @@ pub struct TlsConfig {
     pub verify: bool,
     /// Time allowed for the TLS handshake.
     pub timeout: Duration,
+    /// `handshake_first` (nats-server 2.10): TLS before the INFO.
+    pub handshake_first: HandshakeFirst,
+}
+
+/// When the TLS handshake comes relative to the server's INFO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HandshakeFirst {
+    /// INFO in plain text first, then the client starts TLS (classic).
+    #[default]
+    Off,
+    /// The client starts TLS at once; INFO comes encrypted.
+    Always,
+    /// TLS first if the client starts it within this delay, else the
+    /// classic way (`handshake_first: auto` waits 50 ms, as nats-server).
+    Auto(Duration),
 }
 
 impl Default for TlsConfig {
@@ -35,6 +50,7 @@ impl Default for TlsConfig {
             verify: false,
             // nats-server's default TLS handshake timeout.
             timeout: Duration::from_secs(2),
+            handshake_first: HandshakeFirst::Off,
         }
     }
 }
@@ -345,6 +361,18 @@ fn tls_block(entries: &[Entry]) -> Result<TlsConfig, ConfigError> {
             "ca_file" => t.ca_file = Some(string(e)?),
             "verify" => t.verify = boolean(e)?,
             "timeout" => t.timeout = duration(e)?,
+            "handshake_first" | "first" => {
+                t.handshake_first = match &e.value {
+                    Value::Bool(true) => HandshakeFirst::Always,
+                    Value::Bool(false) => HandshakeFirst::Off,
+                    Value::String(s) if s.eq_ignore_ascii_case("auto") => {
+                        HandshakeFirst::Auto(Duration::from_millis(50))
+                    }
+                    Value::String(s) if s.eq_ignore_ascii_case("true") => HandshakeFirst::Always,
+                    Value::String(s) if s.eq_ignore_ascii_case("false") => HandshakeFirst::Off,
+                    _ => HandshakeFirst::Auto(positive_duration(e)?),
+                }
+            }
             _ => return unknown(e),
         }
     }
