@@ -335,3 +335,18 @@ async fn protocol_errors_are_logged_as_nats_server_logs_them() {
         });
     }
 }
+
+/// Trace (`-V`) shows each PUB and its payload as nats-server does, cut at
+/// `max_traced_msg_len`.
+#[tokio::test]
+async fn trace_cuts_payloads_at_max_traced_msg_len() {
+    let s = Shoal::start(1, &["-V"], Some("max_traced_msg_len: 4"));
+    let mut r = s.raw().await;
+    r.send(b"CONNECT {\"verbose\":false}\r\nPUB t.x 10\r\n0123456789\r\n")
+        .await;
+    assert!(r.ping().await.is_empty());
+    eventually(Duration::from_secs(5), "the traced PUB", || {
+        s.log_contains("<<- [PUB t.x 10]") && s.log_contains("MSG_PAYLOAD: [\"0123\"...]")
+    });
+    assert!(!s.log_contains("0123456789"));
+}

@@ -532,6 +532,33 @@ impl Connection {
                         self.client.id
                     );
                 }
+                // nats-server's shape: the operation, then the payload,
+                // cut at `max_traced_msg_len` when set.
+                ClientOp::Pub(p) => {
+                    let max = self.shard.current().config.max_traced_msg_len;
+                    let shown = if max > 0 && p.payload.len() > max {
+                        format!("{:?}...", String::from_utf8_lossy(&p.payload[..max]))
+                    } else {
+                        format!("{:?}", String::from_utf8_lossy(&p.payload))
+                    };
+                    trace!(
+                        "{} - cid:{} - <<- [{} {} {}{}]",
+                        self.client.addr,
+                        self.client.id,
+                        if p.headers.is_some() { "HPUB" } else { "PUB" },
+                        String::from_utf8_lossy(&p.subject),
+                        p.reply
+                            .as_ref()
+                            .map(|r| format!("{} ", String::from_utf8_lossy(r)))
+                            .unwrap_or_default(),
+                        p.payload.len() + p.headers.as_ref().map_or(0, |h| h.len())
+                    );
+                    trace!(
+                        "{} - cid:{} - <<- MSG_PAYLOAD: [{shown}]",
+                        self.client.addr,
+                        self.client.id
+                    );
+                }
                 _ => trace!("{} - cid:{} - <<- {op:?}", self.client.addr, self.client.id),
             }
         }
