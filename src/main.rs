@@ -165,6 +165,7 @@ fn configure(flags: &Flags) -> Result<ServerConfig, String> {
         c.auth.users.retain(|u| &u.name != user);
         c.auth.users.push(User {
             name: user.clone(),
+            account: None,
             password: Secret::new(flags.pass.as_deref().unwrap_or("")),
             permissions: None,
         });

@@ -77,6 +77,8 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         error!("{addr} - cid:{id} - maximum connections exceeded");
         return;
     }
+    // The default account until (and unless) authentication names another.
+    *client.account.borrow_mut() = dynamic.auth.accounts().get(None);
     shard.stats.connections.fetch_add(1, Relaxed);
     shard.stats.total_connections.fetch_add(1, Relaxed);
     shard.clients.borrow_mut().insert(id, client.clone());
@@ -697,6 +699,12 @@ impl Connection {
                 Ok(session) => {
                     *self.client.perms.borrow_mut() =
                         session.permissions.map(ClientPermissions::new);
+                    *self.client.account.borrow_mut() = self
+                        .shard
+                        .current()
+                        .auth
+                        .accounts()
+                        .get(session.account.as_deref());
                     self.client.authenticated.set(true);
                 }
                 Err(e) => {
@@ -780,7 +788,39 @@ impl Connection {
             &meta.in_bytes,
             (p.payload.len() + p.headers.as_ref().map_or(0, |h| h.len())) as u64,
         );
-        self.shard.publish(&self.client, &p, &mut self.out);
+        let account = self.client.account.borrow().clone();
+        let dynamic = self.shard.current();
+        let accounts = dynamic.auth.accounts();
+        match account.filter(|_| accounts.enabled()) {
+            None => {
+                if !self.shard.publish(&self.client, &p, &mut self.out) {
+                    if let Some(reply) = &p.reply {
+                        self.shard.no_responders(&self.client, reply, b"");
+                    }
+                }
+            }
+            Some(account) => {
+                // Its own account's space, plus what exports and imports
+                // add (accounts.rs); a request is answered with 503 only
+                // when none of them reached anyone.
+                let mut delivered = false;
+                for d in accounts.deliveries(&account, &p.subject, p.reply.as_deref()) {
+                    let routed = Publish {
+                        subject: Bytes::from(d.subject),
+                        reply: d.reply.map(Bytes::from),
+                        headers: p.headers.clone(),
+                        payload: p.payload.clone(),
+                    };
+                    delivered |= self.shard.publish(&self.client, &routed, &mut self.out);
+                }
+                if !delivered {
+                    if let Some(reply) = &p.reply {
+                        self.shard
+                            .no_responders(&self.client, reply, &account.prefix);
+                    }
+                }
+            }
+        }
     }
 
     fn subscribe(&mut self, subject: Bytes, queue: Option<Bytes>, sid: Bytes) {
@@ -833,8 +873,24 @@ impl Connection {
             self.send_err("maximum subscriptions exceeded");
             return;
         }
+        // Indexed (and announced to other shards and nodes) in its
+        // account's space.
+        let prefix = self
+            .client
+            .account
+            .borrow()
+            .as_ref()
+            .map(|a| a.prefix.clone())
+            .unwrap_or_default();
+        let prefix_len = prefix.len();
+        let subject = if prefix.is_empty() {
+            subject
+        } else {
+            Bytes::from([&prefix[..], &subject[..]].concat())
+        };
         let sub = Rc::new(LocalSub {
             client: self.client.clone(),
+            prefix_len,
             subject,
             queue,
             sid,

@@ -97,6 +97,9 @@ pub(crate) struct LocalSub {
     /// Auto-unsubscribe after this many deliveries.
     pub max: Cell<Option<u64>>,
     pub delivered: Cell<u64>,
+    /// Length of the account prefix at the front of `subject` (0 without
+    /// accounts): what is taken off when a message is written.
+    pub prefix_len: usize,
     /// A wildcard subscription of a client with permissions: denied
     /// subjects are filtered at delivery. Reset when a reload changes the
     /// client's permissions.
@@ -127,6 +130,9 @@ pub(crate) struct Client {
     shard_stats: Arc<ShardStats>,
     pub flags: Cell<ClientFlags>,
     pub perms: RefCell<Option<ClientPermissions>>,
+    /// The client's account (set when it authenticates; the default account
+    /// before). Its prefix is put before every subject it uses.
+    pub account: RefCell<Option<Arc<shoal_core::auth::Account>>>,
     pub subs: RefCell<AHashMap<Bytes, Rc<LocalSub>>>,
     pub pings_out: Cell<u32>,
     pub authenticated: Cell<bool>,
@@ -209,6 +215,7 @@ impl Client {
             perms: RefCell::new(None),
             subs: RefCell::new(AHashMap::new()),
             pings_out: Cell::new(0),
+            account: RefCell::new(None),
             authenticated: Cell::new(false),
             name: RefCell::new(None),
             meta: ConnMeta::default(),

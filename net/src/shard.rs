@@ -341,9 +341,6 @@ impl Shard {
             delivered = true;
             self.send_to_routes(p, routes, out);
         }
-        if !delivered {
-            self.no_responders(from, p);
-        }
         delivered
     }
 
@@ -567,14 +564,21 @@ impl Shard {
     }
 
     /// A request nobody can answer: tell a client that asked for it with a
-    /// `503` status on its reply subject, as nats-server does.
-    fn no_responders(&self, from: &Rc<Client>, p: &Publish) {
+    /// `503` status on its reply subject, as nats-server does. `prefix` is
+    /// the client's account prefix (its subscriptions are indexed under it).
+    pub(crate) fn no_responders(&self, from: &Rc<Client>, reply: &[u8], prefix: &[u8]) {
         let flags = from.flags.get();
-        let Some(reply) = &p.reply else { return };
         if !(flags.no_responders && flags.headers) {
             return;
         }
-        let m = self.index.borrow_mut().matches(reply);
+        let indexed;
+        let key = if prefix.is_empty() {
+            reply
+        } else {
+            indexed = [prefix, reply].concat();
+            &indexed[..]
+        };
+        let m = self.index.borrow_mut().matches(key);
         let own = all_targets(&m).find_map(|t| match t {
             Target::Local(s) if Rc::ptr_eq(&s.client, from) => Some(s.clone()),
             _ => None,
@@ -604,7 +608,7 @@ impl Shard {
         let res = c.queue(|buf| {
             write_msg(
                 buf,
-                &p.subject,
+                &p.subject[s.prefix_len..],
                 &s.sid,
                 p.reply.as_deref(),
                 headers,
@@ -907,11 +911,11 @@ impl Shard {
                         .perms
                         .borrow_mut()
                         .as_mut()
-                        .is_none_or(|p| p.may_subscribe(&s.subject));
+                        .is_none_or(|p| p.may_subscribe(&s.subject[s.prefix_len..]));
                     if !allowed {
                         let text = format!(
                             "Permissions Violation for Subscription to \"{}\"",
-                            String::from_utf8_lossy(&s.subject)
+                            String::from_utf8_lossy(&s.subject[s.prefix_len..])
                         );
                         let res = c.queue(|b| proto::write_err(b, &text));
                         self.mark_dirty(c, res);
@@ -1342,6 +1346,7 @@ enum QueuePick {
 /// nats-server.
 fn can_take(s: &LocalSub, subject: &[u8]) -> bool {
     let c = &s.client;
+    let subject = &subject[s.prefix_len.min(subject.len())..];
     !c.is_closing()
         && s.max.get().is_none_or(|max| s.delivered.get() < max)
         && !(s.deny_filter.get()

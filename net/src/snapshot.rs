@@ -93,7 +93,7 @@ pub(crate) fn take(shard: &Shard, with_subs: bool) -> ShardSnapshot {
                 subscriptions_list: if with_subs {
                     subs.values()
                         .map(|s| {
-                            let subject = String::from_utf8_lossy(&s.subject);
+                            let subject = String::from_utf8_lossy(&s.subject[s.prefix_len..]);
                             match &s.queue {
                                 Some(q) => format!("{subject} {}", String::from_utf8_lossy(q)),
                                 None => subject.into_owned(),

@@ -15,7 +15,12 @@
 //! ([`Authenticator::keep_verified_from`]), so a reload does not re-run bcrypt
 //! for every connected client.
 
+mod accounts;
 mod permissions;
+
+pub use accounts::{
+    Account, AccountConfig, AccountError, Accounts, Delivery, Export, Import, GLOBAL_ACCOUNT,
+};
 
 pub use permissions::{
     ClientPermissions, CompiledPermissions, PermissionError, Permissions, ResponsePermission,
@@ -51,6 +56,13 @@ impl std::fmt::Debug for Secret {
 }
 
 impl Secret {
+    /// The configured text (plain or hash), for keying derived secrets.
+    fn material(&self) -> &[u8] {
+        match self {
+            Secret::Plain(s) | Secret::Bcrypt(s) => s.as_bytes(),
+        }
+    }
+
     pub fn new(configured: &str) -> Self {
         if configured.starts_with("$2") {
             Secret::Bcrypt(configured.to_owned())
@@ -73,6 +85,8 @@ impl Secret {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     pub name: String,
+    /// The account the user belongs to (`None`: the default, `$G`).
+    pub account: Option<String>,
     pub password: Secret,
     /// `None`: may publish and subscribe to everything.
     pub permissions: Option<Permissions>,
@@ -86,6 +100,8 @@ pub struct AuthConfig {
     /// A client that gives no user name is this user (nats-server's
     /// `no_auth_user`), with its permissions and without its password.
     pub no_auth_user: Option<String>,
+    /// The `accounts` block (empty: one subject space).
+    pub accounts: Vec<AccountConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -96,6 +112,10 @@ pub enum AuthConfigError {
     DuplicateUser(String),
     #[error("no_auth_user {0:?} not present as user in authorization block")]
     UnknownNoAuthUser(String),
+    #[error("unknown account {0:?}")]
+    UnknownAccount(String),
+    #[error("{0}")]
+    Account(#[from] AccountError),
     #[error("user {user:?}: {source}")]
     Permission {
         user: String,
@@ -118,12 +138,15 @@ impl AuthError {
 pub struct Session {
     /// The authenticated user name, if users are configured.
     pub user: Option<String>,
+    /// The user's account (`None`: the default account).
+    pub account: Option<String>,
     /// `None`: no restrictions.
     pub permissions: Option<Arc<CompiledPermissions>>,
 }
 
 #[derive(Debug)]
 struct UserEntry {
+    account: Option<String>,
     password: Checked,
     permissions: Option<Arc<CompiledPermissions>>,
 }
@@ -225,6 +248,7 @@ pub struct Authenticator {
     users: AHashMap<String, UserEntry>,
     token: Option<Checked>,
     no_auth_user: Option<String>,
+    accounts: Arc<Accounts>,
 }
 
 impl Authenticator {
@@ -243,7 +267,13 @@ impl Authenticator {
                     },
                 )?)),
             };
+            if let Some(a) = &u.account {
+                if !config.accounts.iter().any(|c| &c.name == a) && a != GLOBAL_ACCOUNT {
+                    return Err(AuthConfigError::UnknownAccount(a.clone()));
+                }
+            }
             let entry = UserEntry {
+                account: u.account.clone(),
                 password: Checked::new(u.password.clone()),
                 permissions,
             };
@@ -256,11 +286,30 @@ impl Authenticator {
                 return Err(AuthConfigError::UnknownNoAuthUser(name.clone()));
             }
         }
+        // The service reply MAC is keyed by what every node's configuration
+        // holds and no client knows: the users' secrets.
+        let mut secret = Vec::new();
+        for u in &config.users {
+            secret.extend_from_slice(u.name.as_bytes());
+            secret.push(0);
+            secret.extend_from_slice(u.password.material());
+            secret.push(0);
+        }
+        if let Some(t) = &config.token {
+            secret.extend_from_slice(t.material());
+        }
+        let accounts = Arc::new(Accounts::new(&config.accounts, &secret)?);
         Ok(Authenticator {
             users,
             token: config.token.clone().map(Checked::new),
             no_auth_user: config.no_auth_user.clone(),
+            accounts,
         })
+    }
+
+    /// The accounts (one default account when none are configured).
+    pub fn accounts(&self) -> &Arc<Accounts> {
+        &self.accounts
     }
 
     /// After a reload: the bcrypt successes `old` remembered, for every user
@@ -322,6 +371,7 @@ impl Authenticator {
                 (Some(name), None) => match self.users.get(name) {
                     Some(entry) => Ok(Session {
                         user: Some(name.clone()),
+                        account: entry.account.clone(),
                         permissions: entry.permissions.clone(),
                     }),
                     None => Err(AuthError),
@@ -337,6 +387,7 @@ impl Authenticator {
         }
         Some(Ok(Session {
             user: Some(name.to_owned()),
+            account: entry.account.clone(),
             permissions: entry.permissions.clone(),
         }))
     }

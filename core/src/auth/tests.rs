@@ -29,17 +29,20 @@ fn plain_and_bcrypt_passwords() {
         users: vec![
             User {
                 name: "alice".into(),
+                account: None,
                 password: Secret::new("pw"),
                 permissions: None,
             },
             User {
                 name: "bob".into(),
+                account: None,
                 password: Secret::new(&hash),
                 permissions: None,
             },
         ],
         token: None,
         no_auth_user: None,
+        accounts: vec![],
     };
     let a = Authenticator::new(&cfg).unwrap();
     assert!(a.required());
@@ -76,6 +79,7 @@ fn token_auth_plain_and_bcrypt() {
             users: vec![],
             token: Some(Secret::new(&configured)),
             no_auth_user: None,
+            accounts: vec![],
         })
         .unwrap();
         assert!(a.required());
@@ -91,6 +95,7 @@ fn token_auth_plain_and_bcrypt() {
 fn config_errors() {
     let u = User {
         name: "a".into(),
+        account: None,
         password: Secret::new("x"),
         permissions: None,
     };
@@ -98,6 +103,7 @@ fn config_errors() {
         users: vec![u.clone()],
         token: Some(Secret::new("t")),
         no_auth_user: None,
+        accounts: vec![],
     };
     assert_eq!(
         Authenticator::new(&both).unwrap_err(),
@@ -107,6 +113,7 @@ fn config_errors() {
         users: vec![u.clone(), u.clone()],
         token: None,
         no_auth_user: None,
+        accounts: vec![],
     };
     assert_eq!(
         Authenticator::new(&dup).unwrap_err(),
@@ -125,6 +132,7 @@ fn config_errors() {
         }],
         token: None,
         no_auth_user: None,
+        accounts: vec![],
     };
     assert!(matches!(
         Authenticator::new(&bad),
@@ -264,6 +272,7 @@ fn secrets_are_not_printed() {
 fn bcrypt_user(name: &str, password: &str) -> User {
     User {
         name: name.into(),
+        account: None,
         password: Secret::new(&bcrypt::hash(password, 4).unwrap()),
         permissions: None,
     }
@@ -276,12 +285,14 @@ fn check_fast_answers_without_bcrypt_until_a_success_is_known() {
             bcrypt_user("bob", "s3cret"),
             User {
                 name: "alice".into(),
+                account: None,
                 password: Secret::new("pw"),
                 permissions: None,
             },
         ],
         token: None,
         no_auth_user: None,
+        accounts: vec![],
     };
     let a = Authenticator::new(&cfg).unwrap();
     let bob = connect(Some("bob"), Some("s3cret"), None);
@@ -318,6 +329,7 @@ fn a_reload_keeps_known_successes_only_for_unchanged_secrets() {
         users: vec![bob.clone(), bcrypt_user("eve", "e")],
         token: None,
         no_auth_user: None,
+        accounts: vec![],
     })
     .unwrap();
     assert!(old
@@ -331,6 +343,7 @@ fn a_reload_keeps_known_successes_only_for_unchanged_secrets() {
         users: vec![bob, bcrypt_user("eve", "e")],
         token: None,
         no_auth_user: None,
+        accounts: vec![],
     })
     .unwrap();
     new.keep_verified_from(&old);
@@ -349,11 +362,13 @@ fn debug_shows_no_secret() {
     let a = Authenticator::new(&AuthConfig {
         users: vec![User {
             name: "alice".into(),
+            account: None,
             password: Secret::new("plain-s3cret"),
             permissions: None,
         }],
         token: None,
         no_auth_user: None,
+        accounts: vec![],
     })
     .unwrap();
     assert!(!format!("{a:?}").contains("s3cret"));
@@ -365,6 +380,7 @@ fn no_auth_user_is_who_connects_without_credentials() {
         users: vec![
             User {
                 name: "anon".into(),
+                account: None,
                 password: Secret::new("unused"),
                 permissions: Some(Permissions {
                     publish: SubjectPermission {
@@ -376,12 +392,14 @@ fn no_auth_user_is_who_connects_without_credentials() {
             },
             User {
                 name: "bob".into(),
+                account: None,
                 password: Secret::new("bpw"),
                 permissions: None,
             },
         ],
         token: None,
         no_auth_user: Some("anon".into()),
+        accounts: vec![],
     };
     let a = Authenticator::new(&cfg).unwrap();
     let s = a.authenticate(&connect(None, None, None)).unwrap();

@@ -6,7 +6,10 @@
 
 pub mod conf;
 
-use crate::auth::{AuthConfig, Permissions, ResponsePermission, Secret, SubjectPermission, User};
+use crate::auth::{
+    AccountConfig, AuthConfig, Export, Import, Permissions, ResponsePermission, Secret,
+    SubjectPermission, User,
+};
 use crate::proto::{DEFAULT_MAX_CONTROL_LINE, DEFAULT_MAX_PAYLOAD, MAX_PAYLOAD_LIMIT};
 use conf::{Entry, Value};
 use std::time::Duration;
@@ -492,6 +495,7 @@ impl ServerConfig {
             }
             "max_traced_msg_len" => self.max_traced_msg_len = size(e)?,
             "no_auth_user" => self.auth.no_auth_user = Some(string(e)?),
+            "accounts" => self.apply_accounts(map(e)?)?,
             "jetstream" | "store_dir" => {
                 return invalid(e, JETSTREAM_UNSUPPORTED);
             }
@@ -524,6 +528,59 @@ impl ServerConfig {
         }
     }
 
+    /// `accounts { NAME { users: [...], exports: [...], imports: [...] } }`.
+    fn apply_accounts(&mut self, entries: &[Entry]) -> Result<(), ConfigError> {
+        for acc in entries {
+            let mut config = AccountConfig {
+                name: acc.key.clone(),
+                ..AccountConfig::default()
+            };
+            for e in map(acc)? {
+                match e.key.as_str() {
+                    "users" => {
+                        let Value::Array(items) = &e.value else {
+                            return invalid(e, "expected a list of users");
+                        };
+                        for item in items {
+                            let Value::Map(fields) = item else {
+                                return invalid(e, "expected {user: ..., password: ...}");
+                            };
+                            let mut user = parse_user(e, fields)?;
+                            user.account = Some(acc.key.clone());
+                            self.auth.users.push(user);
+                        }
+                    }
+                    "exports" => {
+                        for x in maps(e)? {
+                            for f in x {
+                                match f.key.as_str() {
+                                    "stream" => config.exports.push(Export::Stream(string(f)?)),
+                                    "service" => config.exports.push(Export::Service(string(f)?)),
+                                    // Who may import: Shoal lets every account.
+                                    "accounts" => {
+                                        self.notices.push(format!(
+                                            "line {}: export `accounts` lists are not enforced: every account may import",
+                                            f.line
+                                        ));
+                                    }
+                                    _ => return unknown(f),
+                                }
+                            }
+                        }
+                    }
+                    "imports" => {
+                        for x in maps(e)? {
+                            config.imports.push(parse_import(e, x)?);
+                        }
+                    }
+                    _ => return unknown(e),
+                }
+            }
+            self.auth.accounts.push(config);
+        }
+        Ok(())
+    }
+
     fn apply_authorization(&mut self, entries: &[Entry]) -> Result<(), ConfigError> {
         let mut user = None;
         let mut password = None;
@@ -550,6 +607,7 @@ impl ServerConfig {
         if let Some(name) = user {
             self.auth.users.push(User {
                 name,
+                account: None,
                 password: Secret::new(password.as_deref().unwrap_or("")),
                 permissions: None,
             });
@@ -618,6 +676,58 @@ impl ServerConfig {
     }
 }
 
+/// The maps of a list (`exports: [ {stream: ...}, ... ]`).
+fn maps(e: &Entry) -> Result<Vec<&[Entry]>, ConfigError> {
+    let Value::Array(items) = &e.value else {
+        return invalid(e, "expected a list");
+    };
+    items
+        .iter()
+        .map(|i| match i {
+            Value::Map(m) => Ok(m.as_slice()),
+            _ => invalid(e, "expected a list of { ... }"),
+        })
+        .collect()
+}
+
+/// `{stream: {account: A, subject: S}, prefix: P}` or
+/// `{service: {account: A, subject: S}, to: T}`.
+fn parse_import(list: &Entry, fields: &[Entry]) -> Result<Import, ConfigError> {
+    let mut import: Option<Import> = None;
+    let mut local = None;
+    for f in fields {
+        match f.key.as_str() {
+            "stream" | "service" => {
+                let mut account = None;
+                let mut subject = None;
+                for g in map(f)? {
+                    match g.key.as_str() {
+                        "account" => account = Some(string(g)?),
+                        "subject" => subject = Some(string(g)?),
+                        _ => return unknown(g),
+                    }
+                }
+                let (Some(account), Some(subject)) = (account, subject) else {
+                    return invalid(f, "needs account and subject");
+                };
+                import = Some(Import {
+                    service: f.key == "service",
+                    account,
+                    subject,
+                    local: None,
+                });
+            }
+            "prefix" | "to" => local = Some(string(f)?),
+            _ => return unknown(f),
+        }
+    }
+    let Some(mut import) = import else {
+        return invalid(list, "an import needs stream or service");
+    };
+    import.local = local;
+    Ok(import)
+}
+
 fn parse_user(list: &Entry, fields: &[Entry]) -> Result<User, ConfigError> {
     let mut name = None;
     let mut password = None;
@@ -635,6 +745,7 @@ fn parse_user(list: &Entry, fields: &[Entry]) -> Result<User, ConfigError> {
     };
     Ok(User {
         name,
+        account: None,
         password: Secret::new(password.as_deref().unwrap_or("")),
         permissions,
     })
