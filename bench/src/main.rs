@@ -239,12 +239,12 @@ fn plan_params(
     use shoal_bench::plan::workload::{EventClass, RpcClass, Workload};
     let flags_used = a.rate.is_some() || a.events_rate.is_some();
     let workload = match (&a.workload, flags_used) {
-        (Some(_), true) => {
-            return Err("give --workload or --rate/--events-rate, not both".into())
-        }
+        (Some(_), true) => return Err("give --workload or --rate/--events-rate, not both".into()),
         (Some(path), false) => Workload::load(path)?,
         (None, false) => {
-            return Err("say what to plan for: --workload FILE, or --rate REQ_PER_S --p99-ms MS".into())
+            return Err(
+                "say what to plan for: --workload FILE, or --rate REQ_PER_S --p99-ms MS".into(),
+            )
         }
         (None, true) => {
             let mut w = Workload {
@@ -395,9 +395,7 @@ fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
         Scenario::Sweep { .. }
         | Scenario::Sink { .. }
         | Scenario::Liveness { .. }
-        | Scenario::Plan(_) => {
-            Err(io::Error::other("runs on its own"))
-        }
+        | Scenario::Plan(_) => Err(io::Error::other("runs on its own")),
         Scenario::Pubsub {
             pubs,
             subs,
@@ -722,6 +720,115 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("shoal-bench: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Result<shoal_bench::plan::PlanParams, String> {
+        let cli = Cli::try_parse_from(line.split_whitespace()).map_err(|e| e.to_string())?;
+        let Scenario::Plan(a) = &cli.scenario else {
+            panic!("not plan")
+        };
+        plan_params(a, &cli.url, cli.compare.as_deref(), "cmd".into())
+    }
+
+    #[test]
+    fn plan_flags_make_the_workload() {
+        let p = args(
+            "b --url nats://a:1 --compare nats://b:2 plan --rate 500 --size 64 --p99-ms 2.5 \
+             --responders 3 --requesters 2 --events-rate 900 --events-size 32 --fanout 4",
+        )
+        .unwrap();
+        assert_eq!(p.urls, ["nats://a:1", "nats://b:2"]);
+        let r = &p.workload.rpc[0];
+        assert_eq!(
+            (r.rate, r.size, r.p99_ms, r.responders, r.requesters),
+            (500.0, 64, Some(2.5), 3, 2)
+        );
+        let e = &p.workload.events[0];
+        assert_eq!(
+            (e.rate, e.size, e.fanout, e.queue),
+            (900.0, 32, Some(4), None)
+        );
+        // The p99.9 objective and a queue group instead of fan-out.
+        let p = args("b plan --rate 10 --p999-ms 9 --events-rate 5 --queue 3").unwrap();
+        assert_eq!(p.workload.rpc[0].p999_ms, Some(9.0));
+        assert_eq!(p.workload.events[0].queue, Some(3));
+        // Events alone take the objective flags.
+        let p = args("b plan --events-rate 5 --p99-ms 7").unwrap();
+        assert!(p.workload.rpc.is_empty());
+        assert_eq!(p.workload.events[0].p99_ms, Some(7.0));
+    }
+
+    #[test]
+    fn plan_schedule_and_sizing_flags() {
+        let p = args(
+            "b plan --rate 10 --p99-ms 1 --loads 0.5,1,2 --start 0.1 --growth 3 --max-factor 9 \
+             --refine 4 --max-steps 7 --repeats 5 --step-secs 1.5 --drain-ms 300 --stall-ms 250 \
+             --server-cores 2 --server-pid 11,12 --node-cores 16 --target-util 0.5 --out /tmp/x",
+        )
+        .unwrap();
+        let s = &p.schedule;
+        assert_eq!(s.loads.as_deref(), Some(&[0.5, 1.0, 2.0][..]));
+        assert_eq!((s.start, s.growth, s.max_factor), (0.1, 3.0, 9.0));
+        assert_eq!((s.refine, s.max_steps, s.repeats), (4, 7, 5));
+        assert_eq!((s.step_secs, s.drain_ms, s.stall_ms), (1.5, 300, 250));
+        assert_eq!(p.server_cores, Some(2.0));
+        assert_eq!(p.server_pids, [11, 12]);
+        assert_eq!((p.node_cores, p.target_util), (Some(16), 0.5));
+        let cli = Cli::try_parse_from([
+            "b", "plan", "--rate", "1", "--p99-ms", "1", "--out", "/tmp/x",
+        ])
+        .unwrap();
+        let Scenario::Plan(a) = cli.scenario else {
+            panic!()
+        };
+        assert_eq!(a.out, "/tmp/x");
+        // Defaults: a search from 0.25× doubling, 3 runs of 5 s.
+        let p = args("b plan --rate 10 --p99-ms 1").unwrap();
+        assert_eq!(p.schedule.loads, None);
+        assert_eq!(
+            (p.schedule.start, p.schedule.repeats, p.schedule.step_secs),
+            (0.25, 3, 5.0)
+        );
+    }
+
+    #[test]
+    fn plan_workload_file_and_refusals() {
+        let path = std::env::temp_dir().join(format!("plan-w-{}.toml", std::process::id()));
+        std::fs::write(&path, "[[rpc]]\nname='x'\nrate=5\np99_ms=1\n").unwrap();
+        let p = args(&format!("b plan --workload {}", path.display())).unwrap();
+        assert_eq!(p.workload.rpc[0].name, "x");
+        let both = args(&format!("b plan --workload {} --rate 5", path.display()));
+        assert!(both.unwrap_err().contains("not both"));
+        let _ = std::fs::remove_file(&path);
+        for (line, want) in [
+            ("b plan", "--workload FILE, or --rate"),
+            ("b plan --rate 5", "p99_ms or p999_ms"),
+            (
+                "b plan --rate 5 --p99-ms 1 --growth 1",
+                "--growth must be more than 1",
+            ),
+            (
+                "b plan --rate 5 --p99-ms 1 --target-util 1.5",
+                "--target-util",
+            ),
+            (
+                "b plan --rate 5 --p99-ms 1 --loads 1,0",
+                "--loads must be positive",
+            ),
+            (
+                "b plan --rate 5 --p99-ms 1 --step-secs 0",
+                "--step-secs must be positive",
+            ),
+            ("b plan --workload /nonexistent.toml", "/nonexistent.toml"),
+        ] {
+            let e = args(line).unwrap_err();
+            assert!(e.contains(want), "{line}: {e}");
         }
     }
 }

@@ -95,7 +95,10 @@ pub fn latency_vs_load(p: &Plan, path: &Path) -> io::Result<()> {
     );
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            format!("{}: latency vs offered load ({} CPUs)", p.workload.name, p.machine.logical_cpus),
+            format!(
+                "{}: latency vs offered load ({} CPUs)",
+                p.workload.name, p.machine.logical_cpus
+            ),
             ("sans-serif", 20),
         )
         .margin(15)
@@ -133,7 +136,11 @@ pub fn latency_vs_load(p: &Plan, path: &Path) -> io::Result<()> {
     let n_series = series.len();
     crate::plot::draw_series(&mut chart, series)?;
     chart
-        .draw_series(fails.into_iter().map(|p| Cross::new(p, 7, RED.stroke_width(2))))
+        .draw_series(
+            fails
+                .into_iter()
+                .map(|p| Cross::new(p, 7, RED.stroke_width(2))),
+        )
         .map_err(err)?;
     for o in objectives {
         chart
@@ -222,7 +229,10 @@ pub fn spectrum(sp: &ServerPlan, class: &str, path: &Path) -> io::Result<()> {
     let ys = y_range(series.iter().flat_map(|s| s.1.iter().map(|p| p.1)));
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            format!("{} — {class}: latency by percentile, per step", sp.server.label()),
+            format!(
+                "{} — {class}: latency by percentile, per step",
+                sp.server.label()
+            ),
             ("sans-serif", 20),
         )
         .margin(15)
@@ -245,7 +255,9 @@ pub fn spectrum(sp: &ServerPlan, class: &str, path: &Path) -> io::Result<()> {
             .draw_series(LineSeries::new(pts, color.stroke_width(2)))
             .map_err(err)?
             .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()
@@ -287,7 +299,10 @@ pub fn timeseries(sp: &ServerPlan, class: &str, path: &Path) -> io::Result<()> {
     let ys = y_range(p50.iter().chain(&p99).map(|p| p.1));
     let mut chart = ChartBuilder::on(&top)
         .caption(
-            format!("{} — {class}: per second over the plan (steps in the order run)", sp.server.label()),
+            format!(
+                "{} — {class}: per second over the plan (steps in the order run)",
+                sp.server.label()
+            ),
             ("sans-serif", 18),
         )
         .margin(10)

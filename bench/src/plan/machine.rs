@@ -90,7 +90,10 @@ pub fn server_cores(given: Option<f64>, pid: Option<u32>) -> (f64, String) {
         if let Some(list) = allowed_list(&read(&format!("/proc/{pid}/status"))) {
             let n = count_cpus(&list);
             if n > 0 {
-                return (n as f64, format!("{n} (affinity of PID {pid}: CPUs {list})"));
+                return (
+                    n as f64,
+                    format!("{n} (affinity of PID {pid}: CPUs {list})"),
+                );
             }
         }
     }

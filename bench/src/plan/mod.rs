@@ -171,7 +171,9 @@ pub struct Sizing {
 /// cores (the report says so).
 pub fn sizing(max_factor: f64, server_cores: f64, node_cores: u64, target_util: f64) -> Sizing {
     let per_core_factor = max_factor / server_cores;
-    let cores_needed = (1.0 / (per_core_factor * target_util) - 1e-9).ceil().max(1.0) as u64;
+    let cores_needed = (1.0 / (per_core_factor * target_util) - 1e-9)
+        .ceil()
+        .max(1.0) as u64;
     let node_cores = node_cores.max(1);
     Sizing {
         server_cores,
@@ -238,8 +240,16 @@ pub fn intervals(series: &[Histogram<u64>]) -> Vec<Interval> {
         .map(|(second, h)| Interval {
             second,
             count: h.len(),
-            p50_us: if h.is_empty() { 0.0 } else { h.value_at_quantile(0.5) as f64 },
-            p99_us: if h.is_empty() { 0.0 } else { h.value_at_quantile(0.99) as f64 },
+            p50_us: if h.is_empty() {
+                0.0
+            } else {
+                h.value_at_quantile(0.5) as f64
+            },
+            p99_us: if h.is_empty() {
+                0.0
+            } else {
+                h.value_at_quantile(0.99) as f64
+            },
         })
         .collect()
 }
@@ -281,11 +291,7 @@ pub fn judge(r: &step::ClassRun, objective: Option<Objective>) -> Vec<String> {
         });
     }
     if r.lost() > 0 {
-        why.push(format!(
-            "lost {} of {} messages",
-            r.lost(),
-            r.expected
-        ));
+        why.push(format!("lost {} of {} messages", r.lost(), r.expected));
     }
     if r.sent == 0 {
         why.push("nothing was sent".into());
@@ -362,7 +368,13 @@ impl ServerId {
     pub fn slug(&self) -> String {
         self.label()
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .collect()
     }
 }
@@ -474,7 +486,11 @@ pub fn run_step(
                         " {} p99 {} ({})",
                         r.name,
                         workload::fmt_us(lat.p99_us),
-                        if failures.is_empty() { "ok".to_string() } else { failures.join("; ") }
+                        if failures.is_empty() {
+                            "ok".to_string()
+                        } else {
+                            failures.join("; ")
+                        }
                     ));
                     let kept = ClassRepeat {
                         sent: r.sent,
@@ -535,7 +551,12 @@ pub fn run_step(
 }
 
 /// Steps one server's load to the knee and sizes it.
-pub fn run_server(p: &PlanParams, url: &str, pid: Option<u32>, progress: Progress) -> Result<ServerPlan, String> {
+pub fn run_server(
+    p: &PlanParams,
+    url: &str,
+    pid: Option<u32>,
+    progress: Progress,
+) -> Result<ServerPlan, String> {
     let info = step::server_info(url)?;
     let server = ServerId {
         url: url.into(),
@@ -554,7 +575,14 @@ pub fn run_server(p: &PlanParams, url: &str, pid: Option<u32>, progress: Progres
             steps.len() + 1,
             p.workload.offered(factor)
         ));
-        let r = run_step(&p.workload, url, steps.len() + 1, factor, &p.schedule, progress);
+        let r = run_step(
+            &p.workload,
+            url,
+            steps.len() + 1,
+            factor,
+            &p.schedule,
+            progress,
+        );
         done.push((factor, r.passed));
         let refused = !r.setup_errors.is_empty() && r.classes.is_empty();
         steps.push(r);
@@ -568,8 +596,12 @@ pub fn run_server(p: &PlanParams, url: &str, pid: Option<u32>, progress: Progres
         std::thread::sleep(Duration::from_millis(200));
     }
     let k = knee(&done);
-    let node_cores = p.node_cores.unwrap_or(machine::Machine::logical_cpus() as u64);
-    let sizing = k.max_factor.map(|f| sizing(f, cores, node_cores, p.target_util));
+    let node_cores = p
+        .node_cores
+        .unwrap_or(machine::Machine::logical_cpus() as u64);
+    let sizing = k
+        .max_factor
+        .map(|f| sizing(f, cores, node_cores, p.target_util));
     Ok(ServerPlan {
         server,
         cores_source,
@@ -617,7 +649,15 @@ mod tests {
     fn search_doubles_then_bisects() {
         let s = Schedule::default(); // start 0.25, ×2, 2 bisections
         assert_eq!(walk(&s, 3.0), [0.25, 0.5, 1.0, 2.0, 4.0, 3.0, 3.5]);
-        let k = knee(&[(0.25, true), (0.5, true), (1.0, true), (2.0, true), (4.0, false), (3.0, true), (3.5, false)]);
+        let k = knee(&[
+            (0.25, true),
+            (0.5, true),
+            (1.0, true),
+            (2.0, true),
+            (4.0, false),
+            (3.0, true),
+            (3.5, false),
+        ]);
         assert_eq!(k.max_factor, Some(3.0));
         assert_eq!(k.first_fail, Some(3.5));
         assert!(k.reached());
@@ -631,7 +671,13 @@ mod tests {
         };
         assert_eq!(walk(&s, 100.0), [0.25, 0.5, 1.0, 2.0, 4.0]);
         let k = knee(&[(0.25, true), (4.0, true)]);
-        assert_eq!(k, Knee { max_factor: Some(4.0), first_fail: None });
+        assert_eq!(
+            k,
+            Knee {
+                max_factor: Some(4.0),
+                first_fail: None
+            }
+        );
         assert!(!k.reached());
         // Everything fails: halve down to start/64, then give up.
         let all_fail = walk(&s, 0.0);
@@ -681,7 +727,12 @@ mod tests {
         assert_eq!(sizing(0.5, 2.0, 4, 1.0).cores_needed, 4);
     }
 
-    fn run_with(lost: u64, stalls: Vec<step::Stall>, p99_us: u64, errors: Vec<String>) -> step::ClassRun {
+    fn run_with(
+        lost: u64,
+        stalls: Vec<step::Stall>,
+        p99_us: u64,
+        errors: Vec<String>,
+    ) -> step::ClassRun {
         let mut hist = step::histogram();
         for _ in 0..100 {
             hist.record(p99_us).unwrap();
@@ -703,21 +754,46 @@ mod tests {
 
     #[test]
     fn judging_a_run() {
-        let o = Some(Objective { quantile: 0.99, max_us: 2000.0 });
+        let o = Some(Objective {
+            quantile: 0.99,
+            max_us: 2000.0,
+        });
         assert!(judge(&run_with(0, vec![], 1500, vec![]), o).is_empty());
         let slow = judge(&run_with(0, vec![], 2500, vec![]), o);
         assert_eq!(slow.len(), 1);
-        assert!(slow[0].starts_with("p99 2.5") && slow[0].ends_with("over the objective 2 ms"), "{slow:?}");
-        assert_eq!(judge(&run_with(3, vec![], 10, vec![]), o), ["lost 3 of 100 messages"]);
+        assert!(
+            slow[0].starts_with("p99 2.5") && slow[0].ends_with("over the objective 2 ms"),
+            "{slow:?}"
+        );
+        assert_eq!(
+            judge(&run_with(3, vec![], 10, vec![]), o),
+            ["lost 3 of 100 messages"]
+        );
         let stalled = judge(
-            &run_with(0, vec![step::Stall { at_s: 1.0, secs: 2.5, resumed: true }], 10, vec![]),
+            &run_with(
+                0,
+                vec![step::Stall {
+                    at_s: 1.0,
+                    secs: 2.5,
+                    resumed: true,
+                }],
+                10,
+                vec![],
+            ),
             o,
         );
-        assert_eq!(stalled, ["stall: nothing arrived for 2.50 s from 1.0 s into the step"]);
+        assert_eq!(
+            stalled,
+            ["stall: nothing arrived for 2.50 s from 1.0 s into the step"]
+        );
         let gone = judge(
             &run_with(
                 0,
-                vec![step::Stall { at_s: 1.0, secs: 3.0, resumed: false }],
+                vec![step::Stall {
+                    at_s: 1.0,
+                    secs: 3.0,
+                    resumed: false,
+                }],
                 10,
                 vec!["rpc requester 0: the server closed the connection".into()],
             ),
@@ -742,7 +818,15 @@ mod tests {
         assert_eq!(Quantiles::of(&step::histogram()), Quantiles::default());
         let iv = intervals(&[h, step::histogram()]);
         assert_eq!(iv[0].count, 1000);
-        assert_eq!(iv[1], Interval { second: 1, count: 0, p50_us: 0.0, p99_us: 0.0 });
+        assert_eq!(
+            iv[1],
+            Interval {
+                second: 1,
+                count: 0,
+                p50_us: 0.0,
+                p99_us: 0.0
+            }
+        );
     }
 
     #[test]

@@ -194,9 +194,10 @@ fn receive(
                 Ok(Some(ServerOp::Ping)) => {
                     let _ = writer.lock().expect("writer").write_all(proto::PONG);
                 }
-                Ok(Some(ServerOp::Err(e))) => {
-                    fail(&mut r, format!("server error {}", String::from_utf8_lossy(&e)))
-                }
+                Ok(Some(ServerOp::Err(e))) => fail(
+                    &mut r,
+                    format!("server error {}", String::from_utf8_lossy(&e)),
+                ),
                 Ok(Some(_)) => {}
                 Ok(None) => break,
                 Err(e) => {
@@ -232,7 +233,12 @@ fn receive(
                 return r;
             }
             Ok(k) => rbuf.truncate(at + k),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 rbuf.truncate(at)
             }
             Err(e) => {
@@ -281,7 +287,12 @@ fn respond(conn: Conn, stop: Arc<AtomicBool>) -> Option<String> {
         match stream.read(&mut rbuf[at..]) {
             Ok(0) => return Some("responder: the server closed the connection".into()),
             Ok(k) => rbuf.truncate(at + k),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 rbuf.truncate(at)
             }
             Err(e) => return Some(format!("responder: read failed ({e})")),
@@ -413,7 +424,9 @@ pub fn run(w: &Workload, cfg: &StepConfig) -> Result<StepRun, String> {
         let writer = match writer {
             Some(w) => w,
             None => Arc::new(Mutex::new(
-                stream.try_clone().map_err(|e| format!("{who}: socket: {e}"))?,
+                stream
+                    .try_clone()
+                    .map_err(|e| format!("{who}: socket: {e}"))?,
             )),
         };
         let (stall, stop) = (cfg.stall, stop.clone());

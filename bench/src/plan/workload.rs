@@ -140,13 +140,17 @@ fn objective(name: &str, p99: Option<f64>, p999: Option<f64>) -> Result<Option<O
 
 impl RpcClass {
     pub fn objective(&self) -> Option<Objective> {
-        objective(&self.name, self.p99_ms, self.p999_ms).ok().flatten()
+        objective(&self.name, self.p99_ms, self.p999_ms)
+            .ok()
+            .flatten()
     }
 }
 
 impl EventClass {
     pub fn objective(&self) -> Option<Objective> {
-        objective(&self.name, self.p99_ms, self.p999_ms).ok().flatten()
+        objective(&self.name, self.p99_ms, self.p999_ms)
+            .ok()
+            .flatten()
     }
 
     /// Deliveries per message published.
@@ -194,7 +198,10 @@ impl Workload {
                 return Err(format!("{}: size must be at least 8 bytes", c.name));
             }
             if c.responders == 0 || c.requesters == 0 {
-                return Err(format!("{}: needs at least one requester and responder", c.name));
+                return Err(format!(
+                    "{}: needs at least one requester and responder",
+                    c.name
+                ));
             }
             let o = objective(&c.name, c.p99_ms, c.p999_ms)?;
             match o {
@@ -275,7 +282,8 @@ impl Workload {
                 c.rate,
                 c.size,
                 c.publishers,
-                c.objective().map_or("none (loss and stalls only)".into(), |o| o.label())
+                c.objective()
+                    .map_or("none (loss and stalls only)".into(), |o| o.label())
             ));
         }
         out
@@ -314,7 +322,10 @@ p999_ms = 10
         assert_eq!(w.name, "mix");
         assert_eq!(w.rpc.len(), 1);
         let r = &w.rpc[0];
-        assert_eq!((r.rate, r.size, r.responders, r.requesters), (2000.0, 256, 2, 1));
+        assert_eq!(
+            (r.rate, r.size, r.responders, r.requesters),
+            (2000.0, 256, 2, 1)
+        );
         assert_eq!(
             r.objective(),
             Some(Objective {
@@ -345,12 +356,27 @@ p999_ms = 10
         let bad = [
             ("", "no [[rpc]] or [[events]]"),
             ("[[rpc]]\nname='a'\nrate=10\n", "needs p99_ms or p999_ms"),
-            ("[[rpc]]\nname='a'\nrate=10\np99_ms=1\np999_ms=2\n", "not both"),
-            ("[[rpc]]\nname='a'\nrate=0\np99_ms=1\n", "rate must be a positive"),
-            ("[[rpc]]\nname='a'\nrate=1\nsize=4\np99_ms=1\n", "at least 8 bytes"),
-            ("[[events]]\nname='a'\nrate=1\nfanout=2\nqueue=2\n", "fanout or queue"),
+            (
+                "[[rpc]]\nname='a'\nrate=10\np99_ms=1\np999_ms=2\n",
+                "not both",
+            ),
+            (
+                "[[rpc]]\nname='a'\nrate=0\np99_ms=1\n",
+                "rate must be a positive",
+            ),
+            (
+                "[[rpc]]\nname='a'\nrate=1\nsize=4\np99_ms=1\n",
+                "at least 8 bytes",
+            ),
+            (
+                "[[events]]\nname='a'\nrate=1\nfanout=2\nqueue=2\n",
+                "fanout or queue",
+            ),
             ("[[events]]\nname='a'\nrate=1\nfanout=0\n", "at least 1"),
-            ("[[events]]\nname='a'\nrate=1\n[[events]]\nname='a'\nrate=2\n", "two classes"),
+            (
+                "[[events]]\nname='a'\nrate=1\n[[events]]\nname='a'\nrate=2\n",
+                "two classes",
+            ),
             ("[[events]]\nname='a'\nrate=1\nfan_out=2\n", "unknown field"),
         ];
         for (text, want) in bad {
@@ -366,7 +392,11 @@ p999_ms = 10
         assert_eq!(d.len(), 3);
         assert!(d[0].contains("objective p99 ≤ 2 ms"), "{}", d[0]);
         assert!(d[1].contains("fan-out to 3"), "{}", d[1]);
-        assert!(d[2].contains("queue group of 4") && d[2].contains("p99.9 ≤ 10 ms"), "{}", d[2]);
+        assert!(
+            d[2].contains("queue group of 4") && d[2].contains("p99.9 ≤ 10 ms"),
+            "{}",
+            d[2]
+        );
         assert_eq!(fmt_us(80.0), "80 µs");
         assert_eq!(fmt_us(1500.0), "1.5 ms");
     }
