@@ -136,8 +136,9 @@ struct Received {
 type Writer = Arc<Mutex<TcpStream>>;
 
 /// Reads messages carrying a sequence number, due at `start + seq ×
-/// interval`, until `stop`; records latency, the per-second series and
-/// silences longer than `stall`.
+/// interval` (the sender's schedule), until `stop`; records latency, the
+/// per-second series and silences longer than `stall` (and than 20 × `gap`,
+/// the mean time between this receiver's messages).
 #[allow(clippy::too_many_arguments)]
 fn receive(
     mut stream: TcpStream,
@@ -146,6 +147,7 @@ fn receive(
     writer: Writer,
     start: Instant,
     interval: Duration,
+    gap: Duration,
     stall: Duration,
     count: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -158,9 +160,10 @@ fn receive(
         last: start,
         error: None,
     };
-    // A receiver's messages come every `interval` on average; a silence is
-    // a stall only if it is long against that too.
-    let threshold = stall.max(interval * 20);
+    // A receiver's messages come every `gap` on average (a queue member
+    // gets one in N); a silence is a stall only if it is long against that
+    // too.
+    let threshold = stall.max(gap * 20);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
     let fail = |r: &mut Received, e: String| {
         if r.error.is_none() {
@@ -417,6 +420,7 @@ pub fn run(w: &Workload, cfg: &StepConfig) -> Result<StepRun, String> {
                           writer: Option<Writer>,
                           rx: Go,
                           interval: Duration,
+                          gap: Duration,
                           count: Arc<AtomicU64>,
                           who: String|
      -> Result<std::thread::JoinHandle<Received>, String> {
@@ -441,7 +445,7 @@ pub fn run(w: &Workload, cfg: &StepConfig) -> Result<StepRun, String> {
                 };
             };
             receive(
-                stream, parser, rbuf, writer, start, interval, stall, count, stop, who,
+                stream, parser, rbuf, writer, start, interval, gap, stall, count, stop, who,
             )
         }))
     };
@@ -498,6 +502,7 @@ pub fn run(w: &Workload, cfg: &StepConfig) -> Result<StepRun, String> {
                     Some(writer.clone()),
                     go(),
                     interval,
+                    interval,
                     t.count.clone(),
                     who.clone(),
                 )?);
@@ -533,19 +538,21 @@ pub fn run(w: &Workload, cfg: &StepConfig) -> Result<StepRun, String> {
                 Some(q) => rate / q as f64,
                 None => rate,
             };
+            // Messages are due on the publishers' schedule.
+            let per = rate / c.publishers as f64;
+            let interval = Duration::from_secs_f64(1.0 / per);
             for i in 0..c.receivers() {
                 let conn = connect(&recv_url, &[(subject.clone(), queue.clone())])?;
                 t.receivers.push(spawn_receiver(
                     conn,
                     None,
                     go(),
+                    interval,
                     Duration::from_secs_f64(1.0 / per_receiver),
                     t.count.clone(),
                     format!("{} subscriber {i}", c.name),
                 )?);
             }
-            let per = rate / c.publishers as f64;
-            let interval = Duration::from_secs_f64(1.0 / per);
             let n = ((per * cfg.secs).round() as u64).max(1);
             for i in 0..c.publishers {
                 let conn = connect(&send_url, &[])?;
