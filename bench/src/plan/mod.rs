@@ -343,6 +343,9 @@ pub struct StepResult {
     pub classes: Vec<ClassStep>,
     /// A run that could not start (the server did not accept connections).
     pub setup_errors: Vec<String>,
+    /// Runs thrown away and run again because the load generator itself
+    /// was late (at most `repeats` per load; past that a late run counts).
+    pub discarded: Vec<String>,
     pub passed: bool,
 }
 
@@ -449,7 +452,9 @@ pub fn run_step(
 ) -> StepResult {
     let mut classes: Vec<ClassStep> = Vec::new();
     let mut setup_errors = Vec::new();
-    for rep in 0..s.repeats.max(1) {
+    let mut discarded: Vec<String> = Vec::new();
+    let mut rep = 0;
+    while rep < s.repeats.max(1) {
         let cfg = step::StepConfig {
             url: url.into(),
             factor,
@@ -465,6 +470,12 @@ pub fn run_step(
                 // The server is not taking connections; more runs of
                 // this load tell nothing new.
                 break;
+            }
+            Ok(run) if discarded.len() < s.repeats.max(1) && generator_late(w, &run).is_some() => {
+                let why = generator_late(w, &run).expect("checked");
+                progress(&format!("  run {}: discarded, run again: {why}", rep + 1));
+                discarded.push(why);
+                continue;
             }
             Ok(run) => {
                 let mut line = format!("  run {}:", rep + 1);
@@ -526,6 +537,7 @@ pub fn run_step(
                 progress(&line);
             }
         }
+        rep += 1;
     }
     for c in &mut classes {
         c.latency = Quantiles::of(&c.hist);
@@ -546,8 +558,33 @@ pub fn run_step(
         server_msgs_per_sec: w.server_msgs(factor),
         classes,
         setup_errors,
+        discarded,
         passed,
     }
+}
+
+/// Whether the load generator itself was too late for a run to say
+/// anything about the server: a class with an objective failed it while
+/// the senders' p99 lag was over half the objective (this machine was out
+/// of CPU for the generator). Says which class and how late.
+pub fn generator_late(w: &Workload, run: &step::StepRun) -> Option<String> {
+    run.classes.iter().find_map(|r| {
+        let o = w
+            .rpc
+            .iter()
+            .find(|c| c.name == r.name)
+            .and_then(|c| c.objective())
+            .or_else(|| w.events.iter().find(|c| c.name == r.name).and_then(|c| c.objective()))?;
+        let lag = r.send_lag.value_at_quantile(0.99) as f64;
+        let failed = !r.hist.is_empty() && r.quantile_us(o.quantile) > o.max_us;
+        (failed && lag > o.max_us / 2.0).then(|| {
+            format!(
+                "`{}` missed its objective while the load generator sent {} late (p99 lag), over half the objective",
+                r.name,
+                workload::fmt_us(lag)
+            )
+        })
+    })
 }
 
 /// Steps one server's load to the knee and sizes it.
@@ -803,6 +840,29 @@ mod tests {
         assert!(gone[1].contains("until it gave up"));
         // Events without an objective: only loss, stalls and errors count.
         assert!(judge(&run_with(0, vec![], 10_000_000, vec![]), None).is_empty());
+    }
+
+    #[test]
+    fn a_late_generator_voids_a_failed_run() {
+        let w = Workload::parse("[[rpc]]\nname='rpc'\nrate=100\np99_ms=2\n").unwrap();
+        let run = |p99_us, lag_us| {
+            let mut r = run_with(0, vec![], p99_us, vec![]);
+            r.send_lag.record(lag_us).unwrap();
+            step::StepRun {
+                classes: vec![r],
+                secs: 1.0,
+            }
+        };
+        // Failed, and the generator was 1.5 ms late against a 2 ms objective.
+        let why = generator_late(&w, &run(3000, 1500)).unwrap();
+        assert!(
+            why.contains("`rpc`") && why.contains("1.5 ms late"),
+            "{why}"
+        );
+        // Failed with the generator on time: the server's result.
+        assert_eq!(generator_late(&w, &run(3000, 200)), None);
+        // Passed: nothing to void however late the generator was.
+        assert_eq!(generator_late(&w, &run(1000, 1500)), None);
     }
 
     #[test]

@@ -329,6 +329,16 @@ pub fn markdown(p: &Plan) -> String {
                 }
             }
         }
+        for st in &sp.steps {
+            for d in &st.discarded {
+                let _ = writeln!(
+                    o,
+                    "\nStep {} ({}): a run was discarded and run again: {d}.",
+                    st.index,
+                    factor(st.factor)
+                );
+            }
+        }
         let stalls = sp.stalls();
         if !stalls.is_empty() {
             let _ = writeln!(o, "\nStalls (each makes its load unsustainable):\n");
