@@ -180,6 +180,17 @@ impl Conn {
         }
     }
 
+    /// A second handle on the socket, for writing from another thread.
+    pub fn try_clone_stream(&self) -> io::Result<TcpStream> {
+        self.stream.try_clone()
+    }
+
+    /// The socket, the parser and whatever was read past the last operation,
+    /// for a caller that reads and writes on separate threads.
+    pub fn into_parts(self) -> (TcpStream, ServerParser, BytesMut) {
+        (self.stream, self.parser, self.rbuf)
+    }
+
     /// How long a read may wait before the run is declared stuck.
     pub fn set_read_timeout(&self, t: Duration) -> io::Result<()> {
         self.stream.set_read_timeout(Some(t))

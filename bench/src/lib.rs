@@ -9,6 +9,7 @@
 pub mod conn;
 pub mod conns;
 pub mod liveness;
+pub mod plan;
 mod plot;
 pub mod publish;
 pub mod pubsub;

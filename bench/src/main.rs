@@ -1,6 +1,6 @@
 //! `shoal-bench`: measures any NATS-protocol server, or two side by side.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use shoal_bench::{conns, publish, pubsub, queue, reqrep};
 use std::io;
 use std::process::ExitCode;
@@ -112,6 +112,13 @@ enum Scenario {
         #[arg(long, default_value_t = 1000)]
         deadline_ms: u64,
     },
+    /// Capacity plan: steps a workload's offered load open loop up to the
+    /// knee (an objective broken, a message lost, a stall), repeating each
+    /// load; reports the maximum sustainable load per server and per core,
+    /// the headroom of the stated load and the cores and nodes it needs, and
+    /// writes plan.json, plan.md, .hgrm files and SVG charts to --out. With
+    /// --compare, both servers.
+    Plan(Box<PlanArgs>),
     /// C requesters (closed loop) against R responders in a queue group.
     Reqrep {
         #[arg(long, default_value_t = 1)]
@@ -132,6 +139,226 @@ enum Scenario {
         #[arg(long)]
         plot: Option<String>,
     },
+}
+
+#[derive(Args, Clone, Debug)]
+struct PlanArgs {
+    /// Workload file (TOML: [[rpc]] and [[events]] classes); without it,
+    /// one request-reply class from --rate, --size, --p99-ms and friends.
+    #[arg(long)]
+    workload: Option<String>,
+    /// Stated requests/s of the request-reply class.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Request and reply payload, bytes.
+    #[arg(long, default_value_t = 128)]
+    size: usize,
+    /// Objective: p99 latency at or under this many milliseconds.
+    #[arg(long)]
+    p99_ms: Option<f64>,
+    /// Objective: p99.9 latency at or under this many milliseconds.
+    #[arg(long)]
+    p999_ms: Option<f64>,
+    /// Queue group members answering requests.
+    #[arg(long, default_value_t = 1)]
+    responders: usize,
+    /// Connections sending requests.
+    #[arg(long, default_value_t = 1)]
+    requesters: usize,
+    /// An events class too: messages/s published at the stated load.
+    #[arg(long)]
+    events_rate: Option<f64>,
+    #[arg(long, default_value_t = 128)]
+    events_size: usize,
+    /// Events go to this many subscribers, each receiving every message.
+    #[arg(long)]
+    fanout: Option<usize>,
+    /// Events go to a queue group of this many members instead.
+    #[arg(long)]
+    queue: Option<usize>,
+    /// Run exactly these loads (× the stated load), e.g. 0.5,1,2, instead
+    /// of searching for the knee.
+    #[arg(long, value_delimiter = ',')]
+    loads: Option<Vec<f64>>,
+    /// The search's first load, × stated.
+    #[arg(long, default_value_t = 0.25)]
+    start: f64,
+    /// Each load is the previous one × this until one fails.
+    #[arg(long, default_value_t = 2.0)]
+    growth: f64,
+    /// Highest load offered, × stated.
+    #[arg(long, default_value_t = 64.0)]
+    max_factor: f64,
+    /// Bisections between the last passing and the first failing load.
+    #[arg(long, default_value_t = 2)]
+    refine: usize,
+    /// Loads tried at most.
+    #[arg(long, default_value_t = 12)]
+    max_steps: usize,
+    /// Runs of each load (a load is sustainable only if all pass).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Seconds each run sends for.
+    #[arg(long, default_value_t = 5.0)]
+    step_secs: f64,
+    /// After sending, how long to wait for messages in flight before the
+    /// rest count as lost.
+    #[arg(long, default_value_t = 2000)]
+    drain_ms: u64,
+    /// Silence while messages are due longer than this is a stall.
+    #[arg(long, default_value_t = 1000)]
+    stall_ms: u64,
+    /// Cores the server may use (for per-core figures); default: the
+    /// affinity of --server-pid, else every CPU of this machine.
+    #[arg(long)]
+    server_cores: Option<f64>,
+    /// The server's PID (with --compare: PID_A,PID_B), to record its
+    /// pinning and count its cores.
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+    /// Cores of a production node (for nodes needed); default this
+    /// machine's.
+    #[arg(long)]
+    node_cores: Option<u64>,
+    /// Size cores so the stated load is this fraction of capacity.
+    #[arg(long, default_value_t = 0.7)]
+    target_util: f64,
+    /// Folder for plan.json, plan.md, hgrm/ and the SVG charts.
+    #[arg(long, default_value = "plan-out")]
+    out: String,
+}
+
+/// The plan's parameters from the command line: the workload file or the
+/// flags (not both), the schedule, the servers.
+fn plan_params(
+    a: &PlanArgs,
+    url: &str,
+    compare: Option<&str>,
+    command: String,
+) -> Result<shoal_bench::plan::PlanParams, String> {
+    use shoal_bench::plan::workload::{EventClass, RpcClass, Workload};
+    let flags_used = a.rate.is_some() || a.events_rate.is_some();
+    let workload = match (&a.workload, flags_used) {
+        (Some(_), true) => return Err("give --workload or --rate/--events-rate, not both".into()),
+        (Some(path), false) => Workload::load(path)?,
+        (None, false) => {
+            return Err(
+                "say what to plan for: --workload FILE, or --rate REQ_PER_S --p99-ms MS".into(),
+            )
+        }
+        (None, true) => {
+            let mut w = Workload {
+                name: "flags".into(),
+                rpc: Vec::new(),
+                events: Vec::new(),
+            };
+            if let Some(rate) = a.rate {
+                w.rpc.push(RpcClass {
+                    name: "rpc".into(),
+                    rate,
+                    size: a.size,
+                    p99_ms: a.p99_ms,
+                    p999_ms: a.p999_ms,
+                    responders: a.responders,
+                    requesters: a.requesters,
+                });
+            }
+            if let Some(rate) = a.events_rate {
+                w.events.push(EventClass {
+                    name: "events".into(),
+                    rate,
+                    size: a.events_size,
+                    fanout: a.fanout,
+                    queue: a.queue,
+                    publishers: 1,
+                    p99_ms: if a.rate.is_none() { a.p99_ms } else { None },
+                    p999_ms: if a.rate.is_none() { a.p999_ms } else { None },
+                });
+            }
+            w.validate()?;
+            w
+        }
+    };
+    let positive = |name: &str, x: f64| {
+        if x.is_finite() && x > 0.0 {
+            Ok(())
+        } else {
+            Err(format!("--{name} must be positive"))
+        }
+    };
+    positive("start", a.start)?;
+    positive("max-factor", a.max_factor)?;
+    positive("step-secs", a.step_secs)?;
+    if a.growth <= 1.0 {
+        return Err("--growth must be more than 1".into());
+    }
+    if !(a.target_util > 0.0 && a.target_util <= 1.0) {
+        return Err("--target-util must be in (0, 1]".into());
+    }
+    if let Some(l) = &a.loads {
+        if l.is_empty() || l.iter().any(|f| !(f.is_finite() && *f > 0.0)) {
+            return Err("--loads must be positive factors, e.g. 0.5,1,2".into());
+        }
+    }
+    let mut urls = vec![url.to_string()];
+    urls.extend(compare.map(str::to_string));
+    Ok(shoal_bench::plan::PlanParams {
+        urls,
+        workload,
+        schedule: shoal_bench::plan::Schedule {
+            loads: a.loads.clone(),
+            start: a.start,
+            growth: a.growth,
+            max_factor: a.max_factor,
+            refine: a.refine,
+            max_steps: a.max_steps.max(1),
+            repeats: a.repeats.max(1),
+            step_secs: a.step_secs,
+            drain_ms: a.drain_ms,
+            stall_ms: a.stall_ms,
+        },
+        server_cores: a.server_cores,
+        server_pids: a.server_pid.clone(),
+        node_cores: a.node_cores,
+        target_util: a.target_util,
+        command,
+    })
+}
+
+fn plan(cli: &Cli, a: &PlanArgs) -> ExitCode {
+    let command = std::env::args()
+        .map(|s| if s.contains(' ') { format!("'{s}'") } else { s })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let params = match plan_params(a, &cli.url, cli.compare.as_deref(), command) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("shoal-bench plan: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = shoal_bench::plan::run(&params, &|line| eprintln!("{line}"));
+    let p = match result {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("shoal-bench plan: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let dir = std::path::Path::new(&a.out);
+    match shoal_bench::plan::report::write(&p, dir) {
+        Ok(files) => eprintln!("wrote {} files to {}", files.len(), dir.display()),
+        Err(e) => {
+            eprintln!("shoal-bench plan: writing {}: {e}", dir.display());
+            return ExitCode::from(1);
+        }
+    }
+    if cli.json {
+        println!("{}", serde_json::to_string(&p).expect("plain data"));
+    } else {
+        print!("{}", shoal_bench::plan::report::markdown(&p));
+    }
+    ExitCode::SUCCESS
 }
 
 /// One run's outcome: the human line, the JSON, and the figure compared
@@ -165,9 +392,10 @@ impl Outcome {
 fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     match scenario.clone() {
-        Scenario::Sweep { .. } | Scenario::Sink { .. } | Scenario::Liveness { .. } => {
-            Err(io::Error::other("runs on its own"))
-        }
+        Scenario::Sweep { .. }
+        | Scenario::Sink { .. }
+        | Scenario::Liveness { .. }
+        | Scenario::Plan(_) => Err(io::Error::other("runs on its own")),
         Scenario::Pubsub {
             pubs,
             subs,
@@ -413,6 +641,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Scenario::Plan(a) = &cli.scenario {
+        return plan(&cli, a);
+    }
     if let Scenario::Liveness {
         runs,
         msgs,
@@ -489,6 +720,115 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("shoal-bench: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Result<shoal_bench::plan::PlanParams, String> {
+        let cli = Cli::try_parse_from(line.split_whitespace()).map_err(|e| e.to_string())?;
+        let Scenario::Plan(a) = &cli.scenario else {
+            panic!("not plan")
+        };
+        plan_params(a, &cli.url, cli.compare.as_deref(), "cmd".into())
+    }
+
+    #[test]
+    fn plan_flags_make_the_workload() {
+        let p = args(
+            "b --url nats://a:1 --compare nats://b:2 plan --rate 500 --size 64 --p99-ms 2.5 \
+             --responders 3 --requesters 2 --events-rate 900 --events-size 32 --fanout 4",
+        )
+        .unwrap();
+        assert_eq!(p.urls, ["nats://a:1", "nats://b:2"]);
+        let r = &p.workload.rpc[0];
+        assert_eq!(
+            (r.rate, r.size, r.p99_ms, r.responders, r.requesters),
+            (500.0, 64, Some(2.5), 3, 2)
+        );
+        let e = &p.workload.events[0];
+        assert_eq!(
+            (e.rate, e.size, e.fanout, e.queue),
+            (900.0, 32, Some(4), None)
+        );
+        // The p99.9 objective and a queue group instead of fan-out.
+        let p = args("b plan --rate 10 --p999-ms 9 --events-rate 5 --queue 3").unwrap();
+        assert_eq!(p.workload.rpc[0].p999_ms, Some(9.0));
+        assert_eq!(p.workload.events[0].queue, Some(3));
+        // Events alone take the objective flags.
+        let p = args("b plan --events-rate 5 --p99-ms 7").unwrap();
+        assert!(p.workload.rpc.is_empty());
+        assert_eq!(p.workload.events[0].p99_ms, Some(7.0));
+    }
+
+    #[test]
+    fn plan_schedule_and_sizing_flags() {
+        let p = args(
+            "b plan --rate 10 --p99-ms 1 --loads 0.5,1,2 --start 0.1 --growth 3 --max-factor 9 \
+             --refine 4 --max-steps 7 --repeats 5 --step-secs 1.5 --drain-ms 300 --stall-ms 250 \
+             --server-cores 2 --server-pid 11,12 --node-cores 16 --target-util 0.5 --out /tmp/x",
+        )
+        .unwrap();
+        let s = &p.schedule;
+        assert_eq!(s.loads.as_deref(), Some(&[0.5, 1.0, 2.0][..]));
+        assert_eq!((s.start, s.growth, s.max_factor), (0.1, 3.0, 9.0));
+        assert_eq!((s.refine, s.max_steps, s.repeats), (4, 7, 5));
+        assert_eq!((s.step_secs, s.drain_ms, s.stall_ms), (1.5, 300, 250));
+        assert_eq!(p.server_cores, Some(2.0));
+        assert_eq!(p.server_pids, [11, 12]);
+        assert_eq!((p.node_cores, p.target_util), (Some(16), 0.5));
+        let cli = Cli::try_parse_from([
+            "b", "plan", "--rate", "1", "--p99-ms", "1", "--out", "/tmp/x",
+        ])
+        .unwrap();
+        let Scenario::Plan(a) = cli.scenario else {
+            panic!()
+        };
+        assert_eq!(a.out, "/tmp/x");
+        // Defaults: a search from 0.25× doubling, 3 runs of 5 s.
+        let p = args("b plan --rate 10 --p99-ms 1").unwrap();
+        assert_eq!(p.schedule.loads, None);
+        assert_eq!(
+            (p.schedule.start, p.schedule.repeats, p.schedule.step_secs),
+            (0.25, 3, 5.0)
+        );
+    }
+
+    #[test]
+    fn plan_workload_file_and_refusals() {
+        let path = std::env::temp_dir().join(format!("plan-w-{}.toml", std::process::id()));
+        std::fs::write(&path, "[[rpc]]\nname='x'\nrate=5\np99_ms=1\n").unwrap();
+        let p = args(&format!("b plan --workload {}", path.display())).unwrap();
+        assert_eq!(p.workload.rpc[0].name, "x");
+        let both = args(&format!("b plan --workload {} --rate 5", path.display()));
+        assert!(both.unwrap_err().contains("not both"));
+        let _ = std::fs::remove_file(&path);
+        for (line, want) in [
+            ("b plan", "--workload FILE, or --rate"),
+            ("b plan --rate 5", "p99_ms or p999_ms"),
+            (
+                "b plan --rate 5 --p99-ms 1 --growth 1",
+                "--growth must be more than 1",
+            ),
+            (
+                "b plan --rate 5 --p99-ms 1 --target-util 1.5",
+                "--target-util",
+            ),
+            (
+                "b plan --rate 5 --p99-ms 1 --loads 1,0",
+                "--loads must be positive",
+            ),
+            (
+                "b plan --rate 5 --p99-ms 1 --step-secs 0",
+                "--step-secs must be positive",
+            ),
+            ("b plan --workload /nonexistent.toml", "/nonexistent.toml"),
+        ] {
+            let e = args(line).unwrap_err();
+            assert!(e.contains(want), "{line}: {e}");
         }
     }
 }
