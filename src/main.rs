@@ -366,6 +366,22 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Signals are caught before "Server is ready": a supervisor or test
+    // that sends SIGTERM the moment it reads that line must get a clean
+    // shutdown, not the default action (death by signal).
+    let mut signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGUSR2,
+        signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGUSR1,
+    ]) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
     for notice in &control.config().notices {
         warn!("{notice}");
     }
@@ -384,19 +400,6 @@ fn main() -> ExitCode {
         None => None,
     };
     tracing::info!("Server is ready");
-    let mut signals = match signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGUSR2,
-        signal_hook::consts::SIGHUP,
-        signal_hook::consts::SIGUSR1,
-    ]) {
-        Ok(s) => s,
-        Err(e) => {
-            error!("cannot install signal handlers: {e}");
-            return ExitCode::from(1);
-        }
-    };
     let signal_handle = signals.handle();
     let handler = control.clone();
     let spawned = std::thread::Builder::new()

@@ -108,11 +108,6 @@ impl Shoal {
         format!("nats://{}", self.addr)
     }
 
-    /// The server process's id (to pause it with SIGSTOP, or kill it).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// `nats://host:port` of its route listener.
     pub fn route_url(&self) -> String {
         format!(

@@ -63,7 +63,7 @@ fn tiny_plan_end_to_end() {
         2,
         1.0,
     );
-    p.server_pids = vec![s.pid()];
+    p.server_pids = vec![(s.pid() as u32)];
     let plan = plan::run(&p, &|_| {}).unwrap();
     assert_eq!(plan.servers.len(), 1);
     let sp = &plan.servers[0];
@@ -72,7 +72,7 @@ fn tiny_plan_end_to_end() {
         Some(env!("CARGO_PKG_VERSION"))
     );
     assert!(
-        sp.cores_source.contains(&format!("PID {}", s.pid())),
+        sp.cores_source.contains(&format!("PID {}", (s.pid() as u32))),
         "{}",
         sp.cores_source
     );
@@ -116,7 +116,7 @@ fn tiny_plan_end_to_end() {
     assert!(!sp.knee.reached());
     let z = sp.sizing.unwrap();
     assert_eq!(z.headroom_pct, 0.0);
-    assert_eq!(plan.machine.server_cpus[0].0, s.pid());
+    assert_eq!(plan.machine.server_cpus[0].0, (s.pid() as u32));
 
     let dir = tempfile::tempdir().unwrap();
     let files = report::write(&plan, dir.path()).unwrap();
@@ -192,7 +192,7 @@ fn compare_plans_both_servers_and_an_unmeetable_objective_is_the_knee() {
 fn a_stall_is_a_finding_and_the_plan_goes_on() {
     let s = Shoal::start(1, &[], None);
     let w = Workload::parse("[[rpc]]\nname='rpc'\nrate=200\np99_ms=5000\n").unwrap();
-    let pid = s.pid();
+    let pid = s.pid() as u32;
     // Pause the server for 1.2 s during the first run's sending.
     let pauser = std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_millis(800));
@@ -227,7 +227,7 @@ fn a_stall_is_a_finding_and_the_plan_goes_on() {
 fn a_dead_server_is_reported_not_an_os_error() {
     let s = Shoal::start(1, &[], None);
     let w = Workload::parse("[[rpc]]\nname='rpc'\nrate=200\np99_ms=5000\n").unwrap();
-    let pid = s.pid();
+    let pid = s.pid() as u32;
     let killer = std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_millis(700));
         signal(pid, "-KILL");
