@@ -265,7 +265,7 @@ fn pick_distribution(
             break;
         }
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.sort_by_key(|a| a.0);
     out
 }
 
