@@ -224,28 +224,13 @@ fn receive(
         if stop.load(Ordering::Relaxed) {
             return r;
         }
-        if rbuf.capacity() - rbuf.len() < 64 * 1024 {
-            rbuf.reserve(256 * 1024);
-        }
-        let at = rbuf.len();
-        rbuf.resize(rbuf.capacity(), 0);
-        match stream.read(&mut rbuf[at..]) {
-            Ok(0) => {
-                rbuf.truncate(at);
+        match read_more(&mut stream, &mut rbuf) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
                 fail(&mut r, "the server closed the connection".into());
                 return r;
             }
-            Ok(k) => rbuf.truncate(at + k),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                rbuf.truncate(at)
-            }
             Err(e) => {
-                rbuf.truncate(at);
                 fail(&mut r, format!("read failed ({e})"));
                 return r;
             }
@@ -282,23 +267,44 @@ fn respond(conn: Conn, stop: Arc<AtomicBool>) -> Option<String> {
         if stop.load(Ordering::Relaxed) {
             return None;
         }
-        if rbuf.capacity() - rbuf.len() < 64 * 1024 {
-            rbuf.reserve(256 * 1024);
-        }
-        let at = rbuf.len();
-        rbuf.resize(rbuf.capacity(), 0);
-        match stream.read(&mut rbuf[at..]) {
-            Ok(0) => return Some("responder: the server closed the connection".into()),
-            Ok(k) => rbuf.truncate(at + k),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                rbuf.truncate(at)
-            }
+        match read_more(&mut stream, &mut rbuf) {
+            Ok(Some(_)) => {}
+            Ok(None) => return Some("responder: the server closed the connection".into()),
             Err(e) => return Some(format!("responder: read failed ({e})")),
+        }
+    }
+}
+
+/// Appends what the socket has to `rbuf`: `Some(bytes)` (0 when a read
+/// timeout passed with nothing), `None` at end of stream.
+fn read_more(stream: &mut impl Read, rbuf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+    if rbuf.capacity() - rbuf.len() < 64 * 1024 {
+        rbuf.reserve(256 * 1024);
+    }
+    let at = rbuf.len();
+    rbuf.resize(rbuf.capacity(), 0);
+    let res = stream.read(&mut rbuf[at..]);
+    match res {
+        Ok(0) => {
+            rbuf.truncate(at);
+            Ok(None)
+        }
+        Ok(k) => {
+            rbuf.truncate(at + k);
+            Ok(Some(k))
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            rbuf.truncate(at);
+            Ok(Some(0))
+        }
+        Err(e) => {
+            rbuf.truncate(at);
+            Err(e)
         }
     }
 }

@@ -538,14 +538,7 @@ impl ServerConfig {
             for e in map(acc)? {
                 match e.key.as_str() {
                     "users" => {
-                        let Value::Array(items) = &e.value else {
-                            return invalid(e, "expected a list of users");
-                        };
-                        for item in items {
-                            let Value::Map(fields) = item else {
-                                return invalid(e, "expected {user: ..., password: ...}");
-                            };
-                            let mut user = parse_user(e, fields)?;
+                        for mut user in parse_users(e)? {
                             user.account = Some(acc.key.clone());
                             self.auth.users.push(user);
                         }
@@ -590,17 +583,7 @@ impl ServerConfig {
                 "password" | "pass" => password = Some(string(e)?),
                 "token" => self.auth.token = Some(Secret::new(&string(e)?)),
                 "timeout" => self.auth_timeout = duration(e)?,
-                "users" => {
-                    let Value::Array(items) = &e.value else {
-                        return invalid(e, "expected a list of users");
-                    };
-                    for item in items {
-                        let Value::Map(fields) = item else {
-                            return invalid(e, "expected {user: ..., password: ...}");
-                        };
-                        self.auth.users.push(parse_user(e, fields)?);
-                    }
-                }
+                "users" => self.auth.users.extend(parse_users(e)?),
                 _ => return unknown(e),
             }
         }
@@ -726,6 +709,20 @@ fn parse_import(list: &Entry, fields: &[Entry]) -> Result<Import, ConfigError> {
     };
     import.local = local;
     Ok(import)
+}
+
+/// `users: [ {user: ..., password: ..., permissions: {...}}, ... ]`.
+fn parse_users(e: &Entry) -> Result<Vec<User>, ConfigError> {
+    let Value::Array(items) = &e.value else {
+        return invalid(e, "expected a list of users");
+    };
+    items
+        .iter()
+        .map(|item| match item {
+            Value::Map(fields) => parse_user(e, fields),
+            _ => invalid(e, "expected {user: ..., password: ...}"),
+        })
+        .collect()
 }
 
 fn parse_user(list: &Entry, fields: &[Entry]) -> Result<User, ConfigError> {

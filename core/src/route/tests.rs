@@ -349,7 +349,10 @@ fn queue_names_are_split_over_frames_that_fit() {
         queues: vec![],
         ..m
     };
-    assert_eq!(msg_queue_runs(&plain, max), Some(std::iter::once(0..0).collect::<Vec<_>>()));
+    assert_eq!(
+        msg_queue_runs(&plain, max),
+        Some(std::iter::once(0..0).collect::<Vec<_>>())
+    );
     // Too large alone, or with one of its names: refused.
     assert_eq!(msg_queue_runs(&plain, 10_000), None);
     let one_name = MsgFrame {
