@@ -277,7 +277,7 @@ fn respond(conn: Conn, stop: Arc<AtomicBool>) -> Option<String> {
 
 /// Appends what the socket has to `rbuf`: `Some(bytes)` (0 when a read
 /// timeout passed with nothing), `None` at end of stream.
-fn read_more(stream: &mut impl Read, rbuf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+fn read_more(stream: &mut impl Read, rbuf: &mut BytesMut) -> io::Result<Option<usize>> {
     if rbuf.capacity() - rbuf.len() < 64 * 1024 {
         rbuf.reserve(256 * 1024);
     }
