@@ -788,10 +788,14 @@ impl Connection {
             &meta.in_bytes,
             (p.payload.len() + p.headers.as_ref().map_or(0, |h| h.len())) as u64,
         );
-        let account = self.client.account.borrow().clone();
-        let dynamic = self.shard.current();
-        let accounts = dynamic.auth.accounts();
-        match account.filter(|_| accounts.enabled()) {
+        // Without accounts (the common case) the hot path takes no reference
+        // counts and copies nothing.
+        let account = if self.shard.accounts_enabled() {
+            self.client.account.borrow().clone()
+        } else {
+            None
+        };
+        match account {
             None => {
                 if !self.shard.publish(&self.client, &p, &mut self.out) {
                     if let Some(reply) = &p.reply {
@@ -800,6 +804,8 @@ impl Connection {
                 }
             }
             Some(account) => {
+                let dynamic = self.shard.current();
+                let accounts = dynamic.auth.accounts();
                 // Its own account's space, plus what exports and imports
                 // add (accounts.rs); a request is answered with 503 only
                 // when none of them reached anyone.

@@ -842,6 +842,12 @@ impl Shard {
         }
     }
 
+    /// Whether accounts are configured (without cloning the configuration:
+    /// asked for every PUB).
+    pub(crate) fn accounts_enabled(&self) -> bool {
+        self.dynamic.borrow().auth.accounts().enabled()
+    }
+
     /// The reloadable configuration as this shard applies it.
     pub(crate) fn current(&self) -> Arc<crate::server::Dynamic> {
         self.dynamic.borrow().clone()
