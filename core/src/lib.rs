@@ -8,6 +8,7 @@
 //! - [`auth`]: users, passwords, tokens and per-user permissions.
 //! - [`route`]: the route wire format between cluster nodes (framing, rkyv
 //!   payloads, validation).
+//! - [`trace`]: message tracing requests and events (nats-server 2.11).
 //!
 //! Nothing here does I/O, spawns, locks or reads the clock: the runtime
 //! (`shoal-net`) drives it, which keeps it testable and shard-local.
@@ -18,3 +19,4 @@ pub mod index;
 pub mod proto;
 pub mod route;
 pub mod subject;
+pub mod trace;

@@ -7,7 +7,7 @@
 use crate::route::{RouteAttach, RouteId};
 use bytes::Bytes;
 use shoal_core::proto::Publish;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 pub(crate) type ShardId = u16;
@@ -74,6 +74,14 @@ pub(crate) enum Control {
     LameDuck,
     /// Flush and close every connection, stop accepting, end the shard.
     Shutdown,
+    /// What a shard did with a traced message the origin shard sent it
+    /// (`shard/trace.rs`): its egress entries, and how many more batch
+    /// entries it passed the message on in (each reports in turn).
+    TraceReport {
+        id: u64,
+        entries: Vec<shoal_core::trace::Entry>,
+        more: u32,
+    },
     /// Nothing to do: the watchdog's wake-up for a shard that made no
     /// progress with work waiting (the message's arrival is the wake-up).
     Wake,
@@ -94,6 +102,30 @@ pub(crate) struct Remote {
     /// What the receiving shard needs to pass a group of `queues` on when
     /// none of its members can take the message.
     pub fallback: Fallback,
+    /// The message is traced (`Nats-Trace-Dest`): the receiving shard
+    /// reports what it did with it to the origin shard.
+    pub trace: Option<Arc<TraceTag>>,
+}
+
+/// What travels with a traced message between shards. One server publishes
+/// one trace event per message, so the shard the message entered on (the
+/// origin) assembles it from the other shards' reports.
+#[derive(Debug)]
+pub(crate) struct TraceTag {
+    pub origin: ShardId,
+    /// The event's key on the origin shard.
+    pub id: u64,
+    /// Trace without delivering (`Nats-Trace-Only`).
+    pub only: bool,
+    /// The hop this server is on, from `Nats-Trace-Hop` (None on the first
+    /// server): route egresses are numbered under it.
+    pub hop: Option<String>,
+    /// Route egresses so far on every shard: numbers each new hop, and is
+    /// the event's `hops` once every shard has reported.
+    pub hops: AtomicU32,
+    /// The ingress account: an egress to a client of another account says
+    /// which.
+    pub account: String,
 }
 
 /// A shard picked for a queue group may find that none of its members can

@@ -762,6 +762,14 @@ impl Connection {
             self.send_err("Invalid Publish Subject");
             return;
         }
+        // A message asking for a trace (nats-server 2.11 `Nats-Trace-Dest`):
+        // `Some(only)` while its path is recorded (shard/trace.rs).
+        let trace = match &p.headers {
+            Some(h) if shoal_core::trace::requested(h) => {
+                self.shard.trace_begin_client(&self.client, &p)
+            }
+            _ => None,
+        };
         let allowed = match self.client.perms.borrow_mut().as_mut() {
             Some(perms) => perms.may_publish(&p.subject, std::time::Instant::now()),
             None => true,
@@ -778,10 +786,14 @@ impl Connection {
                 self.auth_user(),
                 String::from_utf8_lossy(&p.subject)
             );
+            if trace.is_some() {
+                self.shard.trace_refused(text.clone());
+            }
             self.send_err(&text);
             return;
         }
         self.ok();
+        let trace_only = trace == Some(true);
         let meta = &self.client.meta;
         ConnMeta::add(&meta.in_msgs, 1);
         ConnMeta::add(
@@ -797,7 +809,7 @@ impl Connection {
         };
         match account {
             None => {
-                if !self.shard.publish(&self.client, &p, &mut self.out) {
+                if !self.shard.publish(Some(&self.client), &p, &mut self.out) && !trace_only {
                     if let Some(reply) = &p.reply {
                         self.shard.no_responders(&self.client, reply, b"");
                     }
@@ -817,15 +829,20 @@ impl Connection {
                         headers: p.headers.clone(),
                         payload: p.payload.clone(),
                     };
-                    delivered |= self.shard.publish(&self.client, &routed, &mut self.out);
+                    delivered |= self
+                        .shard
+                        .publish(Some(&self.client), &routed, &mut self.out);
                 }
-                if !delivered {
+                if !delivered && !trace_only {
                     if let Some(reply) = &p.reply {
                         self.shard
                             .no_responders(&self.client, reply, &account.prefix);
                     }
                 }
             }
+        }
+        if trace.is_some() {
+            self.shard.trace_end();
         }
     }
 

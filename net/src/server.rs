@@ -56,6 +56,9 @@ pub(crate) struct Shared {
     pub server_name: String,
     pub addr: SocketAddr,
     pub next_client_id: AtomicU64,
+    /// Sequence of the trace events this server published (their
+    /// `server.seq`).
+    pub trace_seq: AtomicU64,
     /// Client connections on all shards (for `max_connections`).
     pub connections: AtomicUsize,
     pub shard_stats: Vec<Arc<ShardStats>>,
@@ -201,6 +204,7 @@ impl Server {
             })),
             addr: bound,
             next_client_id: AtomicU64::new(1),
+            trace_seq: AtomicU64::new(0),
             connections: AtomicUsize::new(0),
             shard_stats: (0..shards)
                 .map(|_| Arc::new(ShardStats::default()))

@@ -97,6 +97,31 @@ impl Headers {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Replaces every value of `key` with one `value` (appended at the end
+    /// when the key was absent, in place of its first occurrence otherwise).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), HeaderError> {
+        match self.entries.iter().position(|(k, _)| k == key) {
+            None => self.append(key, value),
+            Some(first) => {
+                if value.bytes().any(|b| b == b'\r' || b == b'\n') {
+                    return Err(HeaderError::Forbidden);
+                }
+                self.entries[first].1 = value.to_owned();
+                let mut i = 0;
+                self.entries.retain(|(k, _)| {
+                    i += 1;
+                    i - 1 == first || k != key
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Every (key, value) pair, in order.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -197,6 +222,20 @@ mod tests {
         assert_eq!(back.get("B"), Some("x y"));
         assert_eq!(back.get("a"), None);
         assert_eq!(back.description(), Some("Request Timeout"));
+    }
+
+    #[test]
+    fn set_replaces_every_value_in_place() {
+        let mut h = Headers::new();
+        h.append("A", "1").unwrap();
+        h.append("B", "2").unwrap();
+        h.append("A", "3").unwrap();
+        h.set("A", "x").unwrap();
+        assert_eq!(h.to_bytes().as_ref(), b"NATS/1.0\r\nA: x\r\nB: 2\r\n\r\n");
+        h.set("C", "y").unwrap();
+        assert_eq!(h.get("C"), Some("y"));
+        assert_eq!(h.set("A", "\r\n"), Err(HeaderError::Forbidden));
+        assert_eq!(h.entries().count(), 3);
     }
 
     #[test]

@@ -225,7 +225,7 @@ fn handle(
                 (m.payload.len() + m.headers.as_ref().map_or(0, |h| h.len())) as u64,
                 Relaxed,
             );
-            shard.publish_from_route(&m, out);
+            shard.publish_from_route(link, &m, out);
         }
         FrameKind::Interest => {
             let batch = wire::decode_interest(&frame.body)?;

@@ -6,6 +6,8 @@
 //! `Cell`); other shards are reached through channels. Borrows of the
 //! `RefCell`s never live across an `.await`.
 
+mod trace;
+
 use crate::bus::{Batch, Control, Fallback, Inbox, PeerLink, Remote, ShardId};
 use crate::outbound::{Client, CloseReason, LocalSub, QueueResult};
 use crate::route::{self, NodeInterest, RouteId, RouteLink};
@@ -114,6 +116,15 @@ pub(crate) struct Shard {
     pub stopped: LocalEvent,
     /// The shard's final wind-down (`lifecycle::finish`) has started.
     pub finishing: Cell<bool>,
+    /// Whether a traced message is being routed right now (`trace`): the
+    /// one check the untraced path makes per delivery.
+    tracing: Cell<bool>,
+    /// The traced message being routed, and what happened to it so far.
+    trace: RefCell<Option<trace::Active>>,
+    /// Trace events of messages that entered here, waiting for the other
+    /// shards' reports.
+    traces: RefCell<AHashMap<u64, trace::Pending>>,
+    next_trace: Cell<u64>,
     /// This shard's control inbox, also drained synchronously by
     /// `apply_pending_control` on the message path.
     control_rx: std::cell::OnceCell<(
@@ -177,6 +188,10 @@ impl Shard {
             stop_accepting: LocalEvent::default(),
             stopped: LocalEvent::default(),
             finishing: Cell::new(false),
+            tracing: Cell::new(false),
+            trace: RefCell::new(None),
+            traces: RefCell::new(AHashMap::new()),
+            next_trace: Cell::new(0),
             control_rx: std::cell::OnceCell::new(),
             data_rx: std::cell::OnceCell::new(),
             clustered,
@@ -291,21 +306,29 @@ impl Shard {
 
     // ----- the publish path -----
 
-    /// Routes one message published by a local client: local subscribers
-    /// get it now, other shards through `out`, peer nodes through their
-    /// route links (once each). Returns whether anyone got it.
-    pub(crate) fn publish(&self, from: &Rc<Client>, p: &Publish, out: &mut Outgoing) -> bool {
+    /// Routes one message published by a local client (`None`: by the
+    /// server itself, a trace event): local subscribers get it now, other
+    /// shards through `out`, peer nodes through their route links (once
+    /// each). Returns whether anyone got it.
+    pub(crate) fn publish(
+        &self,
+        from: Option<&Rc<Client>>,
+        p: &Publish,
+        out: &mut Outgoing,
+    ) -> bool {
         self.count_in(p);
         let m = self.index.borrow_mut().matches(&p.subject);
-        let echo = from.flags.get().echo;
+        let echo = from.is_none_or(|f| f.flags.get().echo);
         let mut delivered = false;
         let mut remote_plain = 0u64;
         let mut routes = RouteSends::default();
         for t in &m.plain {
             match t {
                 Target::Local(s) => {
-                    if echo || !Rc::ptr_eq(&s.client, from) {
+                    if echo || !from.is_some_and(|f| Rc::ptr_eq(&s.client, f)) {
                         delivered |= self.deliver(s, p);
+                    } else if self.tracing.get() {
+                        self.trace_local(s, Some(shoal_core::trace::NOT_DELIVERED_NO_ECHO));
                     }
                 }
                 Target::Shard(j) => remote_plain |= 1 << j,
@@ -313,7 +336,7 @@ impl Shard {
             }
         }
         let mut remote_queues: Vec<(ShardId, Bytes)> = Vec::new();
-        let no_echo = (!echo).then_some(from.id);
+        let no_echo = if echo { None } else { from.map(|f| f.id) };
         let rule = QueueRule {
             subject: &p.subject,
             no_echo,
@@ -379,6 +402,7 @@ impl Shard {
                         queues,
                         route: None,
                         fallback,
+                        trace: self.trace_tag(),
                     },
                 );
             }
@@ -400,6 +424,7 @@ impl Shard {
                         queues,
                         route: Some(r.slot),
                         fallback: Fallback::default(),
+                        trace: self.trace_tag(),
                     },
                 );
             }
@@ -451,7 +476,21 @@ impl Shard {
     /// subscribers only (local now, other shards through `out`), never to
     /// another route. `plain` and `queues` say what the peer picked this node
     /// for.
-    pub(crate) fn publish_from_route(&self, msg: &RouteMsg, out: &mut Outgoing) {
+    pub(crate) fn publish_from_route(&self, link: &RouteLink, msg: &RouteMsg, out: &mut Outgoing) {
+        if msg
+            .headers
+            .as_deref()
+            .is_some_and(shoal_core::trace::requested)
+            && self.trace_begin_route(link, msg)
+        {
+            self.publish_from_route_now(msg, out);
+            self.trace_end();
+            return;
+        }
+        self.publish_from_route_now(msg, out);
+    }
+
+    fn publish_from_route_now(&self, msg: &RouteMsg, out: &mut Outgoing) {
         let p = Publish {
             subject: msg.subject.clone(),
             reply: msg.reply.clone(),
@@ -500,6 +539,15 @@ impl Shard {
 
     /// Writes a message on one of this shard's route links.
     fn send_to_route(&self, slot: u32, p: &Publish, plain: bool, queues: &[Bytes]) {
+        if self.tracing.get() {
+            // The next server needs the hop this egress is.
+            let traced = self.trace_route(slot, p);
+            return self.send_to_route_now(slot, &traced, plain, queues);
+        }
+        self.send_to_route_now(slot, p, plain, queues)
+    }
+
+    fn send_to_route_now(&self, slot: u32, p: &Publish, plain: bool, queues: &[Bytes]) {
         let routes = self.routes.borrow();
         let Some(link) = routes.get(&slot) else {
             // The link went down after the publisher picked it.
@@ -593,7 +641,15 @@ impl Shard {
     }
 
     /// Delivers to one local subscription. False if it could not take it.
+    #[inline]
     fn deliver(&self, s: &Rc<LocalSub>, p: &Publish) -> bool {
+        if self.tracing.get() {
+            return self.deliver_traced(s, p);
+        }
+        self.deliver_now(s, p)
+    }
+
+    fn deliver_now(&self, s: &Rc<LocalSub>, p: &Publish) -> bool {
         let c = &s.client;
         if !can_take(s, &p.subject) {
             return false;
@@ -1198,6 +1254,10 @@ impl Shard {
             Control::Snapshot { subs, reply } => {
                 let _ = reply.send(crate::snapshot::take(self, subs));
             }
+            Control::TraceReport { id, entries, more } => {
+                self.trace_reported(id, entries, more);
+                self.flush_soon();
+            }
             Control::LameDuck => crate::lifecycle::enter_lame_duck(self.clone()),
             Control::Wake => {}
             Control::Shutdown => {
@@ -1228,6 +1288,17 @@ impl Shard {
     /// `out`) to another member the original rules allow, never to a shard
     /// that already declined it.
     fn deliver_remote(&self, r: &Remote, out: &mut Outgoing) {
+        match &r.trace {
+            None => self.deliver_remote_now(r, out),
+            Some(tag) => {
+                self.trace_enter(tag);
+                self.deliver_remote_now(r, out);
+                self.trace_report();
+            }
+        }
+    }
+
+    fn deliver_remote_now(&self, r: &Remote, out: &mut Outgoing) {
         if let Some(slot) = r.route {
             self.send_to_route(slot, &r.publish, r.plain, &r.queues);
             return;
@@ -1350,16 +1421,34 @@ enum QueuePick {
 /// the deny list). Checked on delivery and, before committing, by every
 /// queue pick, so a member that cannot take a message is passed over as by
 /// nats-server.
+#[inline]
 fn can_take(s: &LocalSub, subject: &[u8]) -> bool {
+    refusal(s, subject).is_none()
+}
+
+/// Why a subscription cannot take a message now (in nats-server's words,
+/// for message traces), or None when it can.
+#[inline]
+fn refusal(s: &LocalSub, subject: &[u8]) -> Option<&'static str> {
+    use shoal_core::trace::{
+        NOT_DELIVERED_AUTO_UNSUB, NOT_DELIVERED_CLIENT_CLOSED, NOT_DELIVERED_SUB_DENY,
+    };
     let c = &s.client;
     let subject = &subject[s.prefix_len.min(subject.len())..];
-    !c.is_closing()
-        && s.max.get().is_none_or(|max| s.delivered.get() < max)
-        && !(s.deny_filter.get()
-            && c.perms
-                .borrow()
-                .as_ref()
-                .is_some_and(|perms| perms.compiled().deny_delivery(subject)))
+    if c.is_closing() {
+        Some(NOT_DELIVERED_CLIENT_CLOSED)
+    } else if s.max.get().is_some_and(|max| s.delivered.get() >= max) {
+        Some(NOT_DELIVERED_AUTO_UNSUB)
+    } else if s.deny_filter.get()
+        && c.perms
+            .borrow()
+            .as_ref()
+            .is_some_and(|perms| perms.compiled().deny_delivery(subject))
+    {
+        Some(NOT_DELIVERED_SUB_DENY)
+    } else {
+        None
+    }
 }
 
 /// The route links one message goes to: each once, with whether the peer
