@@ -421,6 +421,26 @@ fn dash_t_tests_the_configuration() {
     let out = shoal_cmd(&["-t", "-c", bad.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("ghost"));
+    // An import the export's `accounts` list does not name stops the
+    // server, as nats-server's "stream import not authorized".
+    let unauthorized = dir.path().join("unauthorized.conf");
+    let accounts = |importer: &str| {
+        format!(
+            "accounts {{\n  A: {{ exports: [ {{stream: \"ev.>\", accounts: [B]}} ] }}\n  {importer}: {{ imports: [ {{stream: {{account: A, subject: \"ev.>\"}}}} ] }}\n}}\n"
+        )
+    };
+    std::fs::write(&unauthorized, accounts("D")).unwrap();
+    let out = shoal_cmd(&["-t", "-c", unauthorized.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("stream import not authorized"), "{stderr}");
+    std::fs::write(&unauthorized, accounts("B")).unwrap();
+    let out = shoal_cmd(&["-t", "-c", unauthorized.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `--signal ldm=PID`, `-sl reload=PIDFILE` (nats-server's single-dash

@@ -34,9 +34,31 @@ pub const GLOBAL_ACCOUNT: &str = "$G";
 
 /// What an account offers other accounts.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Export {
-    Stream(String),
-    Service(String),
+pub struct Export {
+    /// A service (requests in, replies back) rather than a stream.
+    pub service: bool,
+    /// The subject (pattern) offered.
+    pub subject: String,
+    /// The accounts that may import it (`accounts: [...]`); `None`: every
+    /// account.
+    pub accounts: Option<Vec<String>>,
+}
+
+impl Export {
+    pub fn stream(subject: &str) -> Self {
+        Export {
+            service: false,
+            subject: subject.to_owned(),
+            accounts: None,
+        }
+    }
+
+    pub fn service(subject: &str) -> Self {
+        Export {
+            service: true,
+            ..Export::stream(subject)
+        }
+    }
 }
 
 /// What an account takes from another.
@@ -121,6 +143,15 @@ pub enum AccountError {
     },
     #[error("invalid subject {0:?} in an export or import")]
     BadSubject(String),
+    /// nats-server: "stream import not authorized" / "service import not
+    /// authorized", which stops it at start too.
+    #[error("{kind} import not authorized: account {account:?} imports {subject:?} from {from:?}, whose export lists the accounts that may import it")]
+    NotAuthorized {
+        kind: &'static str,
+        account: String,
+        from: String,
+        subject: String,
+    },
 }
 
 const REPLY_PREFIX: &[u8] = b"_R_.";
@@ -192,13 +223,28 @@ impl Accounts {
                 if !is_valid_pattern(imp.subject.as_bytes()) {
                     return Err(AccountError::BadSubject(imp.subject.clone()));
                 }
-                let exported = config_of(&imp.account).is_some_and(|e| {
-                    e.exports.iter().any(|x| match x {
-                        Export::Stream(s) => !imp.service && covers(s, &imp.subject),
-                        Export::Service(s) => imp.service && covers(s, &imp.subject),
+                let offers: Vec<&Export> = config_of(&imp.account)
+                    .map(|e| {
+                        e.exports
+                            .iter()
+                            .filter(|x| {
+                                x.service == imp.service && covers(&x.subject, &imp.subject)
+                            })
+                            .collect()
                     })
-                });
-                if !exported {
+                    .unwrap_or_default();
+                let authorized = offers
+                    .iter()
+                    .any(|x| x.accounts.as_ref().is_none_or(|a| a.contains(&c.name)));
+                if !offers.is_empty() && !authorized {
+                    return Err(AccountError::NotAuthorized {
+                        kind: if imp.service { "service" } else { "stream" },
+                        account: c.name.clone(),
+                        from: imp.account.clone(),
+                        subject: imp.subject.clone(),
+                    });
+                }
+                if offers.is_empty() {
                     return Err(AccountError::NotExported {
                         account: c.name.clone(),
                         from: imp.account.clone(),
@@ -409,10 +455,7 @@ mod tests {
             &[
                 AccountConfig {
                     name: "A".into(),
-                    exports: vec![
-                        Export::Stream("events.>".into()),
-                        Export::Service("svc.>".into()),
-                    ],
+                    exports: vec![Export::stream("events.>"), Export::service("svc.>")],
                     imports: vec![],
                 },
                 AccountConfig {
@@ -538,5 +581,52 @@ mod tests {
             Some("svc.z.go")
         );
         assert_eq!(map_subject("q.*", "svc.*", "p.z"), None);
+    }
+
+    #[test]
+    fn export_account_lists_restrict_who_imports() {
+        let restricted = |exports: Vec<Export>, importer: &str| {
+            Accounts::new(
+                &[
+                    AccountConfig {
+                        name: "A".into(),
+                        exports,
+                        imports: vec![],
+                    },
+                    AccountConfig {
+                        name: importer.into(),
+                        exports: vec![],
+                        imports: vec![Import {
+                            service: true,
+                            account: "A".into(),
+                            subject: "svc.echo".into(),
+                            local: None,
+                        }],
+                    },
+                ],
+                b"k",
+            )
+        };
+        let only_b = Export {
+            accounts: Some(vec!["B".into()]),
+            ..Export::service("svc.>")
+        };
+        assert!(restricted(vec![only_b.clone()], "B").is_ok());
+        let err = restricted(vec![only_b.clone()], "C").unwrap_err();
+        assert!(matches!(
+            err,
+            AccountError::NotAuthorized {
+                kind: "service",
+                ..
+            }
+        ));
+        assert!(err.to_string().starts_with("service import not authorized"));
+        // Another export of the same subject open to every account admits C.
+        assert!(restricted(vec![only_b, Export::service("svc.echo")], "C").is_ok());
+        // A stream export does not authorize a service import.
+        assert!(matches!(
+            restricted(vec![Export::stream("svc.>")], "B").unwrap_err(),
+            AccountError::NotExported { .. }
+        ));
     }
 }

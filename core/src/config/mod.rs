@@ -545,20 +545,42 @@ impl ServerConfig {
                     }
                     "exports" => {
                         for x in maps(e)? {
+                            let mut export = None;
+                            let mut allowed = None;
                             for f in x {
                                 match f.key.as_str() {
-                                    "stream" => config.exports.push(Export::Stream(string(f)?)),
-                                    "service" => config.exports.push(Export::Service(string(f)?)),
-                                    // Who may import: Shoal lets every account.
-                                    "accounts" => {
-                                        self.notices.push(format!(
-                                            "line {}: export `accounts` lists are not enforced: every account may import",
-                                            f.line
-                                        ));
+                                    "stream" => export = Some(Export::stream(&string(f)?)),
+                                    "service" => export = Some(Export::service(&string(f)?)),
+                                    // Who may import it (nats-server's list).
+                                    "accounts" => allowed = Some(string_list(f)?),
+                                    // Reply routing is stateless (a MAC'd reply
+                                    // subject, accounts.rs): every reply reaches
+                                    // the requester, which serves `stream` and
+                                    // `chunked`; `singleton`'s one-reply limit
+                                    // is not enforced (docs/compatibility.md).
+                                    "response" | "response_type" => {
+                                        let kind = string(f)?.to_ascii_lowercase();
+                                        if !matches!(
+                                            kind.as_str(),
+                                            "singleton" | "stream" | "chunked"
+                                        ) {
+                                            return invalid(
+                                                f,
+                                                "expected singleton, stream or chunked",
+                                            );
+                                        }
+                                    }
+                                    "response_threshold" => {
+                                        duration(f)?;
                                     }
                                     _ => return unknown(f),
                                 }
                             }
+                            let Some(mut export) = export else {
+                                return invalid(e, "an export needs `stream` or `service`");
+                            };
+                            export.accounts = allowed;
+                            config.exports.push(export);
                         }
                     }
                     "imports" => {
