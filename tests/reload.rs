@@ -162,3 +162,70 @@ async fn reload_closes_the_holes_left_by_earlier_subscriptions_and_connections()
     anon.expect_closed_after("-ERR 'Authorization Violation'")
         .await;
 }
+
+const ACCOUNTS_BEFORE: &str = r#"
+accounts {
+  A: {
+    users: [ {user: mover, password: m}, {user: stayer, password: s} ]
+    exports: [ {stream: "ev.>"} ]
+  }
+  B: { users: [ {user: other, password: o} ] }
+}
+"#;
+
+/// After: `mover` belongs to B, and B imports A's events.
+const ACCOUNTS_AFTER: &str = r#"
+accounts {
+  A: {
+    users: [ {user: stayer, password: s} ]
+    exports: [ {stream: "ev.>"} ]
+  }
+  B: {
+    users: [ {user: other, password: o}, {user: mover, password: m} ]
+    imports: [ {stream: {account: A, subject: "ev.>"}} ]
+  }
+}
+"#;
+
+/// A reload that moves a user to another account closes that user's
+/// connections (their subscriptions live in the old account's space) and a
+/// reconnect lands in the new account; connections whose account stays get
+/// the account's new imports and exports without a reconnect.
+#[tokio::test]
+async fn reload_moves_users_between_accounts() {
+    for shards in SHARDS {
+        let s = Shoal::start(shards, &[], Some(ACCOUNTS_BEFORE));
+        let mut mover = login(&s, "mover", "m").await;
+        let mut stayer = login(&s, "stayer", "s").await;
+        let mut other = login(&s, "other", "o").await;
+        other.send(b"SUB ev.> 1\r\nPING\r\n").await;
+        assert_eq!(other.line().await.as_deref(), Some("PONG"));
+        std::fs::write(s.conf_path(), ACCOUNTS_AFTER).unwrap();
+        s.signal(SIGHUP);
+        wait_log(&s, "Reloaded server configuration");
+        assert!(
+            mover.closed_within(Duration::from_secs(5)).await,
+            "a client moved to another account is closed"
+        );
+        assert!(s.log_contains("account changed by a configuration reload"));
+        // The stayer is still connected, and what it publishes in A now
+        // reaches B through the new import (other's subscription, made
+        // before the reload, sees it).
+        stayer.send(b"PUB ev.1 2\r\nhi\r\nPING\r\n").await;
+        assert_eq!(stayer.line().await.as_deref(), Some("PONG"));
+        assert_eq!(other.line().await.as_deref(), Some("MSG ev.1 1 2"));
+        assert_eq!(other.line().await.as_deref(), Some("hi"));
+        // The mover reconnects into B: it sees B's traffic, not A's.
+        let mut moved = login(&s, "mover", "m").await;
+        moved.send(b"SUB only.b 1\r\nPING\r\n").await;
+        assert_eq!(moved.line().await.as_deref(), Some("PONG"));
+        stayer.send(b"PUB only.b 1\r\na\r\nPING\r\n").await;
+        assert_eq!(stayer.line().await.as_deref(), Some("PONG"));
+        other.send(b"PUB only.b 1\r\nb\r\nPING\r\n").await;
+        assert_eq!(other.line().await.as_deref(), Some("PONG"));
+        assert_eq!(moved.line().await.as_deref(), Some("MSG only.b 1 1"));
+        assert_eq!(moved.line().await.as_deref(), Some("b"));
+        moved.send(b"PING\r\n").await;
+        assert_eq!(moved.line().await.as_deref(), Some("PONG"));
+    }
+}

@@ -41,6 +41,10 @@ pub enum CloseReason {
     LameDuck,
     DuplicateRoute,
     TlsError,
+    /// A reload moved the client's user to another account (or turned
+    /// accounts on or off): its subscriptions live in the old account's
+    /// subject space, so it reconnects into the new one.
+    AccountChanged,
 }
 
 impl std::fmt::Display for CloseReason {
@@ -61,6 +65,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::LameDuck => "Lame Duck Mode",
             CloseReason::DuplicateRoute => "Duplicate Route",
             CloseReason::TlsError => "TLS Handshake Failure",
+            CloseReason::AccountChanged => "Account Changed",
         })
     }
 }

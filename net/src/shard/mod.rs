@@ -931,6 +931,8 @@ impl Shard {
             if !c.authenticated.get() {
                 if !old.auth.required() && d.auth.required() {
                     self.apply_recheck(&c, Err(shoal_core::auth::AuthError));
+                } else {
+                    self.rebind_account(&c, d.auth.accounts().get(None));
                 }
                 continue;
             }
@@ -963,6 +965,14 @@ impl Shard {
                 c.close_after_flush(CloseReason::AuthenticationViolation);
             }
             Ok(session) => {
+                let account = self
+                    .current()
+                    .auth
+                    .accounts()
+                    .get(session.account.as_deref());
+                if !self.rebind_account(c, account) {
+                    return;
+                }
                 *c.perms.borrow_mut() = session
                     .permissions
                     .map(shoal_core::auth::ClientPermissions::new);
@@ -991,6 +1001,33 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// Gives a client its account as the reloaded configuration defines it
+    /// (its imports and exports may have changed). A client whose account
+    /// is now another one (or whose space changed because accounts were
+    /// turned on or off) is closed instead: its subscriptions are indexed
+    /// in the old account's subject space, and a reconnect puts it in the
+    /// new one. Returns whether the client stays.
+    fn rebind_account(
+        &self,
+        c: &Rc<Client>,
+        account: Option<Arc<shoal_core::auth::Account>>,
+    ) -> bool {
+        let prefix = |a: &Option<Arc<shoal_core::auth::Account>>| {
+            a.as_ref().map(|a| a.prefix.clone()).unwrap_or_default()
+        };
+        if prefix(&c.account.borrow()) != prefix(&account) {
+            tracing::info!(
+                "{} - cid:{} - account changed by a configuration reload, closing the connection so the client reconnects into it",
+                c.addr,
+                c.id
+            );
+            c.close_after_flush(CloseReason::AccountChanged);
+            return false;
+        }
+        *c.account.borrow_mut() = account;
+        true
     }
 
     /// Entries in the index and its cache figures (monitoring).
