@@ -41,6 +41,7 @@ fn params(urls: Vec<String>, w: Workload, loads: &[f64], repeats: usize, secs: f
         node_cores: Some(4),
         target_util: 0.7,
         command: "test".into(),
+        workers: Vec::new(),
     }
 }
 
@@ -268,4 +269,311 @@ fn a_dead_server_is_reported_not_an_os_error() {
     );
     let md = report::markdown(&plan);
     assert!(md.contains("**Stopped early:**"), "{md}");
+}
+
+/// The `shoal-bench` binary, built on first use into this test's target
+/// folder and profile: it belongs to another package, so cargo does not
+/// build it for these tests by itself.
+fn shoal_bench_bin() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let shoal = std::path::Path::new(env!("CARGO_BIN_EXE_shoal"));
+            let profile_dir = shoal.parent().unwrap();
+            let target_dir = profile_dir.parent().unwrap();
+            let profile = match profile_dir.file_name().unwrap().to_str().unwrap() {
+                "debug" => "dev".to_string(),
+                other => other.to_string(),
+            };
+            let status = std::process::Command::new(env!("CARGO"))
+                .args(["build", "-p", "shoal-bench", "--bin", "shoal-bench"])
+                .arg("--profile")
+                .arg(&profile)
+                .arg("--target-dir")
+                .arg(target_dir)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("run cargo build");
+            assert!(status.success(), "building shoal-bench failed");
+            profile_dir.join("shoal-bench")
+        })
+        .clone()
+}
+
+/// A `shoal-bench worker` process on a loopback port, killed (by its PID)
+/// when dropped.
+struct BenchWorker {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl BenchWorker {
+    fn start() -> BenchWorker {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(shoal_bench_bin())
+            .args(["worker", "--listen", "127.0.0.1:0"])
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn shoal-bench worker");
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        let addr = first
+            .strip_prefix("shoal-bench worker listening on ")
+            .unwrap_or_else(|| panic!("{first}"))
+            .to_string();
+        // Keep draining its stderr so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        BenchWorker { child, addr }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for BenchWorker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `shoal-bench --url URL [--json] plan ARGS`, with its output.
+fn bench_plan(url: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(shoal_bench_bin())
+        .args(["--url", url, "--json", "plan"])
+        .args(args)
+        .output()
+        .expect("run shoal-bench plan")
+}
+
+#[test]
+fn two_workers_share_a_plan_and_their_histograms_merge_exactly() {
+    let s = Shoal::start(2, &[], None);
+    let (w1, w2) = (BenchWorker::start(), BenchWorker::start());
+    let dir = tempfile::tempdir().unwrap();
+    let workers = format!("{},{}", w1.addr, w2.addr);
+    let pid = s.pid().to_string();
+    let out = bench_plan(
+        &s.url(),
+        &[
+            "--rate", "200", "--p99-ms", "500", "--requesters", "2", "--responders", "2",
+            "--events-rate", "100", "--fanout", "2", "--loads", "0.5,1", "--repeats", "2",
+            "--step-secs", "1", "--drain-ms", "1000", "--stall-ms", "400",
+            "--server-pid", &pid, "--workers", &workers,
+            "--out", dir.path().to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("2 workers generate the load"), "{stderr}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("plan.json")).unwrap())
+            .unwrap();
+    let listed = json["workers"].as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed[0].as_str().unwrap().starts_with(&w1.addr));
+    assert!(listed[1].as_str().unwrap().starts_with(&w2.addr));
+    let steps = json["servers"][0]["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    let n = |v: &serde_json::Value| v.as_u64().unwrap();
+    for st in steps {
+        assert_eq!(st["passed"], true, "{st}");
+        for c in st["classes"].as_array().unwrap() {
+            let per_msg = if c["name"] == "events" { 2 } else { 1 };
+            let mut latency_total = 0;
+            for r in c["repeats"].as_array().unwrap() {
+                let ws = r["workers"].as_array().unwrap();
+                assert_eq!(ws.len(), 2, "both workers took part: {r}");
+                let mut starts = Vec::new();
+                for (w, addr) in ws.iter().zip([&w1.addr, &w2.addr]) {
+                    assert_eq!(w["worker"], addr.as_str());
+                    assert!(n(&w["sent"]) > 0 && n(&w["received"]) > 0, "{w}");
+                    assert_eq!(n(&w["received"]), n(&w["sent"]) * per_msg, "{w}");
+                    assert_eq!(n(&w["latency_count"]), n(&w["received"]));
+                    starts.push(w["start_unix_ms"].as_f64().unwrap());
+                }
+                // Merged counts are the workers' sums.
+                for field in ["sent", "expected", "received"] {
+                    assert_eq!(
+                        n(&r[field]),
+                        ws.iter().map(|w| n(&w[field])).sum::<u64>(),
+                        "{field}"
+                    );
+                }
+                let lc: u64 = ws.iter().map(|w| n(&w["latency_count"])).sum();
+                assert_eq!(n(&r["latency"]["count"]), lc);
+                // The load was split: the workers sent the step's rate
+                // between them.
+                let want = c["offered_rate"].as_f64().unwrap().round() as u64;
+                assert!(n(&r["sent"]).abs_diff(want) <= 2, "{} vs {want}", r["sent"]);
+                // They started together (one clock here).
+                assert!((starts[0] - starts[1]).abs() < 50.0, "{starts:?}");
+                latency_total += lc;
+            }
+            // The step's histogram is every run of every worker.
+            assert_eq!(n(&c["latency"]["count"]), latency_total);
+            let hgrm = std::fs::read_to_string(dir.path().join(format!(
+                "hgrm/shoal-{}/step{:02}-{}.hgrm",
+                env!("CARGO_PKG_VERSION"),
+                n(&st["index"]),
+                c["name"].as_str().unwrap()
+            )))
+            .unwrap();
+            assert!(
+                hgrm.contains(&format!("Total count    = {latency_total:>12}]")),
+                "{hgrm}"
+            );
+            // The last row of the distribution counts them all, at the max.
+            let last = hgrm
+                .lines()
+                .filter(|l| !l.starts_with('#') && l.split_whitespace().count() == 3)
+                .last()
+                .unwrap();
+            let cols: Vec<&str> = last.split_whitespace().collect();
+            assert_eq!(cols[2].parse::<u64>().unwrap(), latency_total, "{last}");
+            let max_ms: f64 = cols[0].parse().unwrap();
+            assert!(
+                (max_ms * 1000.0 - c["latency"]["max_us"].as_f64().unwrap()).abs() <= 1.0,
+                "{last} vs {}",
+                c["latency"]["max_us"]
+            );
+        }
+    }
+}
+
+#[test]
+fn a_worker_that_dies_or_is_not_there_is_a_clear_error_not_a_hang() {
+    let s = Shoal::start(1, &[], None);
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().to_str().unwrap();
+    // Not there: refused at the start, naming the address.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let w1 = BenchWorker::start();
+    let t = std::time::Instant::now();
+    let r = bench_plan(
+        &s.url(),
+        &["--rate", "100", "--p99-ms", "500", "--loads", "1", "--repeats", "1",
+          "--step-secs", "0.5", "--workers", &format!("{},{gone}", w1.addr), "--out", out],
+    );
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("worker {gone}: could not connect")),
+        "{err}"
+    );
+    assert!(t.elapsed() < std::time::Duration::from_secs(15));
+
+    // Killed during a step: that step fails naming the worker, stepping
+    // stops, the plan says why and exits 1, well before any timeout.
+    let w2 = BenchWorker::start();
+    let victim = w2.pid();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        signal(victim, "-KILL");
+    });
+    let t = std::time::Instant::now();
+    let r = bench_plan(
+        &s.url(),
+        &["--rate", "100", "--p99-ms", "500", "--loads", "1,1,1,1", "--repeats", "1",
+          "--step-secs", "2", "--drain-ms", "500",
+          "--workers", &format!("{},{}", w1.addr, w2.addr), "--out", out],
+    );
+    killer.join().unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(20), "{:?}", t.elapsed());
+    assert!(
+        err.contains(&format!("worker {}", w2.addr))
+            && (err.contains("closed the connection") || err.contains("could not connect")),
+        "{err}"
+    );
+    assert!(err.contains("a worker failed, the plan is incomplete"), "{err}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.path().join("plan.json")).unwrap())
+            .unwrap();
+    let sp = &json["servers"][0];
+    assert!(
+        sp["stopped"].as_str().unwrap().contains("worker failed"),
+        "{}",
+        sp["stopped"]
+    );
+    // The failed step is not a finding about the server.
+    assert!(sp["knee"]["first_fail"].is_null(), "{}", sp["knee"]);
+    assert!(sp["steps"].as_array().unwrap().len() < 4);
+    // The surviving worker still serves.
+    drop(w2);
+    assert_eq!(plan::worker::hello(std::slice::from_ref(&w1.addr)).unwrap().len(), 1);
+}
+
+#[test]
+fn compare_alternates_the_servers_steps() {
+    let (a, b) = (Shoal::start(1, &[], None), Shoal::start(1, &[], None));
+    let w = Workload::parse("[[rpc]]\nname='rpc'\nrate=100\np99_ms=500\n").unwrap();
+    let lines = std::sync::Mutex::new(Vec::<String>::new());
+    let plan = plan::run(
+        &params(vec![a.url(), b.url()], w, &[0.5, 1.0, 2.0], 1, 0.3),
+        &|l| lines.lock().unwrap().push(l.to_string()),
+    )
+    .unwrap();
+    let order: Vec<(usize, usize)> = plan.order.iter().map(|r| (r.server, r.step)).collect();
+    assert_eq!(order, [(0, 1), (1, 1), (0, 2), (1, 2), (0, 3), (1, 3)]);
+    assert_eq!(plan.order[1].url, b.url());
+    assert_eq!(plan.order[2].factor, 1.0);
+    // The steps really ran in that order.
+    let started: Vec<f64> = plan
+        .order
+        .iter()
+        .map(|r| plan.servers[r.server].steps[r.step - 1].started_unix_ms)
+        .collect();
+    assert!(started.windows(2).all(|w| w[0] < w[1]), "{started:?}");
+    // And the progress says which server each step is for, alternately.
+    let steps: Vec<String> = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("] step "))
+        .cloned()
+        .collect();
+    assert_eq!(steps.len(), 6, "{steps:?}");
+    for (i, l) in steps.iter().enumerate() {
+        let url = if i % 2 == 0 { a.url() } else { b.url() };
+        assert!(l.contains(&url) && l.contains(&format!("step {}", i / 2 + 1)), "{l}");
+    }
+    let json = serde_json::to_value(&plan).unwrap();
+    assert_eq!(json["order"][1]["server"], 1);
+}
+
+#[test]
+fn a_wrong_server_pid_is_refused_at_the_start() {
+    let s = Shoal::start(1, &[], None);
+    let w = Workload::parse("[[rpc]]\nname='rpc'\nrate=100\np99_ms=500\n").unwrap();
+    let mut p = params(vec![s.url()], w, &[1.0], 1, 0.3);
+    let t = std::time::Instant::now();
+    p.server_pids = vec![u32::MAX - 3];
+    let e = plan::run(&p, &|_| {}).unwrap_err();
+    assert!(e.contains("no such process"), "{e}");
+    // A process that exists but is not the server (this test).
+    p.server_pids = vec![std::process::id()];
+    let e = plan::run(&p, &|_| {}).unwrap_err();
+    assert!(
+        e.contains("is not the server") && e.contains(&format!("PID {}", s.pid())),
+        "{e}"
+    );
+    p.server_pids = vec![s.pid() as u32, 1];
+    assert!(plan::run(&p, &|_| {}).unwrap_err().contains("2 PIDs for 1 server"));
+    // Refused before any step ran.
+    assert!(t.elapsed() < std::time::Duration::from_secs(3));
+    // The command line says so and exits 1.
+    let r = bench_plan(
+        &s.url(),
+        &["--rate", "10", "--p99-ms", "5", "--server-pid", &(u32::MAX - 3).to_string()],
+    );
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("no such process"));
 }
