@@ -983,13 +983,13 @@ mod tests {
             .local_addr()
             .unwrap()
             .to_string();
-        let e = hello(&[port.clone()]).unwrap_err();
+        let e = hello(std::slice::from_ref(&port)).unwrap_err();
         assert!(e.contains(&port) && e.contains("could not connect"), "{e}");
         // A listener that accepts and never answers: a timeout, named.
         let mute = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = mute.local_addr().unwrap().to_string();
         let t = Instant::now();
-        let e = hello(&[addr.clone()]).unwrap_err();
+        let e = hello(std::slice::from_ref(&addr)).unwrap_err();
         assert!(e.contains(&addr) && e.contains("no answer within"), "{e}");
         assert!(t.elapsed() < Duration::from_secs(8));
         drop(mute);
