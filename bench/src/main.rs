@@ -119,6 +119,14 @@ enum Scenario {
     /// writes plan.json, plan.md, .hgrm files and SVG charts to --out. With
     /// --compare, both servers.
     Plan(Box<PlanArgs>),
+    /// Generates a share of a plan's load for a coordinator (`plan
+    /// --workers HOST:PORT,...`): listens for it on --listen, sets up its
+    /// share when asked, starts when every worker is ready, and sends back
+    /// its counts and raw HDR histograms. Runs until stopped.
+    Worker {
+        #[arg(long, default_value = "127.0.0.1:4300")]
+        listen: String,
+    },
     /// C requesters (closed loop) against R responders in a queue group.
     Reqrep {
         #[arg(long, default_value_t = 1)]
@@ -226,6 +234,11 @@ struct PlanArgs {
     /// Folder for plan.json, plan.md, hgrm/ and the SVG charts.
     #[arg(long, default_value = "plan-out")]
     out: String,
+    /// Generate the load on these `shoal-bench worker`s (HOST:PORT,...)
+    /// instead of here: each runs a 1/N share of every class, all start
+    /// together, and their histograms are merged exactly.
+    #[arg(long, value_delimiter = ',')]
+    workers: Vec<String>,
 }
 
 /// The plan's parameters from the command line: the workload file or the
@@ -322,6 +335,7 @@ fn plan_params(
         node_cores: a.node_cores,
         target_util: a.target_util,
         command,
+        workers: a.workers.iter().map(|w| w.trim().to_string()).collect(),
     })
 }
 
@@ -357,6 +371,10 @@ fn plan(cli: &Cli, a: &PlanArgs) -> ExitCode {
         println!("{}", serde_json::to_string(&p).expect("plain data"));
     } else {
         print!("{}", shoal_bench::plan::report::markdown(&p));
+    }
+    if let Some(e) = shoal_bench::plan::worker_failure(&p) {
+        eprintln!("shoal-bench plan: a worker failed, the plan is incomplete: {e}");
+        return ExitCode::from(1);
     }
     ExitCode::SUCCESS
 }
@@ -394,6 +412,7 @@ fn run(scenario: &Scenario, url: &str) -> io::Result<Outcome> {
     match scenario.clone() {
         Scenario::Sweep { .. }
         | Scenario::Sink { .. }
+        | Scenario::Worker { .. }
         | Scenario::Liveness { .. }
         | Scenario::Plan(_) => Err(io::Error::other("runs on its own")),
         Scenario::Pubsub {
@@ -644,6 +663,17 @@ fn main() -> ExitCode {
     if let Scenario::Plan(a) = &cli.scenario {
         return plan(&cli, a);
     }
+    if let Scenario::Worker { listen } = &cli.scenario {
+        let ready = |addr: &str| {
+            // Tests and scripts wait for this line to know the port.
+            eprintln!("shoal-bench worker listening on {addr}");
+        };
+        if let Err(e) = shoal_bench::plan::worker::serve(listen, &ready) {
+            eprintln!("shoal-bench worker: {listen}: {e}");
+            return ExitCode::from(1);
+        }
+        return ExitCode::SUCCESS;
+    }
     if let Scenario::Liveness {
         runs,
         msgs,
@@ -780,6 +810,9 @@ mod tests {
         assert_eq!(p.server_cores, Some(2.0));
         assert_eq!(p.server_pids, [11, 12]);
         assert_eq!((p.node_cores, p.target_util), (Some(16), 0.5));
+        assert!(p.workers.is_empty());
+        let p = args("b plan --rate 10 --p99-ms 1 --workers 127.0.0.1:1,h:2").unwrap();
+        assert_eq!(p.workers, ["127.0.0.1:1", "h:2"]);
         let cli = Cli::try_parse_from([
             "b", "plan", "--rate", "1", "--p99-ms", "1", "--out", "/tmp/x",
         ])

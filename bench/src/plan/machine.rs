@@ -104,6 +104,111 @@ pub fn server_cores(given: Option<f64>, pid: Option<u32>) -> (f64, String) {
     )
 }
 
+/// The ports of a URL (`nats://host:port`, or `A,B` for two endpoints).
+pub fn url_ports(url: &str) -> Vec<u16> {
+    url.split(',')
+        .filter_map(|u| {
+            let hostport = u.trim().trim_start_matches("nats://");
+            let hostport = hostport.rsplit('@').next().unwrap_or(hostport);
+            hostport.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
+        })
+        .collect()
+}
+
+/// Socket inodes listening on `port` in a `/proc/net/tcp` or `tcp6` table
+/// (state `0A` is LISTEN; the local address is `HEXIP:HEXPORT`).
+pub fn listening_inodes(table: &str, port: u16) -> Vec<u64> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local = f.get(1)?;
+            let p = u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()?;
+            (p == port && *f.get(3)? == "0A")
+                .then(|| f.get(9)?.parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
+/// The socket inodes a process holds, or why they cannot be read.
+fn socket_inodes(pid: u32) -> std::io::Result<Vec<u64>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let Ok(e) = e else { continue };
+        if let Ok(target) = std::fs::read_link(e.path()) {
+            let t = target.to_string_lossy();
+            if let Some(n) = t
+                .strip_prefix("socket:[")
+                .and_then(|r| r.strip_suffix(']'))
+                .and_then(|n| n.parse().ok())
+            {
+                out.push(n);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Which process holds one of these socket inodes (for the error message).
+fn holder(inodes: &[u64]) -> Option<(u32, String)> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if socket_inodes(pid).is_ok_and(|s| s.iter().any(|i| inodes.contains(i))) {
+            return Some((pid, read(&format!("/proc/{pid}/comm"))));
+        }
+    }
+    None
+}
+
+/// Checks that `--server-pid` names the process serving `url` here: it
+/// exists and holds the socket listening on the URL's port. A wrong PID
+/// would record another process's pinning and count its cores, silently.
+/// `Ok(Some(warning))` when the check could not be made (another user's
+/// process), so the run goes on and says so.
+pub fn check_server_pid(pid: u32, url: &str) -> Result<Option<String>, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|_| format!("--server-pid {pid}: no such process on this machine"))?;
+    let name = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Name:"))
+        .map_or_else(String::new, |n| n.trim().to_string());
+    let ports = url_ports(url);
+    if ports.is_empty() {
+        return Err(format!("--server-pid {pid}: cannot tell the port of {url}"));
+    }
+    let tables = read("/proc/net/tcp") + "\n" + &read("/proc/net/tcp6");
+    let listening: Vec<u64> = ports
+        .iter()
+        .flat_map(|p| listening_inodes(&tables, *p))
+        .collect();
+    let ports_s = ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(" or ");
+    if listening.is_empty() {
+        return Err(format!(
+            "--server-pid {pid} ({name}): nothing on this machine listens on port {ports_s} of {url}; --server-pid is for a server running here"
+        ));
+    }
+    match socket_inodes(pid) {
+        Ok(held) if held.iter().any(|i| listening.contains(i)) => Ok(None),
+        Ok(_) => Err(format!(
+            "--server-pid {pid} ({name}) is not the server at {url}: it does not hold the socket listening on port {ports_s}{}",
+            holder(&listening)
+                .map(|(p, n)| format!(" (PID {p}, {n}, does)"))
+                .unwrap_or_default()
+        )),
+        Err(e) => Ok(Some(format!(
+            "warning: could not check that --server-pid {pid} ({name}) listens on port {ports_s} ({e} reading /proc/{pid}/fd); taking it on trust"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +238,48 @@ mod tests {
         let m = Machine::this(&[std::process::id()]);
         assert!(m.logical_cpus >= 1 && !m.kernel.is_empty());
         assert_eq!(m.server_cpus.len(), 1);
+    }
+
+    #[test]
+    fn reads_listening_sockets() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 4242 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000        0 4343 1 0000000000000000 20 4 30 10 -1
+   2: 00000000:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 4444 1 0000000000000000 100 0 0 10 0
+";
+        // 0x1F90 = 8080: only the LISTEN row, not the connection.
+        assert_eq!(listening_inodes(table, 8080), [4242]);
+        assert_eq!(listening_inodes(table, 8081), [4444]);
+        assert!(listening_inodes(table, 9).is_empty());
+        assert_eq!(url_ports("nats://127.0.0.1:4222"), [4222]);
+        assert_eq!(url_ports("nats://a:1,nats://b:2"), [1, 2]);
+        assert_eq!(url_ports("nats://u:p@h:7"), [7]);
+        assert!(url_ports("nats://h").is_empty());
+    }
+
+    #[test]
+    fn a_wrong_server_pid_is_refused() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("nats://{}", l.local_addr().unwrap());
+        // This process listens there: accepted.
+        assert_eq!(check_server_pid(std::process::id(), &url), Ok(None));
+        // No such process.
+        let e = check_server_pid(u32::MAX - 7, &url).unwrap_err();
+        assert!(e.contains("no such process"), "{e}");
+        // A process that exists but is not the one listening (PID 1 holds
+        // no socket on this port; unreadable fds only give a warning).
+        match check_server_pid(1, &url) {
+            Err(e) => assert!(
+                e.contains("is not the server")
+                    && e.contains(&format!("PID {}", std::process::id())),
+                "{e}"
+            ),
+            Ok(w) => assert!(w.unwrap().contains("could not check")),
+        }
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let e =
+            check_server_pid(std::process::id(), &format!("nats://127.0.0.1:{port}")).unwrap_err();
+        assert!(e.contains("nothing on this machine listens"), "{e}");
     }
 }

@@ -11,6 +11,7 @@ pub mod charts;
 pub mod machine;
 pub mod report;
 pub mod step;
+pub mod worker;
 pub mod workload;
 
 use hdrhistogram::Histogram;
@@ -268,6 +269,10 @@ pub struct ClassRepeat {
     pub series: Vec<Interval>,
     /// Why this run failed the class (empty: it passed).
     pub failures: Vec<String>,
+    /// With `--workers`: each worker's part (the counts above are their
+    /// sums, the latency their merged histograms).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<worker::WorkerCounts>,
 }
 
 /// Why a class failed one run: objective, loss, stalls, errors. Empty when
@@ -336,6 +341,9 @@ pub struct ClassStep {
 pub struct StepResult {
     pub index: usize,
     pub factor: f64,
+    /// When the step began (ms since 1970): with `--compare` the steps of
+    /// the two servers alternate, and this shows it.
+    pub started_unix_ms: f64,
     /// Messages/s the clients sent (requests and publishes).
     pub offered_msgs_per_sec: f64,
     /// Messages/s through the server (in + out).
@@ -346,6 +354,11 @@ pub struct StepResult {
     /// Runs thrown away and run again because the load generator itself
     /// was late (at most `repeats` per load; past that a late run counts).
     pub discarded: Vec<String>,
+    /// A load-generating worker failed (unreachable, disconnected, silent):
+    /// the generator's failure, so the load is counted neither for nor
+    /// against the server, and stepping stops.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_failure: Option<String>,
     pub passed: bool,
 }
 
@@ -420,7 +433,25 @@ pub struct Plan {
     pub workload: Workload,
     pub schedule: Schedule,
     pub target_util: f64,
+    /// Workers that generated the load (`host:port` and their tool
+    /// version); empty when this process did it alone.
+    pub workers: Vec<String>,
+    /// Every step in the order run: with `--compare`, server A's step k,
+    /// then B's step k, then A's step k+1, so drift of the machine over the
+    /// plan hits both servers alike.
+    pub order: Vec<StepRef>,
     pub servers: Vec<ServerPlan>,
+}
+
+/// One step of one server, in the order run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StepRef {
+    /// Index into `servers`.
+    pub server: usize,
+    pub url: String,
+    /// The step's `index` within its server.
+    pub step: usize,
+    pub factor: f64,
 }
 
 /// What the caller decides besides the workload.
@@ -436,6 +467,9 @@ pub struct PlanParams {
     pub node_cores: Option<u64>,
     pub target_util: f64,
     pub command: String,
+    /// `host:port` of `shoal-bench worker`s to generate the load; empty:
+    /// this process generates it.
+    pub workers: Vec<String>,
 }
 
 /// Progress lines as the plan goes.
@@ -448,10 +482,15 @@ pub fn run_step(
     index: usize,
     factor: f64,
     s: &Schedule,
+    workers: &[String],
     progress: Progress,
 ) -> StepResult {
+    let started_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
     let mut classes: Vec<ClassStep> = Vec::new();
     let mut setup_errors = Vec::new();
+    let mut worker_failure = None;
     let mut discarded: Vec<String> = Vec::new();
     let mut rep = 0;
     while rep < s.repeats.max(1) {
@@ -463,8 +502,18 @@ pub fn run_step(
             stall: Duration::from_millis(s.stall_ms),
             tag: format!("{}.{index}.{rep}", std::process::id()),
         };
-        match step::run(w, &cfg) {
-            Err(e) => {
+        let outcome = if workers.is_empty() {
+            step::run(w, &cfg).map_err(worker::RunError::Setup)
+        } else {
+            worker::run(workers, w, &cfg)
+        };
+        match outcome {
+            Err(worker::RunError::Worker(e)) => {
+                progress(&format!("  run {}: a worker failed: {e}", rep + 1));
+                worker_failure = Some(e);
+                break;
+            }
+            Err(worker::RunError::Setup(e)) => {
                 progress(&format!("  run {}: could not start: {e}", rep + 1));
                 setup_errors.push(e);
                 // The server is not taking connections; more runs of
@@ -514,6 +563,7 @@ pub fn run_step(
                         errors: r.errors.clone(),
                         series: intervals(&r.series),
                         failures,
+                        workers: r.per_worker.clone(),
                     };
                     match classes.iter_mut().find(|c| c.name == r.name) {
                         Some(c) => {
@@ -550,15 +600,20 @@ pub fn run_step(
             .map(|r| r.send_lag_p99_us)
             .fold(0.0, f64::max);
     }
-    let passed = setup_errors.is_empty() && !classes.is_empty() && classes.iter().all(|c| c.passed);
+    let passed = setup_errors.is_empty()
+        && worker_failure.is_none()
+        && !classes.is_empty()
+        && classes.iter().all(|c| c.passed);
     StepResult {
         index,
         factor,
+        started_unix_ms,
         offered_msgs_per_sec: w.offered(factor),
         server_msgs_per_sec: w.server_msgs(factor),
         classes,
         setup_errors,
         discarded,
+        worker_failure,
         passed,
     }
 }
@@ -587,6 +642,105 @@ pub fn generator_late(w: &Workload, run: &step::StepRun) -> Option<String> {
     })
 }
 
+/// One server's plan in progress: the steps run so far and the search's
+/// state, so the steps of two servers can alternate.
+pub struct ServerRun {
+    server: ServerId,
+    cores: f64,
+    cores_source: String,
+    steps: Vec<StepResult>,
+    done: Vec<(f64, bool)>,
+    stopped: Option<String>,
+}
+
+impl ServerRun {
+    /// Asks the server who it is and where its cores figure comes from.
+    pub fn start(p: &PlanParams, url: &str, pid: Option<u32>) -> Result<ServerRun, String> {
+        let info = step::server_info(url)?;
+        let (cores, cores_source) = machine::server_cores(p.server_cores, pid);
+        Ok(ServerRun {
+            server: ServerId {
+                url: url.into(),
+                server_name: info.server_name.clone(),
+                version: info.version.clone(),
+                shoal_version: info.shoal_version.clone(),
+            },
+            cores,
+            cores_source,
+            steps: Vec::new(),
+            done: Vec::new(),
+            stopped: None,
+        })
+    }
+
+    /// Runs this server's next load, if the search has one; returns the
+    /// step's reference, or `None` when this server is done.
+    pub fn step(&mut self, p: &PlanParams, label: &str, progress: Progress) -> Option<StepRef> {
+        if self.stopped.is_some() {
+            return None;
+        }
+        let factor = next_factor(&self.done, &p.schedule)?;
+        let url = self.server.url.clone();
+        let index = self.steps.len() + 1;
+        progress(&format!(
+            "{label}step {index}: {factor:.3}× stated load, {:.0} msgs/s offered",
+            p.workload.offered(factor)
+        ));
+        let r = run_step(
+            &p.workload,
+            &url,
+            index,
+            factor,
+            &p.schedule,
+            &p.workers,
+            progress,
+        );
+        if let Some(e) = &r.worker_failure {
+            // Not the server's result: neither a pass nor a failure.
+            self.stopped = Some(format!(
+                "a load-generating worker failed ({e}); stepping stopped, and this load counts neither for nor against the server"
+            ));
+        } else {
+            self.done.push((factor, r.passed));
+        }
+        let refused = !r.setup_errors.is_empty() && r.classes.is_empty();
+        self.steps.push(r);
+        let n = self.steps.len();
+        if self.stopped.is_none() && refused && n >= 2 && self.steps[n - 2].classes.is_empty() {
+            self.stopped = Some(format!(
+                "the server did not accept connections for two loads in a row ({}); stopped stepping",
+                self.steps[n - 1].setup_errors.join("; ")
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        Some(StepRef {
+            server: 0,
+            url,
+            step: index,
+            factor,
+        })
+    }
+
+    /// The knee and the sizing from the steps run.
+    pub fn finish(self, p: &PlanParams) -> ServerPlan {
+        let k = knee(&self.done);
+        let node_cores = p
+            .node_cores
+            .unwrap_or(machine::Machine::logical_cpus() as u64);
+        let sizing = k
+            .max_factor
+            .map(|f| sizing(f, self.cores, node_cores, p.target_util));
+        ServerPlan {
+            server: self.server,
+            cores_source: self.cores_source,
+            steps: self.steps,
+            knee: k,
+            sizing,
+            stopped: self.stopped,
+        }
+    }
+}
+
 /// Steps one server's load to the knee and sizes it.
 pub fn run_server(
     p: &PlanParams,
@@ -594,68 +748,85 @@ pub fn run_server(
     pid: Option<u32>,
     progress: Progress,
 ) -> Result<ServerPlan, String> {
-    let info = step::server_info(url)?;
-    let server = ServerId {
-        url: url.into(),
-        server_name: info.server_name.clone(),
-        version: info.version.clone(),
-        shoal_version: info.shoal_version.clone(),
-    };
-    progress(&format!("{} at {url}", server.label()));
-    let (cores, cores_source) = machine::server_cores(p.server_cores, pid);
-    let mut steps: Vec<StepResult> = Vec::new();
-    let mut stopped = None;
-    let mut done: Vec<(f64, bool)> = Vec::new();
-    while let Some(factor) = next_factor(&done, &p.schedule) {
-        progress(&format!(
-            "step {}: {factor:.3}× stated load, {:.0} msgs/s offered",
-            steps.len() + 1,
-            p.workload.offered(factor)
-        ));
-        let r = run_step(
-            &p.workload,
-            url,
-            steps.len() + 1,
-            factor,
-            &p.schedule,
-            progress,
-        );
-        done.push((factor, r.passed));
-        let refused = !r.setup_errors.is_empty() && r.classes.is_empty();
-        steps.push(r);
-        if refused && steps.len() >= 2 && steps[steps.len() - 2].classes.is_empty() {
-            stopped = Some(format!(
-                "the server did not accept connections for two loads in a row ({}); stopped stepping",
-                steps.last().map(|s| s.setup_errors.join("; ")).unwrap_or_default()
-            ));
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let k = knee(&done);
-    let node_cores = p
-        .node_cores
-        .unwrap_or(machine::Machine::logical_cpus() as u64);
-    let sizing = k
-        .max_factor
-        .map(|f| sizing(f, cores, node_cores, p.target_util));
-    Ok(ServerPlan {
-        server,
-        cores_source,
-        steps,
-        knee: k,
-        sizing,
-        stopped,
-    })
+    let mut r = ServerRun::start(p, url, pid)?;
+    progress(&format!("{} at {url}", r.server.label()));
+    while r.step(p, "", progress).is_some() {}
+    Ok(r.finish(p))
 }
 
-/// The whole plan: every URL in turn.
+/// The whole plan. With two servers their steps alternate (A's step k, B's
+/// step k, A's step k+1, ...) rather than all of A then all of B, so a
+/// change of the machine over the plan (a neighbour, thermal limits) hits
+/// both alike; `Plan::order` records the order.
 pub fn run(p: &PlanParams, progress: Progress) -> Result<Plan, String> {
     p.workload.validate()?;
-    let mut servers = Vec::new();
-    for (i, url) in p.urls.iter().enumerate() {
-        servers.push(run_server(p, url, p.server_pids.get(i).copied(), progress)?);
+    if p.server_pids.len() > p.urls.len() {
+        return Err(format!(
+            "--server-pid gives {} PIDs for {} server(s)",
+            p.server_pids.len(),
+            p.urls.len()
+        ));
     }
+    for (i, pid) in p.server_pids.iter().enumerate() {
+        if let Some(warning) = machine::check_server_pid(*pid, &p.urls[i])? {
+            progress(&warning);
+        }
+    }
+    let workers = if p.workers.is_empty() {
+        Vec::new()
+    } else {
+        let tools = worker::hello(&p.workers)?;
+        progress(&format!(
+            "{} workers generate the load, each a 1/{} share: {}",
+            p.workers.len(),
+            p.workers.len(),
+            p.workers.join(", ")
+        ));
+        p.workers
+            .iter()
+            .zip(tools)
+            .map(|(a, t)| format!("{a} ({t})"))
+            .collect()
+    };
+    let mut runs = Vec::new();
+    for (i, url) in p.urls.iter().enumerate() {
+        let r = ServerRun::start(p, url, p.server_pids.get(i).copied())?;
+        progress(&format!("{} at {url}", r.server.label()));
+        runs.push(r);
+    }
+    let many = runs.len() > 1;
+    let mut order = Vec::new();
+    loop {
+        let mut any = false;
+        for i in 0..runs.len() {
+            let label = if many {
+                format!("[{} {}] ", runs[i].server.label(), runs[i].server.url)
+            } else {
+                String::new()
+            };
+            if let Some(mut r) = runs[i].step(p, &label, progress) {
+                r.server = i;
+                order.push(r);
+                any = true;
+            }
+            if let Some(failed) = runs[i].steps.last().and_then(|s| s.worker_failure.clone()) {
+                // The generator is broken: no server's figures can be
+                // trusted from here.
+                for (j, other) in runs.iter_mut().enumerate() {
+                    if j != i && other.stopped.is_none() {
+                        other.stopped = Some(format!(
+                            "stopped because a load-generating worker failed while measuring {} ({failed})",
+                            p.urls[i]
+                        ));
+                    }
+                }
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+    let servers = runs.into_iter().map(|r| r.finish(p)).collect();
     Ok(Plan {
         tool: format!("shoal-bench {}", env!("CARGO_PKG_VERSION")),
         started_unix: std::time::SystemTime::now()
@@ -666,8 +837,19 @@ pub fn run(p: &PlanParams, progress: Progress) -> Result<Plan, String> {
         workload: p.workload.clone(),
         schedule: p.schedule.clone(),
         target_util: p.target_util,
+        workers,
+        order,
         servers,
     })
+}
+
+/// Whether a plan could not be trusted because a worker failed: the
+/// message to exit with.
+pub fn worker_failure(p: &Plan) -> Option<String> {
+    p.servers
+        .iter()
+        .flat_map(|s| s.steps.iter())
+        .find_map(|st| st.worker_failure.clone())
 }
 
 #[cfg(test)]
@@ -786,6 +968,7 @@ mod tests {
             stalls,
             errors,
             send_lag: step::histogram(),
+            per_worker: Vec::new(),
         }
     }
 

@@ -35,7 +35,7 @@ pub fn histogram() -> Histogram<u64> {
 }
 
 /// Coarser, for the per-second series.
-fn interval_histogram() -> Histogram<u64> {
+pub fn interval_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_US, 2).expect("histogram bounds")
 }
 
@@ -53,7 +53,7 @@ pub struct StepConfig {
     pub tag: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Stall {
     /// Seconds from the step's start when the last message before the
     /// silence arrived.
@@ -80,6 +80,9 @@ pub struct ClassRun {
     pub errors: Vec<String>,
     /// How late the senders sent, µs (the generator's own delay).
     pub send_lag: Histogram<u64>,
+    /// With workers: what each one sent and received (empty when this
+    /// process generated the load alone).
+    pub per_worker: Vec<super::worker::WorkerCounts>,
 }
 
 impl ClassRun {
@@ -412,6 +415,35 @@ type Go = std::sync::mpsc::Receiver<Instant>;
 /// Runs one step. Setup failures (cannot connect) are an `Err` with the
 /// reason; failures during the step are in the result.
 pub fn run(w: &Workload, cfg: &StepConfig) -> Result<StepRun, String> {
+    let ready = prepare(w, cfg)?;
+    // Interest visible where messages are published.
+    crate::conn::settle(&cfg.url);
+    ready.go(Instant::now() + Duration::from_millis(10))
+}
+
+/// A step set up and waiting for its start: every connection made and
+/// subscribed, every thread waiting for the instant message 0 is due. Split
+/// from the start so a coordinator can set up all its workers first and
+/// start them together; dropped without `go`, its threads stop.
+pub struct Prepared {
+    stop: Arc<AtomicBool>,
+    gos: Vec<std::sync::mpsc::Sender<Instant>>,
+    classes: Vec<ClassThreads>,
+    responders: Vec<std::thread::JoinHandle<Option<String>>>,
+    drain: Duration,
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        // Never started (or already finished): release the waiting threads.
+        self.gos.clear();
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Sets up one step (connections, subscriptions, waiting threads). Setup
+/// failures (cannot connect) are an `Err` with the reason.
+pub fn prepare(w: &Workload, cfg: &StepConfig) -> Result<Prepared, String> {
     let (send_url, recv_url) = endpoints(&cfg.url);
     let stop = Arc::new(AtomicBool::new(false));
     let mut gos: Vec<std::sync::mpsc::Sender<Instant>> = Vec::new();
@@ -597,89 +629,105 @@ pub fn run(w: &Workload, cfg: &StepConfig) -> Result<StepRun, String> {
         responders.into_iter().for_each(|h| drop(h.join()));
         return Err(e);
     }
-    // Interest visible where messages are published.
-    crate::conn::settle(&cfg.url);
-    let start = Instant::now() + Duration::from_millis(10);
-    for g in &gos {
-        let _ = g.send(start);
-    }
-    let mut sent: Vec<(u64, Histogram<u64>, Vec<String>)> = Vec::new();
-    for c in &mut classes {
-        let (mut total, mut lag, mut errors) = (0, histogram(), Vec::new());
-        for h in c.senders.drain(..) {
-            let s = h.join().map_err(|_| "a sender panicked".to_string())?;
-            total += s.sent;
-            lag.add(&s.lag).expect("same bounds");
-            errors.extend(s.error);
+    Ok(Prepared {
+        stop,
+        gos,
+        classes,
+        responders,
+        drain: cfg.drain,
+    })
+}
+
+impl Prepared {
+    /// Starts every thread with message 0 due at `start`, waits for the
+    /// senders, drains, and collects what the receivers saw. Failures
+    /// during the step are in the result.
+    pub fn go(mut self, start: Instant) -> Result<StepRun, String> {
+        let stop = self.stop.clone();
+        let mut classes = std::mem::take(&mut self.classes);
+        let responders = std::mem::take(&mut self.responders);
+        for g in self.gos.drain(..) {
+            let _ = g.send(start);
         }
-        sent.push((total, lag, errors));
-    }
-    // Drain: wait for what is in flight, up to the limit.
-    let deadline = Instant::now() + cfg.drain;
-    while Instant::now() < deadline
-        && classes
-            .iter()
-            .zip(&sent)
-            .any(|(c, (n, _, _))| c.count.load(Ordering::Relaxed) < n * c.deliveries_per_msg)
-    {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let end = Instant::now();
-    stop.store(true, Ordering::Relaxed);
-    let mut out = Vec::new();
-    for (c, (total, lag, mut errors)) in classes.into_iter().zip(sent) {
-        let mut hist = histogram();
-        let mut series: Vec<Histogram<u64>> = Vec::new();
-        let mut gaps = Vec::new();
-        let mut last = start;
-        for h in c.receivers {
-            let r = h.join().map_err(|_| "a receiver panicked".to_string())?;
-            hist.add(&r.hist).expect("same bounds");
-            for (i, s) in r.series.iter().enumerate() {
-                if series.len() <= i {
-                    series.push(interval_histogram());
-                }
-                series[i].add(s).expect("same bounds");
+        let mut sent: Vec<(u64, Histogram<u64>, Vec<String>)> = Vec::new();
+        for c in &mut classes {
+            let (mut total, mut lag, mut errors) = (0, histogram(), Vec::new());
+            for h in c.senders.drain(..) {
+                let s = h.join().map_err(|_| "a sender panicked".to_string())?;
+                total += s.sent;
+                lag.add(&s.lag).expect("same bounds");
+                errors.extend(s.error);
             }
-            gaps.extend(r.gaps);
-            last = last.max(r.last);
-            errors.extend(r.error);
+            sent.push((total, lag, errors));
         }
-        let expected = total * c.deliveries_per_msg;
-        let received = c.count.load(Ordering::Relaxed);
-        if received < expected {
-            gaps.push(Stall {
-                at_s: last.saturating_duration_since(start).as_secs_f64(),
-                secs: end.saturating_duration_since(last).as_secs_f64(),
-                resumed: false,
+        // Drain: wait for what is in flight, up to the limit.
+        let deadline = Instant::now() + self.drain;
+        while Instant::now() < deadline
+            && classes
+                .iter()
+                .zip(&sent)
+                .any(|(c, (n, _, _))| c.count.load(Ordering::Relaxed) < n * c.deliveries_per_msg)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let end = Instant::now();
+        stop.store(true, Ordering::Relaxed);
+        let mut out = Vec::new();
+        for (c, (total, lag, mut errors)) in classes.into_iter().zip(sent) {
+            let mut hist = histogram();
+            let mut series: Vec<Histogram<u64>> = Vec::new();
+            let mut gaps = Vec::new();
+            let mut last = start;
+            for h in c.receivers {
+                let r = h.join().map_err(|_| "a receiver panicked".to_string())?;
+                hist.add(&r.hist).expect("same bounds");
+                for (i, s) in r.series.iter().enumerate() {
+                    if series.len() <= i {
+                        series.push(interval_histogram());
+                    }
+                    series[i].add(s).expect("same bounds");
+                }
+                gaps.extend(r.gaps);
+                last = last.max(r.last);
+                errors.extend(r.error);
+            }
+            let expected = total * c.deliveries_per_msg;
+            let received = c.count.load(Ordering::Relaxed);
+            if received < expected {
+                gaps.push(Stall {
+                    at_s: last.saturating_duration_since(start).as_secs_f64(),
+                    secs: end.saturating_duration_since(last).as_secs_f64(),
+                    resumed: false,
+                });
+            }
+            out.push(ClassRun {
+                name: c.name,
+                kind: c.kind,
+                offered_rate: c.offered_rate,
+                sent: total,
+                expected,
+                received,
+                hist,
+                series,
+                stalls: merge_stalls(gaps),
+                errors,
+                send_lag: lag,
+                per_worker: Vec::new(),
             });
         }
-        out.push(ClassRun {
-            name: c.name,
-            kind: c.kind,
-            offered_rate: c.offered_rate,
-            sent: total,
-            expected,
-            received,
-            hist,
-            series,
-            stalls: merge_stalls(gaps),
-            errors,
-            send_lag: lag,
-        });
-    }
-    for h in responders {
-        if let Ok(Some(e)) = h.join() {
-            if let Some(c) = out.first_mut() {
-                // Responders belong to rpc classes, which come first.
-                c.errors.push(e);
+        for h in responders {
+            if let Ok(Some(e)) = h.join() {
+                if let Some(c) = out.first_mut() {
+                    // Responders belong to rpc classes, which come first.
+                    c.errors.push(e);
+                }
             }
         }
+        Ok(StepRun {
+            classes: out,
+            secs: end.duration_since(start).as_secs_f64(),
+        })
     }
-    Ok(StepRun {
-        classes: out,
-        secs: end.duration_since(start).as_secs_f64(),
-    })
 }
 
 /// A publisher's read side: answers PINGs until `stop`.
