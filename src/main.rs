@@ -129,7 +129,8 @@ struct Flags {
     /// JetStream: not supported (refused with a clear error).
     #[arg(long = "jetstream", visible_alias = "js", hide = true)]
     jetstream: bool,
-    /// JetStream storage directory: not supported (refused).
+    /// JetStream storage directory: ignored (with a notice) unless `-js`
+    /// asks for JetStream, which is refused.
     #[arg(long = "store_dir", visible_alias = "sd", hide = true)]
     store_dir: Option<String>,
 }
@@ -233,8 +234,14 @@ fn configure(flags: &Flags) -> Result<ServerConfig, String> {
     if let Some(d) = &flags.ports_file_dir {
         c.ports_file_dir = Some(d.display().to_string());
     }
-    if flags.jetstream || flags.store_dir.is_some() {
+    if flags.jetstream {
         return Err(shoal_core::config::JETSTREAM_UNSUPPORTED.into());
+    }
+    // nats-server starts without JetStream when given only a store
+    // directory, and client test harnesses always pass one.
+    if flags.store_dir.is_some() {
+        c.notices
+            .push("--store_dir is ignored: Shoal has no JetStream".into());
     }
     // What `Server::start` would refuse, found now (for `-t` and a clearer
     // start error).
@@ -304,6 +311,9 @@ fn main() -> ExitCode {
             .config
             .as_ref()
             .map_or_else(|| "(none)".into(), |p| p.display().to_string());
+        for notice in &config.notices {
+            eprintln!("shoal: {notice}");
+        }
         eprintln!("shoal: configuration file {file} is valid");
         return ExitCode::SUCCESS;
     }

@@ -375,11 +375,13 @@ fn version_flags_are_nats_servers() {
     }
 }
 
-/// `-js`/`--jetstream`, `--store_dir` and a `jetstream {}` block are refused
-/// at start with one clear line (not "unexpected argument").
+/// `-js`/`--jetstream` and a `jetstream {}` block are refused at start with
+/// one clear line (not "unexpected argument"); a store directory alone (as
+/// client test harnesses pass) and `jetstream: disabled` start, as on
+/// nats-server.
 #[test]
 fn jetstream_is_refused_clearly() {
-    for args in [&["-js"][..], &["--jetstream"], &["-sd", "/tmp/js"]] {
+    for args in [&["-js"][..], &["--jetstream"], &["-sd", "/tmp/js", "-js"]] {
         let out = shoal_cmd(args);
         assert!(!out.status.success(), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
@@ -390,7 +392,28 @@ fn jetstream_is_refused_clearly() {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
     let dir = tempfile::tempdir().unwrap();
+    let out = shoal_cmd(&["--store_dir", "/tmp/js", "-t"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--store_dir is ignored"));
     let conf = dir.path().join("js.conf");
+    for off in [
+        "jetstream: disabled",
+        "jetstream: false",
+        "jetstream { enabled: false }",
+        "store_dir: /tmp/js",
+    ] {
+        std::fs::write(&conf, off).unwrap();
+        let out = shoal_cmd(&["-t", "-c", conf.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{off}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     std::fs::write(&conf, "jetstream {\n  max_mem: 1G\n}\n").unwrap();
     let out = shoal_cmd(&["-c", conf.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);

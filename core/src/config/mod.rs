@@ -496,8 +496,29 @@ impl ServerConfig {
             "max_traced_msg_len" => self.max_traced_msg_len = size(e)?,
             "no_auth_user" => self.auth.no_auth_user = Some(string(e)?),
             "accounts" => self.apply_accounts(map(e)?)?,
-            "jetstream" | "store_dir" => {
-                return invalid(e, JETSTREAM_UNSUPPORTED);
+            // As in nats-server, a store directory alone does not enable
+            // JetStream (client test harnesses always pass one).
+            "store_dir" => {
+                string(e)?;
+                self.notices.push(format!(
+                    "line {}: store_dir is ignored: Shoal has no JetStream",
+                    e.line
+                ));
+            }
+            "jetstream" => {
+                let disabled = match &e.value {
+                    Value::Bool(b) => !b,
+                    Value::String(s) => {
+                        matches!(s.to_ascii_lowercase().as_str(), "disabled" | "disable")
+                    }
+                    Value::Map(m) => m
+                        .iter()
+                        .any(|f| f.key == "enabled" && f.value == Value::Bool(false)),
+                    _ => false,
+                };
+                if !disabled {
+                    return invalid(e, JETSTREAM_UNSUPPORTED);
+                }
             }
             // Shoal never stalls a fast producer: a subscriber that cannot
             // keep up is cut as a slow consumer, the publisher goes on.
