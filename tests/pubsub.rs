@@ -420,3 +420,48 @@ async fn max_member_case(shards: usize, (p_on, m_on, e_on): (u64, u64, u64)) {
     );
     assert!(other.ping().await.is_empty(), "exactly once ({placed})");
 }
+
+/// Once a publisher's PING is answered, everything it published before it
+/// has reached every subscriber: a subscriber that then unsubscribes and
+/// pings gets all of it before its PONG, as from nats-server, whichever
+/// shards the two are on. (nats.py's `test_drain_connection` lost messages
+/// here: the subscriber's shard applied its UNSUB before the batch the
+/// publisher's shard had already sent it.)
+#[tokio::test]
+async fn a_pong_covers_messages_routed_to_other_shards() {
+    const N: usize = 2000;
+    for shards in SHARDS {
+        let s = Shoal::start(shards, &[], None);
+        let mut burst = Vec::new();
+        for _ in 0..N {
+            burst.extend_from_slice(b"PUB c 1\r\nx\r\n");
+        }
+        for trial in 0..20 {
+            let mut subs = Vec::new();
+            for _ in 0..3 {
+                let mut r = s.raw().await;
+                r.send(b"CONNECT {\"verbose\":false}\r\nSUB c 1\r\n").await;
+                r.ping().await;
+                subs.push(r);
+            }
+            let mut p = s.raw().await;
+            p.send(b"CONNECT {\"verbose\":false}\r\n").await;
+            p.send(&burst).await;
+            p.ping().await;
+            for sub in &mut subs {
+                sub.send(b"UNSUB 1\r\nPING\r\n").await;
+            }
+            for (i, sub) in subs.iter_mut().enumerate() {
+                let mut got = 0;
+                loop {
+                    let l = sub.line().await.expect("PONG");
+                    if l == "PONG" {
+                        break;
+                    }
+                    got += usize::from(l.starts_with("MSG "));
+                }
+                assert_eq!(got, N, "subscriber {i}, trial {trial}, {shards} shards");
+            }
+        }
+    }
+}

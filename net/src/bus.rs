@@ -153,17 +153,38 @@ pub(crate) type Batch = Vec<Remote>;
 #[derive(Clone)]
 pub(crate) struct PeerLink {
     control: flume::Sender<Control>,
-    pub data: flume::Sender<Batch>,
+    data: flume::Sender<Batch>,
     /// Control messages sent to that shard and not yet applied by it: lets
     /// the shard check, with one atomic load, whether interest is in flight
     /// to it before it routes a read buffer of messages.
     pending: Arc<AtomicUsize>,
+    /// Batches sent (or being sent) to that shard and not yet taken by it:
+    /// lets it check, with one atomic load, whether messages routed to it
+    /// must be delivered before it handles a client's next read buffer.
+    data_pending: Arc<AtomicUsize>,
 }
 
 impl PeerLink {
     /// Control messages sent to that shard and not yet applied.
     pub(crate) fn pending(&self) -> usize {
         self.pending.load(Ordering::Acquire)
+    }
+
+    /// Sends a batch, waiting while that shard's data channel is full (the
+    /// backpressure). Err when that shard stopped.
+    pub(crate) async fn send_data(&self, batch: Batch) -> Result<(), ()> {
+        self.data_pending.fetch_add(1, Ordering::Release);
+        self.data.send_async(batch).await.map_err(|_| {
+            self.data_pending.fetch_sub(1, Ordering::Release);
+        })
+    }
+
+    /// Sends a batch if the channel has room.
+    pub(crate) fn try_send_data(&self, batch: Batch) -> Result<(), flume::TrySendError<Batch>> {
+        self.data_pending.fetch_add(1, Ordering::Release);
+        self.data.try_send(batch).inspect_err(|_| {
+            self.data_pending.fetch_sub(1, Ordering::Release);
+        })
     }
 
     /// Sends a control message (never blocks). Err when that shard stopped.
@@ -180,6 +201,8 @@ pub(crate) struct Inbox {
     pub control: flume::Receiver<Control>,
     pub data: flume::Receiver<Batch>,
     pub pending: Arc<AtomicUsize>,
+    /// Batches sent and not yet taken: whoever takes one decrements it.
+    pub data_pending: Arc<AtomicUsize>,
 }
 
 /// Capacity of each shard's data channel, in batches.
@@ -192,15 +215,18 @@ pub(crate) fn channels(shards: usize) -> (Vec<PeerLink>, Vec<Inbox>) {
         let (ctx, crx) = flume::unbounded();
         let (dtx, drx) = flume::bounded(DATA_CHANNEL_BATCHES);
         let pending = Arc::new(AtomicUsize::new(0));
+        let data_pending = Arc::new(AtomicUsize::new(0));
         links.push(PeerLink {
             control: ctx,
             data: dtx,
             pending: pending.clone(),
+            data_pending: data_pending.clone(),
         });
         inboxes.push(Inbox {
             control: crx,
             data: drx,
             pending,
+            data_pending,
         });
     }
     (links, inboxes)

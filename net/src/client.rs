@@ -453,6 +453,7 @@ impl Connection {
 
     fn process(&mut self, buf: &mut BytesMut) -> Step {
         self.shard.apply_pending_control();
+        self.shard.deliver_pending_data();
         loop {
             let op = match self.parser.next(buf) {
                 Ok(Some(op)) => op,

@@ -132,7 +132,9 @@ pub(crate) struct Shard {
         Arc<std::sync::atomic::AtomicUsize>,
     )>,
     /// This shard's data inbox, drained synchronously at shutdown.
-    data_rx: std::cell::OnceCell<flume::Receiver<Batch>>,
+    /// This shard's data inbox and its count of batches sent and not yet
+    /// taken, also drained synchronously by `deliver_pending_data`.
+    data_rx: std::cell::OnceCell<(flume::Receiver<Batch>, Arc<std::sync::atomic::AtomicUsize>)>,
     /// Whether this node is part of a cluster (keeps `node` up to date).
     clustered: bool,
     /// The route links this shard owns, by slot.
@@ -769,7 +771,7 @@ impl Shard {
             }
             let b = std::mem::take(batch);
             self.stats.batches_out.fetch_add(1, Relaxed);
-            if self.peers[j].data.send_async(b).await.is_err() {
+            if self.peers[j].send_data(b).await.is_err() {
                 // That shard has stopped (shutdown): nobody there to deliver to.
             }
         }
@@ -1155,7 +1157,9 @@ impl Shard {
         let _ = self
             .control_rx
             .set((inbox.control.clone(), inbox.pending.clone()));
-        let _ = self.data_rx.set(inbox.data.clone());
+        let _ = self
+            .data_rx
+            .set((inbox.data.clone(), inbox.data_pending.clone()));
         let me = self.clone();
         let control = inbox.control;
         let pending = inbox.pending;
@@ -1184,7 +1188,7 @@ impl Shard {
             }
         });
         let me = self.clone();
-        let data = inbox.data;
+        let (data, data_pending) = (inbox.data, inbox.data_pending);
         runtime::spawn_detached(async move {
             let mut budget = runtime::TurnBudget::new();
             let mut out = Outgoing::new(me.shards);
@@ -1196,25 +1200,52 @@ impl Shard {
                     })
                     .await;
                 let Some(batch) = batch else { break };
+                data_pending.fetch_sub(1, Relaxed);
                 budget.begin();
-                // Control sent before this batch applies first, as for a read
-                // buffer: a `CloseRoute` for a link replaced by a duplicate
-                // is sent before the new link is attached, so a message
-                // routed to both links by another shard is never written on
-                // the old one (the peer would get it twice).
-                me.apply_pending_control();
-                me.stats.batches_in.fetch_add(1, Relaxed);
-                me.stats.progress.fetch_add(1, Relaxed);
-                for r in &batch {
-                    me.deliver_remote(r, &mut out);
-                }
-                me.pass_on(&mut out);
+                me.apply_batch(&batch, &mut out);
                 me.flush_soon();
                 budget.spend().await;
             }
         });
         if tracing::enabled!(tracing::Level::DEBUG) {
             runtime::spawn_detached(debug_report(self.clone()));
+        }
+    }
+
+    /// Delivers one batch another shard sent.
+    fn apply_batch(self: &Rc<Self>, batch: &Batch, out: &mut Outgoing) {
+        // Control sent before this batch applies first, as for a read
+        // buffer: a `CloseRoute` for a link replaced by a duplicate is sent
+        // before the new link is attached, so a message routed to both links
+        // by another shard is never written on the old one (the peer would
+        // get it twice).
+        self.apply_pending_control();
+        self.stats.batches_in.fetch_add(1, Relaxed);
+        self.stats.progress.fetch_add(1, Relaxed);
+        for r in batch {
+            self.deliver_remote(r, out);
+        }
+        self.pass_on(out);
+    }
+
+    /// Delivers the batches other shards have already sent here before this
+    /// shard handles a client's next read buffer. A publisher's PONG is
+    /// written only after its read buffer's batches are in the other shards'
+    /// channels, so once it has its PONG, an UNSUB or PING that a subscriber
+    /// sends afterwards must not overtake those messages (nats-server queues
+    /// a message to every subscriber while it handles the PUB; nats.py's
+    /// drain lost messages without this). One atomic load when nothing waits.
+    pub(crate) fn deliver_pending_data(self: &Rc<Self>) {
+        let Some((rx, pending)) = self.data_rx.get() else {
+            return;
+        };
+        if pending.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut out = Outgoing::new(self.shards);
+        while let Ok(batch) = rx.try_recv() {
+            pending.fetch_sub(1, Relaxed);
+            self.apply_batch(&batch, &mut out);
         }
     }
 
@@ -1308,9 +1339,12 @@ impl Shard {
     /// Delivers every batch already waiting in the data inbox (at shutdown,
     /// so messages other shards routed here before it are not dropped).
     pub(crate) fn drain_data(&self) {
-        let Some(rx) = self.data_rx.get() else { return };
+        let Some((rx, pending)) = self.data_rx.get() else {
+            return;
+        };
         let mut out = Outgoing::new(self.shards);
         while let Ok(batch) = rx.try_recv() {
+            pending.fetch_sub(1, Relaxed);
             for r in &batch {
                 self.deliver_remote(r, &mut out);
             }
@@ -1400,13 +1434,13 @@ impl Shard {
                 continue;
             }
             self.stats.batches_out.fetch_add(1, Relaxed);
-            match self.peers[j].data.try_send(std::mem::take(batch)) {
+            match self.peers[j].try_send_data(std::mem::take(batch)) {
                 Ok(()) => {}
                 Err(flume::TrySendError::Full(b)) => {
-                    let data = self.peers[j].data.clone();
+                    let peer = self.peers[j].clone();
                     runtime::spawn_detached(async move {
                         // Err: that shard has stopped.
-                        let _ = data.send_async(b).await;
+                        let _ = peer.send_data(b).await;
                     });
                 }
                 // That shard has stopped (shutdown).
@@ -1544,7 +1578,7 @@ async fn debug_report(shard: Rc<Shard>) {
             let (is_blocked, bytes) = c.pending();
             (b + usize::from(is_blocked), q + bytes)
         });
-        let depth = shard.data_rx.get().map_or(0, |r| r.len());
+        let depth = shard.data_rx.get().map_or(0, |(r, _)| r.len());
         if now != last || blocked > 0 || queued > 0 || depth > 0 {
             tracing::debug!(
                 "shard {}: in {} out {} batches in {} out {}; data inbox depth {depth}, blocked writers {blocked}, queued bytes {queued}",
