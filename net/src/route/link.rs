@@ -2,7 +2,7 @@
 //! reading and applying the peer's frames, keep-alive, and cleanup.
 
 use super::{PeerMeta, RouteAttach, RouteEvent, RouteId, RouteStats, RouteView};
-use crate::outbound::{Client, CloseReason};
+use crate::outbound::{read_conn, Client, CloseReason};
 use crate::runtime::{self, TcpStream};
 use crate::shard::{Outgoing, Shard};
 use ahash::AHashMap;
@@ -163,7 +163,7 @@ async fn read_loop(shard: &Rc<Shard>, link: &Rc<RouteLink>) -> CloseReason {
     let mut budget = runtime::TurnBudget::new();
     loop {
         if let Err(reason) =
-            crate::tls::read_conn(&link.conn, &mut buf, &mut cipher, &read_size, &mut held).await
+            read_conn(&link.conn, &mut buf, &mut cipher, &read_size, &mut held).await
         {
             return reason;
         }
