@@ -32,6 +32,7 @@ pub mod route;
 pub mod runtime;
 mod server;
 mod shard;
+mod shared;
 pub mod snapshot;
 pub mod stats;
 pub mod tls;

@@ -12,7 +12,7 @@ use crate::bus::{Batch, Control, Fallback, Inbox, PeerLink, Remote, ShardId};
 use crate::outbound::{Client, CloseReason, LocalSub, QueueResult};
 use crate::route::{self, NodeInterest, RouteId, RouteLink};
 use crate::runtime::{self, LocalEvent};
-use crate::server::Shared;
+use crate::shared::{Dynamic, Shared};
 use crate::stats::ShardStats;
 use ahash::AHashMap;
 use bytes::Bytes;
@@ -146,7 +146,7 @@ pub(crate) struct Shard {
     barriers: RefCell<AHashMap<u64, Rc<BarrierWait>>>,
     next_token: Cell<u64>,
     /// This shard's copy of the reloadable configuration.
-    dynamic: RefCell<Arc<crate::server::Dynamic>>,
+    dynamic: RefCell<Arc<Dynamic>>,
 }
 
 /// A `Sync` sent on every link of this shard for a barrier of shard `from`.
@@ -905,7 +905,7 @@ impl Shard {
     }
 
     /// The reloadable configuration as this shard applies it.
-    pub(crate) fn current(&self) -> Arc<crate::server::Dynamic> {
+    pub(crate) fn current(&self) -> Arc<Dynamic> {
         self.dynamic.borrow().clone()
     }
 
@@ -921,7 +921,7 @@ impl Shard {
     /// Checks that need bcrypt run on the auth pool, not here: a user whose
     /// password did not change is known to the new authenticator already
     /// (`Authenticator::keep_verified_from`), so only changed users cost one.
-    fn reload(self: &Rc<Self>, d: Arc<crate::server::Dynamic>) {
+    fn reload(self: &Rc<Self>, d: Arc<Dynamic>) {
         let old = std::mem::replace(&mut *self.dynamic.borrow_mut(), d.clone());
         let clients: Vec<_> = self.clients.borrow().values().cloned().collect();
         for c in clients {
@@ -1566,7 +1566,7 @@ async fn recheck_off_shard(
     shard: Rc<Shard>,
     c: Rc<Client>,
     opts: shoal_core::proto::ConnectOptions,
-    d: Arc<crate::server::Dynamic>,
+    d: Arc<Dynamic>,
 ) {
     // A connected client whose credentials were valid must not be cut
     // because the pool is busy: wait for room (a reload of many clients
