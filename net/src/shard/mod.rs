@@ -6,6 +6,7 @@
 //! `Cell`); other shards are reached through channels. Borrows of the
 //! `RefCell`s never live across an `.await`.
 
+mod snapshot;
 mod trace;
 
 use crate::bus::{Batch, Control, Fallback, Inbox, PeerLink, Remote, ShardId};
@@ -1289,7 +1290,7 @@ impl Shard {
             Control::InfoChanged => self.send_info_to_clients(),
             Control::Reload(d) => self.reload(d),
             Control::Snapshot { subs, reply } => {
-                let _ = reply.send(crate::snapshot::take(self, subs));
+                let _ = reply.send(snapshot::take(self, subs));
             }
             Control::TraceReport { id, entries, more } => {
                 self.trace_reported(id, entries, more);
