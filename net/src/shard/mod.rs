@@ -6,12 +6,15 @@
 //! `Cell`); other shards are reached through channels. Borrows of the
 //! `RefCell`s never live across an `.await`.
 
+mod link;
 mod snapshot;
 mod trace;
 
+use link::RouteLink;
+
 use crate::bus::{Batch, Control, Fallback, Inbox, PeerLink, Remote, ShardId};
 use crate::outbound::{Client, CloseReason, LocalSub, QueueResult};
-use crate::route::{self, NodeInterest, RouteId, RouteLink};
+use crate::route::{NodeInterest, RouteId};
 use crate::runtime::{self, LocalEvent};
 use crate::shared::{Dynamic, Shared};
 use crate::stats::ShardStats;
@@ -802,7 +805,7 @@ impl Shard {
     /// every change after it.
     pub(crate) fn add_route(&self, link: Rc<RouteLink>) {
         let ops = self.node.borrow().snapshot();
-        route::queue_snapshot(&link, ops);
+        link::queue_snapshot(&link, ops);
         link.conn.flush();
         self.routes.borrow_mut().insert(link.id.slot, link);
     }
@@ -1271,7 +1274,7 @@ impl Shard {
             } => self.apply_route_delta(route, &subject, queue.as_ref(), delta),
             Control::RouteDown { route, interest } => self.remove_route_entries(route, &interest),
             Control::AttachRoute(attach) => {
-                runtime::spawn_detached(route::serve(self.clone(), *attach));
+                runtime::spawn_detached(link::serve(self.clone(), *attach));
             }
             Control::RouteFrame { route, frame } => {
                 if let Some(link) = self.routes.borrow().get(&route.slot) {
