@@ -9,7 +9,7 @@
 //! and one channel send per shard per read.
 
 use crate::outbound::{self, Client, ClientFlags, CloseReason, ConnMeta, LocalSub, MAX_READ};
-use crate::runtime::{self, LocalEvent, TcpStream};
+use crate::runtime::{self, LocalEvent, TcpListener, TcpStream};
 use crate::shard::{Outgoing, Shard};
 use bytes::{Bytes, BytesMut};
 use shoal_core::auth::{AuthError, ClientPermissions, FastCheck, Session};
@@ -23,6 +23,45 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, error, info, trace};
+
+/// Accepts connections until the shard stops accepting.
+///
+/// A connection storm must not hold the shard's other connections back:
+/// glommio's accept completes at once while the listen queue is full, so
+/// the loop returns to the reactor after every `TurnBudget` slice of
+/// accepting, as the read loops do; each connection's handshake (INFO,
+/// TLS, CONNECT, bcrypt off the shard) runs in its own task.
+pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    shard.stats.accepting.store(true, Relaxed);
+    let mut budget = runtime::TurnBudget::new();
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shard.stop_accepting.wait().await;
+            None
+        })
+        .await;
+        if shard.stop_accepting.is_set() {
+            break;
+        }
+        budget.begin();
+        match accepted {
+            None => break,
+            Some(Ok(stream)) => {
+                shard.stats.progress.fetch_add(1, Relaxed);
+                runtime::spawn_detached(serve(shard.clone(), stream))
+            }
+            Some(Err(e)) => {
+                // Out of file descriptors and similar: back off, keep serving.
+                error!("error accepting client connection: {e}");
+                runtime::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        budget.spend().await;
+    }
+    // Before the socket closes: the watchdog reads its queue only while set.
+    shard.stats.accepting.store(false, Relaxed);
+    drop(listener);
+}
 
 /// Serves one accepted connection until it closes.
 pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {

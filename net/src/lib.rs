@@ -25,7 +25,6 @@
 mod auth_pool;
 mod bus;
 mod client;
-mod lifecycle;
 mod listen;
 mod outbound;
 pub mod route;

@@ -3,7 +3,7 @@
 //! handle used to stop it.
 
 use crate::bus::{self, Control, PeerLink};
-use crate::lifecycle;
+use crate::client;
 use crate::listen;
 use crate::route::{PeerMeta, RouteAttach, RouteEvent, RouteId, RouteView};
 use crate::runtime::{self, ExecutorSpec, TcpListener};
@@ -157,7 +157,7 @@ impl Server {
                 let listener = unsafe { TcpListener::from_raw_fd(fd) };
                 let shard = Rc::new(Shard::new(i as u16, shared, peers));
                 shard.start_inbox(inbox);
-                runtime::spawn_detached(lifecycle::accept_loop(shard.clone(), listener));
+                runtime::spawn_detached(client::accept_loop(shard.clone(), listener));
                 shard.stopped.wait().await;
             });
             match handle {
@@ -427,7 +427,7 @@ impl ServerControl {
     /// The longest [`ServerControl::shutdown`] takes, whatever clients and
     /// peers do (flush budgets, then connections are cut).
     pub fn shutdown_limit(&self) -> std::time::Duration {
-        crate::lifecycle::shutdown_limit(self.shared.config.write_deadline)
+        crate::shard::lifecycle::shutdown_limit(self.shared.config.write_deadline)
     }
 
     /// Flushes and closes every connection, then stops every shard.

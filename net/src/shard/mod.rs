@@ -6,6 +6,7 @@
 //! `Cell`); other shards are reached through channels. Borrows of the
 //! `RefCell`s never live across an `.await`.
 
+pub(crate) mod lifecycle;
 mod link;
 mod snapshot;
 mod trace;
@@ -1299,10 +1300,10 @@ impl Shard {
                 self.trace_reported(id, entries, more);
                 self.flush_soon();
             }
-            Control::LameDuck => crate::lifecycle::enter_lame_duck(self.clone()),
+            Control::LameDuck => lifecycle::enter_lame_duck(self.clone()),
             Control::Wake => {}
             Control::Shutdown => {
-                crate::lifecycle::shutdown(self);
+                lifecycle::shutdown(self);
                 return false;
             }
         }
