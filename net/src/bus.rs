@@ -64,7 +64,7 @@ pub(crate) enum Control {
     /// The cluster's client URLs changed: send clients a fresh INFO.
     InfoChanged,
     /// A reloaded configuration (users, permissions, limits).
-    Reload(Arc<crate::server::Dynamic>),
+    Reload(Arc<crate::shared::Dynamic>),
     /// Monitoring asks for this shard's connections and index figures.
     Snapshot {
         subs: bool,

@@ -8,8 +8,8 @@
 //! connection that got data and sends the batches: one write per connection
 //! and one channel send per shard per read.
 
-use crate::outbound::{Client, ClientFlags, CloseReason, ConnMeta, LocalSub};
-use crate::runtime::{self, LocalEvent, TcpStream};
+use crate::outbound::{self, Client, ClientFlags, CloseReason, ConnMeta, LocalSub, MAX_READ};
+use crate::runtime::{self, LocalEvent, TcpListener, TcpStream};
 use crate::shard::{Outgoing, Shard};
 use bytes::{Bytes, BytesMut};
 use shoal_core::auth::{AuthError, ClientPermissions, FastCheck, Session};
@@ -24,10 +24,44 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, error, info, trace};
 
-/// Smallest and largest read; the read size adapts between them (the buffer
-/// is zero-filled before each read, so small reads stay cheap).
-const MIN_READ: usize = 512;
-const MAX_READ: usize = 64 * 1024;
+/// Accepts connections until the shard stops accepting.
+///
+/// A connection storm must not hold the shard's other connections back:
+/// glommio's accept completes at once while the listen queue is full, so
+/// the loop returns to the reactor after every `TurnBudget` slice of
+/// accepting, as the read loops do; each connection's handshake (INFO,
+/// TLS, CONNECT, bcrypt off the shard) runs in its own task.
+pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    shard.stats.accepting.store(true, Relaxed);
+    let mut budget = runtime::TurnBudget::new();
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shard.stop_accepting.wait().await;
+            None
+        })
+        .await;
+        if shard.stop_accepting.is_set() {
+            break;
+        }
+        budget.begin();
+        match accepted {
+            None => break,
+            Some(Ok(stream)) => {
+                shard.stats.progress.fetch_add(1, Relaxed);
+                runtime::spawn_detached(serve(shard.clone(), stream))
+            }
+            Some(Err(e)) => {
+                // Out of file descriptors and similar: back off, keep serving.
+                error!("error accepting client connection: {e}");
+                runtime::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        budget.spend().await;
+    }
+    // Before the socket closes: the watchdog reads its queue only while set.
+    shard.stats.accepting.store(false, Relaxed);
+    drop(listener);
+}
 
 /// Serves one accepted connection until it closes.
 pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
@@ -193,34 +227,6 @@ async fn ping_timer(shard: Rc<Shard>, client: std::rc::Weak<Client>) {
         shard.mark_dirty(&client, res);
         shard.flush_dirty();
     }
-}
-
-/// Reads once from `stream`, appending to `buf`. The read size adapts to the
-/// traffic between `MIN_READ` and `MAX_READ` (the buffer is zero-filled before
-/// each read, so small reads stay cheap). Returns the bytes read; 0 at EOF.
-pub(crate) async fn read_some(
-    stream: &Rc<RefCell<TcpStream>>,
-    buf: &mut BytesMut,
-    read_size: &Cell<usize>,
-) -> std::io::Result<usize> {
-    let start = buf.len();
-    let want = read_size.get();
-    buf.resize(start + want, 0);
-    let read = futures_lite::future::poll_fn(|cx| {
-        let mut s = stream.borrow_mut();
-        futures_lite::AsyncRead::poll_read(std::pin::Pin::new(&mut *s), cx, &mut buf[start..])
-    })
-    .await;
-    let n = *read.as_ref().unwrap_or(&0);
-    buf.truncate(start + n);
-    if n > 0 {
-        read_size.set(if n == want {
-            (want * 2).min(MAX_READ)
-        } else {
-            (n * 2).clamp(MIN_READ, MAX_READ)
-        });
-    }
-    read
 }
 
 /// Whether this connection starts with the TLS handshake, before any INFO
@@ -401,7 +407,7 @@ impl Connection {
         let mut held = self.client.tls.borrow().is_some();
         let mut budget = runtime::TurnBudget::new();
         loop {
-            if let Err(reason) = crate::tls::read_conn(
+            if let Err(reason) = outbound::read_conn(
                 &self.client,
                 &mut buf,
                 &mut cipher,

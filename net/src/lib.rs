@@ -4,34 +4,39 @@
 //! the interest of the other shards, and exchanges interest and message
 //! batches with them over flume channels. No locks on the message path.
 //!
-//! Modules, each owning one thing:
-//! - `auth_pool`: threads that run bcrypt checks (never a shard);
-//! - `server`: start (bind, executors, channels) and the stop handle;
-//! - `shard`: a shard's index, interest, routing and inbox;
-//! - `client`: a connection's protocol handling;
-//! - `outbound`: a connection's outbound buffer, flushing, closing;
+//! Modules, each owning one thing, from the bottom layer up; a module
+//! imports only from the layers below it (docs/ARCHITECTURE.md has the code
+//! map; `tests/layering.rs` fails on an import cycle):
+//! - leaves: `runtime` (the seam to glommio), `stats` (per-shard counters),
+//!   `listen` (binding the port once per shard), `auth_pool` (threads that
+//!   run bcrypt checks, never a shard), `watchdog` (a thread that reports a
+//!   shard making no progress with work waiting), `route` (what every layer
+//!   may name about a route link, and what this node announces on links);
+//! - plain shared data: `snapshot` (what a shard reports to monitoring),
+//!   `shared` (state shared by every shard, and the reloadable part);
+//! - `tls`: TLS sessions (rustls): the client handshake, sealing and
+//!   decrypting for clients and route links;
+//! - `outbound`: a connection's socket I/O: its outbound buffer, flushing,
+//!   closing, and the one read primitive;
 //! - `bus`: what shards send each other;
-//! - `lifecycle`: accepting, lame duck, shutdown;
-//! - `listen`: binding the port once per shard;
-//! - `route`: route links to peer nodes (the cluster's data plane);
-//! - `runtime`: the seam to glommio;
-//! - `stats`: per-shard counters;
-//! - `tls`: TLS (rustls): the client handshake, and sealing and decrypting
-//!   for clients and route links;
-//! - `snapshot`: what a shard reports to monitoring on request;
-//! - `watchdog`: a thread that reports a shard making no progress with work
-//!   waiting.
+//! - `shard`: a shard's index, interest, routing and inbox, with what its
+//!   inbox starts: route link tasks (`shard::link`), lame duck and shutdown
+//!   (`shard::lifecycle`), monitoring answers (`shard::snapshot`), message
+//!   tracing (`shard::trace`);
+//! - `client`: the accept loop and a client connection's protocol task;
+//! - `server`: start (bind, executors, channels) and the control handle;
+//!   nothing imports it.
 
 mod auth_pool;
 mod bus;
 mod client;
-mod lifecycle;
 mod listen;
 mod outbound;
 pub mod route;
 pub mod runtime;
 mod server;
 mod shard;
+mod shared;
 pub mod snapshot;
 pub mod stats;
 pub mod tls;

@@ -9,6 +9,10 @@
 //! bounded by `write_deadline`. Pending bytes over `max_pending` or a write
 //! stuck past the deadline close this connection only (slow consumer): a slow
 //! subscriber never stalls the publisher or anyone else.
+//!
+//! The read side's one primitive is here too (`read_conn`: one read, plain
+//! or through the connection's TLS session), shared by the client task and
+//! route links, so `tls` needs nothing from a connection.
 
 use crate::runtime::{self, TcpStream};
 use crate::stats::ShardStats;
@@ -441,4 +445,80 @@ async fn writer(client: Rc<Client>) {
     if client.close_when_flushed.get() {
         client.shutdown_socket();
     }
+}
+
+/// Smallest and largest read; the read size adapts between them (the buffer
+/// is zero-filled before each read, so small reads stay cheap).
+pub(crate) const MIN_READ: usize = 512;
+pub(crate) const MAX_READ: usize = 64 * 1024;
+
+/// Reads once from the connection into `plain`: straight from the socket
+/// without TLS; with TLS through `cipher` and rustls (then writes whatever
+/// rustls has to say, e.g. a key update). `held` (set after a TLS handshake)
+/// first takes what rustls already decrypted without reading the socket.
+/// At end of stream or on an error, the reason to close.
+pub(crate) async fn read_conn(
+    conn: &Rc<Client>,
+    plain: &mut BytesMut,
+    cipher: &mut BytesMut,
+    read_size: &Cell<usize>,
+    held: &mut bool,
+) -> Result<(), CloseReason> {
+    let tls = conn.tls.borrow().is_some();
+    if !std::mem::take(held) {
+        let into = if tls { &mut *cipher } else { &mut *plain };
+        match read_some(conn.stream(), into, read_size).await {
+            Ok(0) => return Err(conn.close_reason().unwrap_or(CloseReason::ClientClosed)),
+            Ok(_) => {}
+            Err(_) => return Err(conn.close_reason().unwrap_or(CloseReason::ReadError)),
+        }
+    }
+    if !tls {
+        return Ok(());
+    }
+    let open = {
+        let mut session = conn.tls.borrow_mut();
+        let session = session
+            .as_mut()
+            .expect("a TLS connection keeps its session");
+        crate::tls::read_plaintext(session, cipher, plain)
+    };
+    cipher.clear();
+    conn.flush();
+    match open {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(conn.close_reason().unwrap_or(CloseReason::ClientClosed)),
+        Err(e) => {
+            tracing::debug!("{} - cid:{} - TLS error: {e}", conn.addr, conn.id);
+            Err(CloseReason::TlsError)
+        }
+    }
+}
+
+/// Reads once from `stream`, appending to `buf`. The read size adapts to the
+/// traffic between `MIN_READ` and `MAX_READ` (the buffer is zero-filled before
+/// each read, so small reads stay cheap). Returns the bytes read; 0 at EOF.
+pub(crate) async fn read_some(
+    stream: &Rc<RefCell<TcpStream>>,
+    buf: &mut BytesMut,
+    read_size: &Cell<usize>,
+) -> std::io::Result<usize> {
+    let start = buf.len();
+    let want = read_size.get();
+    buf.resize(start + want, 0);
+    let read = futures_lite::future::poll_fn(|cx| {
+        let mut s = stream.borrow_mut();
+        futures_lite::AsyncRead::poll_read(std::pin::Pin::new(&mut *s), cx, &mut buf[start..])
+    })
+    .await;
+    let n = *read.as_ref().unwrap_or(&0);
+    buf.truncate(start + n);
+    if n > 0 {
+        read_size.set(if n == want {
+            (want * 2).min(MAX_READ)
+        } else {
+            (n * 2).clamp(MIN_READ, MAX_READ)
+        });
+    }
+    read
 }

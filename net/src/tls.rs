@@ -6,8 +6,11 @@
 //! one plaintext buffer; `Client::flush` seals it into a ciphertext buffer
 //! that the usual non-blocking send path writes. Reads go through
 //! `read_plaintext`. The handshake is bounded by the configured timeout.
+//!
+//! This module knows rustls sessions and sockets, not connections: the
+//! connection-level read (`outbound::read_conn`) and the flush that seals
+//! (`Client::flush`) call into it, never the other way round.
 
-use crate::outbound::{Client, CloseReason};
 use crate::runtime::TcpStream;
 use bytes::{BufMut, BytesMut};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -89,49 +92,6 @@ pub fn client_config(t: &TlsConfig) -> Result<Arc<rustls::ClientConfig>, String>
         .with_client_auth_cert(read_certs(&t.cert_file)?, read_key(&t.key_file)?)
         .map_err(|e| format!("certificate and key do not match: {e}"))?;
     Ok(Arc::new(config))
-}
-
-/// Reads once from the connection into `plain`: straight from the socket
-/// without TLS; with TLS through `cipher` and rustls (then writes whatever
-/// rustls has to say, e.g. a key update). `held` (set after a TLS handshake)
-/// first takes what rustls already decrypted without reading the socket.
-/// At end of stream or on an error, the reason to close.
-pub(crate) async fn read_conn(
-    conn: &Rc<Client>,
-    plain: &mut BytesMut,
-    cipher: &mut BytesMut,
-    read_size: &std::cell::Cell<usize>,
-    held: &mut bool,
-) -> Result<(), CloseReason> {
-    let tls = conn.tls.borrow().is_some();
-    if !std::mem::take(held) {
-        let into = if tls { &mut *cipher } else { &mut *plain };
-        match crate::client::read_some(conn.stream(), into, read_size).await {
-            Ok(0) => return Err(conn.close_reason().unwrap_or(CloseReason::ClientClosed)),
-            Ok(_) => {}
-            Err(_) => return Err(conn.close_reason().unwrap_or(CloseReason::ReadError)),
-        }
-    }
-    if !tls {
-        return Ok(());
-    }
-    let open = {
-        let mut session = conn.tls.borrow_mut();
-        let session = session
-            .as_mut()
-            .expect("a TLS connection keeps its session");
-        read_plaintext(session, cipher, plain)
-    };
-    cipher.clear();
-    conn.flush();
-    match open {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(conn.close_reason().unwrap_or(CloseReason::ClientClosed)),
-        Err(e) => {
-            tracing::debug!("{} - cid:{} - TLS error: {e}", conn.addr, conn.id);
-            Err(CloseReason::TlsError)
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,10 +1,10 @@
 //! Route links: the data plane between cluster nodes.
 //!
 //! Membership (who to dial, handshakes, gossip, duplicate links) is
-//! shoal-cluster's; it hands this module authenticated connections
+//! shoal-cluster's; it hands the server authenticated connections
 //! (`ServerControl::attach_route`). Each link is owned by one shard (chosen
-//! round-robin), which reads and writes it like a client connection. What
-//! crosses a link:
+//! round-robin), whose link task (`shard::link`) reads and writes it like a
+//! client connection. What crosses a link:
 //!
 //! - interest of this node's own clients, as `NodeInterest` on the owning
 //!   shard computes it (a snapshot at link up, then increments); interest
@@ -16,12 +16,17 @@
 //! The peer's interest is entered into every shard's index as
 //! `Target::Route(id)` (the owner broadcasts it), so any shard's publish path
 //! finds it with the same lookup as local interest.
+//!
+//! This module holds what every layer may name about a route (its id, who
+//! the peer is, the attach request, events for membership, monitoring's
+//! view) and `NodeInterest`, the rule for what this node announces. It is
+//! plain data and pure rules and imports nothing from this crate, so the
+//! bus, the shared state and monitoring name a link without knowing shards;
+//! the link's task lives with the shard that owns it (`shard::link`).
 
 mod interest;
-mod link;
 
 pub(crate) use interest::NodeInterest;
-pub(crate) use link::{queue_snapshot, serve, RouteLink};
 
 use shoal_core::route::RouteInfo;
 use std::sync::atomic::AtomicU64;

@@ -6,13 +6,18 @@
 //! `Cell`); other shards are reached through channels. Borrows of the
 //! `RefCell`s never live across an `.await`.
 
+pub(crate) mod lifecycle;
+mod link;
+mod snapshot;
 mod trace;
+
+use link::RouteLink;
 
 use crate::bus::{Batch, Control, Fallback, Inbox, PeerLink, Remote, ShardId};
 use crate::outbound::{Client, CloseReason, LocalSub, QueueResult};
-use crate::route::{self, NodeInterest, RouteId, RouteLink};
+use crate::route::{NodeInterest, RouteId};
 use crate::runtime::{self, LocalEvent};
-use crate::server::Shared;
+use crate::shared::{Dynamic, Shared};
 use crate::stats::ShardStats;
 use ahash::AHashMap;
 use bytes::Bytes;
@@ -148,7 +153,7 @@ pub(crate) struct Shard {
     barriers: RefCell<AHashMap<u64, Rc<BarrierWait>>>,
     next_token: Cell<u64>,
     /// This shard's copy of the reloadable configuration.
-    dynamic: RefCell<Arc<crate::server::Dynamic>>,
+    dynamic: RefCell<Arc<Dynamic>>,
 }
 
 /// A `Sync` sent on every link of this shard for a barrier of shard `from`.
@@ -803,7 +808,7 @@ impl Shard {
     /// every change after it.
     pub(crate) fn add_route(&self, link: Rc<RouteLink>) {
         let ops = self.node.borrow().snapshot();
-        route::queue_snapshot(&link, ops);
+        link::queue_snapshot(&link, ops);
         link.conn.flush();
         self.routes.borrow_mut().insert(link.id.slot, link);
     }
@@ -907,7 +912,7 @@ impl Shard {
     }
 
     /// The reloadable configuration as this shard applies it.
-    pub(crate) fn current(&self) -> Arc<crate::server::Dynamic> {
+    pub(crate) fn current(&self) -> Arc<Dynamic> {
         self.dynamic.borrow().clone()
     }
 
@@ -923,7 +928,7 @@ impl Shard {
     /// Checks that need bcrypt run on the auth pool, not here: a user whose
     /// password did not change is known to the new authenticator already
     /// (`Authenticator::keep_verified_from`), so only changed users cost one.
-    fn reload(self: &Rc<Self>, d: Arc<crate::server::Dynamic>) {
+    fn reload(self: &Rc<Self>, d: Arc<Dynamic>) {
         let old = std::mem::replace(&mut *self.dynamic.borrow_mut(), d.clone());
         let clients: Vec<_> = self.clients.borrow().values().cloned().collect();
         for c in clients {
@@ -1301,7 +1306,7 @@ impl Shard {
             } => self.apply_route_delta(route, &subject, queue.as_ref(), delta),
             Control::RouteDown { route, interest } => self.remove_route_entries(route, &interest),
             Control::AttachRoute(attach) => {
-                runtime::spawn_detached(route::serve(self.clone(), *attach));
+                runtime::spawn_detached(link::serve(self.clone(), *attach));
             }
             Control::RouteFrame { route, frame } => {
                 if let Some(link) = self.routes.borrow().get(&route.slot) {
@@ -1320,16 +1325,16 @@ impl Shard {
             Control::InfoChanged => self.send_info_to_clients(),
             Control::Reload(d) => self.reload(d),
             Control::Snapshot { subs, reply } => {
-                let _ = reply.send(crate::snapshot::take(self, subs));
+                let _ = reply.send(snapshot::take(self, subs));
             }
             Control::TraceReport { id, entries, more } => {
                 self.trace_reported(id, entries, more);
                 self.flush_soon();
             }
-            Control::LameDuck => crate::lifecycle::enter_lame_duck(self.clone()),
+            Control::LameDuck => lifecycle::enter_lame_duck(self.clone()),
             Control::Wake => {}
             Control::Shutdown => {
-                crate::lifecycle::shutdown(self);
+                lifecycle::shutdown(self);
                 return false;
             }
         }
@@ -1600,7 +1605,7 @@ async fn recheck_off_shard(
     shard: Rc<Shard>,
     c: Rc<Client>,
     opts: shoal_core::proto::ConnectOptions,
-    d: Arc<crate::server::Dynamic>,
+    d: Arc<Dynamic>,
 ) {
     // A connected client whose credentials were valid must not be cut
     // because the pool is busy: wait for room (a reload of many clients

@@ -15,10 +15,9 @@
 //! and, only when they carry headers, one substring search of the header
 //! block (`shoal_core::trace::requested`).
 
-use super::{refusal, Outgoing, Shard};
+use super::{refusal, Outgoing, RouteLink, Shard};
 use crate::bus::{Control, TraceTag};
 use crate::outbound::{Client, LocalSub};
-use crate::route::RouteLink;
 use bytes::Bytes;
 use shoal_core::proto::Publish;
 use shoal_core::route::RouteMsg;

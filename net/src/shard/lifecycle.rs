@@ -1,53 +1,19 @@
-//! A shard's life: accepting connections, lame duck mode, shutdown.
+//! A shard's life after it stops accepting: lame duck mode, shutdown, and
+//! the final wind-down (accepting itself is `client::accept_loop`, which
+//! watches `Shard::stop_accepting`).
+//!
+//! Part of `shard` because the shard's control inbox runs it
+//! (`Control::LameDuck`, `Control::Shutdown`) and it works on the shard's
+//! own state (its clients, route links, inbox, stop events).
 
-use crate::client;
+use super::Shard;
 use crate::outbound::CloseReason;
-use crate::runtime::{self, TcpListener};
-use crate::shard::Shard;
+use crate::runtime;
 use shoal_core::proto;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
-use tracing::{error, info};
-
-/// Accepts connections until the shard stops accepting.
-///
-/// A connection storm must not hold the shard's other connections back:
-/// glommio's accept completes at once while the listen queue is full, so
-/// the loop returns to the reactor after every `TurnBudget` slice of
-/// accepting, as the read loops do; each connection's handshake (INFO,
-/// TLS, CONNECT, bcrypt off the shard) runs in its own task.
-pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
-    shard.stats.accepting.store(true, Relaxed);
-    let mut budget = runtime::TurnBudget::new();
-    loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            shard.stop_accepting.wait().await;
-            None
-        })
-        .await;
-        if shard.stop_accepting.is_set() {
-            break;
-        }
-        budget.begin();
-        match accepted {
-            None => break,
-            Some(Ok(stream)) => {
-                shard.stats.progress.fetch_add(1, Relaxed);
-                runtime::spawn_detached(client::serve(shard.clone(), stream))
-            }
-            Some(Err(e)) => {
-                // Out of file descriptors and similar: back off, keep serving.
-                error!("error accepting client connection: {e}");
-                runtime::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        budget.spend().await;
-    }
-    // Before the socket closes: the watchdog reads its queue only while set.
-    shard.stats.accepting.store(false, Relaxed);
-    drop(listener);
-}
+use tracing::info;
 
 /// Lame duck mode: stop accepting, tell every client (`ldm` in INFO) so it
 /// can reconnect elsewhere, wait the grace period, then close the clients

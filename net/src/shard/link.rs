@@ -1,10 +1,18 @@
 //! One route link's task on its owning shard: the snapshot at link up,
 //! reading and applying the peer's frames, keep-alive, and cleanup.
+//!
+//! It is part of `shard` rather than a module above it (as `client` is)
+//! because the shard starts it: `Control::AttachRoute` arrives on the
+//! shard's control inbox, whose handler spawns `serve`, and the read loop
+//! then calls the shard's routing methods (`publish_from_route`,
+//! `route_interest`, `apply_pending_control`) and holds its `RouteLink`s.
+//! The link's plain types (`RouteId`, `PeerMeta`, `RouteAttach`, events,
+//! stats) are in `crate::route`, below the shard.
 
-use super::{PeerMeta, RouteAttach, RouteEvent, RouteId, RouteStats, RouteView};
-use crate::outbound::{Client, CloseReason};
+use super::{Outgoing, Shard};
+use crate::outbound::{read_conn, Client, CloseReason};
+use crate::route::{PeerMeta, RouteAttach, RouteEvent, RouteId, RouteStats, RouteView};
 use crate::runtime::{self, TcpStream};
-use crate::shard::{Outgoing, Shard};
 use ahash::AHashMap;
 use bytes::{Bytes, BytesMut};
 use shoal_core::route::{self as wire, Frame, FrameKind, InterestBatch, InterestOp};
@@ -163,7 +171,7 @@ async fn read_loop(shard: &Rc<Shard>, link: &Rc<RouteLink>) -> CloseReason {
     let mut budget = runtime::TurnBudget::new();
     loop {
         if let Err(reason) =
-            crate::tls::read_conn(&link.conn, &mut buf, &mut cipher, &read_size, &mut held).await
+            read_conn(&link.conn, &mut buf, &mut cipher, &read_size, &mut held).await
         {
             return reason;
         }
