@@ -376,6 +376,9 @@ struct Connection {
     /// the answer comes back from the auth pool (nothing after a CONNECT may
     /// run before it is accepted).
     pending_auth: Option<ConnectOptions>,
+    /// A PING read after messages for other shards: answered once they are
+    /// in those shards' channels (`process`).
+    ping_due: bool,
 }
 
 impl Connection {
@@ -396,6 +399,7 @@ impl Connection {
             unsynced: false,
             last_pong: None,
             pending_auth: None,
+            ping_due: false,
         }
     }
 
@@ -432,15 +436,25 @@ impl Connection {
             if let Some(reason) = self.client.close_reason() {
                 return reason;
             }
-            while let Some(opts) = self.pending_auth.take() {
-                let verdict = self.check_off_shard(&opts).await;
-                if let Some(reason) = self.client.close_reason() {
-                    // The auth timer (or a shutdown) closed it meanwhile.
-                    return reason;
-                }
-                let step = self
-                    .finish_connect(opts, verdict)
-                    .and_then(|()| self.process(&mut buf));
+            // `process` stops early for a CONNECT waiting for bcrypt, and
+            // for a PING that must follow the messages routed before it;
+            // the rest of the read buffer is processed here once they are
+            // done.
+            loop {
+                let step = if let Some(opts) = self.pending_auth.take() {
+                    let verdict = self.check_off_shard(&opts).await;
+                    if let Some(reason) = self.client.close_reason() {
+                        // The auth timer (or a shutdown) closed it meanwhile.
+                        return reason;
+                    }
+                    self.finish_connect(opts, verdict)
+                        .and_then(|()| self.process(&mut buf))
+                } else if std::mem::take(&mut self.ping_due) {
+                    self.handle(ClientOp::Ping)
+                        .and_then(|()| self.process(&mut buf))
+                } else {
+                    break;
+                };
                 self.finish_batch().await;
                 if let Err(reason) = step {
                     return reason;
@@ -466,6 +480,16 @@ impl Connection {
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(self.protocol_error(&e, buf)),
             };
+            if matches!(op, ClientOp::Ping) && !self.out.is_empty() {
+                // Once the client has its PONG, everything it published
+                // before must be in the other shards' channels (they deliver
+                // it before handling anything read later,
+                // `Shard::deliver_pending_data`). Sending them can wait for
+                // room, and other tasks may flush this connection meanwhile:
+                // the PONG is queued after they are sent (`run`).
+                self.ping_due = true;
+                return Ok(());
+            }
             self.handle(op)?;
             if let Some(reason) = self.client.close_reason() {
                 return Err(reason);
