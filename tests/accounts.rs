@@ -26,21 +26,14 @@ accounts {
 }
 "#;
 
-async fn login(url: &str, user: &str) -> async_nats::Client {
-    async_nats::ConnectOptions::with_user_and_password(user.into(), user.into())
-        .connect(url)
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn accounts_are_isolated_and_share_only_what_they_export() {
     for shards in SHARDS {
         let s = Shoal::start(shards, &[], Some(ACCOUNTS));
         let (a, b, c) = (
-            login(&s.url(), "a").await,
-            login(&s.url(), "b").await,
-            login(&s.url(), "c").await,
+            login_same(&s.url(), "a").await,
+            login_same(&s.url(), "b").await,
+            login_same(&s.url(), "c").await,
         );
         // Isolation: C's `>` sees only C's own messages, with their subject.
         let mut c_all = c.subscribe(">").await.unwrap();
@@ -110,8 +103,8 @@ async fn accounts_are_isolated_and_share_only_what_they_export() {
 #[tokio::test]
 async fn a_forged_service_reply_does_not_cross_accounts() {
     let s = Shoal::start(1, &[], Some(ACCOUNTS));
-    let b = login(&s.url(), "b").await;
-    let c = login(&s.url(), "c").await;
+    let b = login_same(&s.url(), "b").await;
+    let c = login_same(&s.url(), "c").await;
     let mut inbox = b.subscribe("_INBOX.target").await.unwrap();
     sync_interest(&b, &b).await;
     c.publish("_R_.B.0123456789abcdef._INBOX.target", "forged".into())
@@ -187,9 +180,9 @@ async fn accounts_across_a_cluster() {
     eventually(Duration::from_secs(15), "the link", || {
         n1.http_get("/routez").1["num_routes"] == 1 && n2.http_get("/healthz").0 == 200
     });
-    let a = login(&n1.url(), "a").await;
-    let b = login(&n2.url(), "b").await;
-    let c = login(&n2.url(), "c").await;
+    let a = login_same(&n1.url(), "a").await;
+    let b = login_same(&n2.url(), "b").await;
+    let c = login_same(&n2.url(), "c").await;
     let mut c_all = c.subscribe(">").await.unwrap();
     let mut responder = a.subscribe("svc.echo").await.unwrap();
     a.flush().await.unwrap();

@@ -275,13 +275,6 @@ accounts {
 }
 "#;
 
-async fn login(url: &str, user: &str) -> async_nats::Client {
-    async_nats::ConnectOptions::with_user_and_password(user.into(), user.into())
-        .connect(url)
-        .await
-        .unwrap()
-}
-
 /// A publish the permissions refuse is traced at ingress with the
 /// violation and goes nowhere; the event is published in the publisher's
 /// account only.
@@ -289,9 +282,9 @@ async fn login(url: &str, user: &str) -> async_nats::Client {
 async fn refused_publish_is_traced_in_its_account() {
     for shards in SHARDS {
         let s = Shoal::start(shards, &[], Some(ACCOUNTS));
-        let a = login(&s.url(), "a").await;
-        let t = login(&s.url(), "t").await;
-        let b = login(&s.url(), "b").await;
+        let a = login_same(&s.url(), "a").await;
+        let t = login_same(&s.url(), "t").await;
+        let b = login_same(&s.url(), "b").await;
         let mut trace = t.subscribe("trace.inbox").await.unwrap();
         let mut other_account = b.subscribe("trace.inbox").await.unwrap();
         let mut secret = t.subscribe("secret.>").await.unwrap();

@@ -278,6 +278,15 @@ impl Raw {
     }
 }
 
+/// A client logged in as `user`, whose password is its name (the
+/// convention of the tests' account configurations).
+pub async fn login_same(url: &str, user: &str) -> async_nats::Client {
+    async_nats::ConnectOptions::with_user_and_password(user.into(), user.into())
+        .connect(url)
+        .await
+        .unwrap()
+}
+
 /// Receives the next message or fails after 5 s.
 pub async fn next_msg(sub: &mut async_nats::Subscriber) -> async_nats::Message {
     use futures::StreamExt;
