@@ -55,8 +55,13 @@ pub fn count_cpus(list: &str) -> usize {
 }
 
 impl Machine {
+    /// The machine's online CPUs, not this process's affinity: a
+    /// generator pinned with `taskset` still reports the whole machine.
     pub fn logical_cpus() -> usize {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        match count_cpus(read("/sys/devices/system/cpu/online").trim()) {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
     }
 
     pub fn this(server_pids: &[u32]) -> Machine {
@@ -237,6 +242,9 @@ mod tests {
         assert!(why.contains("unpinned"));
         let m = Machine::this(&[std::process::id()]);
         assert!(m.logical_cpus >= 1 && !m.kernel.is_empty());
+        // The machine's CPUs, however this process is pinned.
+        let allowed = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert!(m.logical_cpus >= allowed);
         assert_eq!(m.server_cpus.len(), 1);
     }
 
