@@ -617,6 +617,7 @@ mod tests {
                                 objective: w.rpc[0].objective(),
                                 latency: Quantiles::of(&hist),
                                 objective_quantile_us: vec![],
+                                merged_failure: None,
                                 repeats: vec![ClassRepeat {
                                     sent: 1,
                                     expected: 1,
@@ -628,6 +629,7 @@ mod tests {
                                     errors: vec![],
                                     series,
                                     failures: vec![],
+                                    hard_failure: false,
                                     workers: vec![],
                                 }],
                                 passed: k < 9,

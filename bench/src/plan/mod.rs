@@ -34,7 +34,8 @@ pub struct Schedule {
     pub refine: usize,
     /// Loads tried at most.
     pub max_steps: usize,
-    /// Runs of each load; a load passes only if every run does.
+    /// Runs of each load; a load passes only if no run lost, stalled or
+    /// erred and all runs merged meet the objectives.
     pub repeats: usize,
     pub step_secs: f64,
     pub drain_ms: u64,
@@ -269,6 +270,11 @@ pub struct ClassRepeat {
     pub series: Vec<Interval>,
     /// Why this run failed the class (empty: it passed).
     pub failures: Vec<String>,
+    /// Lost, stalled, errors or nothing sent: fails the load whatever the
+    /// other runs did. (An objective missed in one run does not; the
+    /// merged runs decide, `ClassStep::passed`.)
+    #[serde(skip)]
+    pub hard_failure: bool,
     /// With `--workers`: each worker's part (the counts above are their
     /// sums, the latency their merged histograms).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -329,7 +335,16 @@ pub struct ClassStep {
     /// The objective's quantile in each run, for the spread.
     pub objective_quantile_us: Vec<f64>,
     pub repeats: Vec<ClassRepeat>,
+    /// No run lost a message, stalled or erred, and the objective's quantile
+    /// of all runs merged meets it. One run's quantile over a few seconds
+    /// swings with the machine (measured here: p99 5.03-5.16 ms in one run
+    /// against 3.2-4.2 ms merged, at loads a run four minutes earlier passed
+    /// 64 times over), so a single run's tail no longer sets the knee; the
+    /// per-run quantiles are reported as the spread.
     pub passed: bool,
+    /// Why the merged runs missed the objective.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merged_failure: Option<String>,
     /// Generator lag (µs, p99 over runs): when it nears the objective the
     /// tool, not the server, is the limit.
     pub send_lag_p99_us: f64,
@@ -541,6 +556,7 @@ pub fn run_step(
                                 .and_then(|c| c.objective())
                         });
                     let failures = judge(&r, objective);
+                    let hard_failure = !judge(&r, None).is_empty();
                     let lat = Quantiles::of(&r.hist);
                     line.push_str(&format!(
                         " {} p99 {} ({})",
@@ -563,6 +579,7 @@ pub fn run_step(
                         errors: r.errors.clone(),
                         series: intervals(&r.series),
                         failures,
+                        hard_failure,
                         workers: r.per_worker.clone(),
                     };
                     match classes.iter_mut().find(|c| c.name == r.name) {
@@ -577,6 +594,7 @@ pub fn run_step(
                             objective,
                             latency: Quantiles::default(),
                             objective_quantile_us: Vec::new(),
+                            merged_failure: None,
                             repeats: vec![kept],
                             passed: false,
                             send_lag_p99_us: 0.0,
@@ -593,7 +611,7 @@ pub fn run_step(
         c.latency = Quantiles::of(&c.hist);
         let q = c.objective.map_or(0.99, |o| o.quantile);
         c.objective_quantile_us = c.repeats.iter().map(|r| r.latency.at(q)).collect();
-        c.passed = c.repeats.iter().all(|r| r.failures.is_empty());
+        decide(c);
         c.send_lag_p99_us = c
             .repeats
             .iter()
@@ -616,6 +634,23 @@ pub fn run_step(
         worker_failure,
         passed,
     }
+}
+
+/// A class passes a load when no run lost a message, stalled or erred and
+/// its runs merged (`c.latency`) meet the objective.
+fn decide(c: &mut ClassStep) {
+    c.merged_failure = c.objective.and_then(|o| {
+        let got = c.latency.at(o.quantile);
+        (got > o.max_us).then(|| {
+            format!(
+                "{} {} over the objective {} (all runs merged)",
+                workload::quantile_name(o.quantile),
+                workload::fmt_us(got),
+                workload::fmt_us(o.max_us)
+            )
+        })
+    });
+    c.passed = c.merged_failure.is_none() && c.repeats.iter().all(|r| !r.hard_failure);
 }
 
 /// Whether the load generator itself was too late for a run to say
@@ -944,6 +979,90 @@ mod tests {
         assert_eq!((s.cores_needed, s.nodes_needed), (6, 2));
         // Exactly 4 cores at 100 %: no rounding up past it.
         assert_eq!(sizing(0.5, 2.0, 4, 1.0).cores_needed, 4);
+    }
+
+    /// Runs whose p99 each miss a 2 ms objective in one of three runs pass
+    /// when the three merged meet it; a loss in any run fails the load; a
+    /// merged miss fails it with the merged quantile named.
+    #[test]
+    fn the_merged_runs_decide_the_objective_and_any_loss_fails() {
+        let objective = Some(Objective {
+            quantile: 0.99,
+            max_us: 2_000.0,
+        });
+        // Run 0: 2 % of its latencies at 3 ms (its p99 misses); runs 1-2
+        // all at 1 ms: merged, under 1 % are slow.
+        let hists: Vec<Histogram<u64>> = (0..3)
+            .map(|i| {
+                let mut h = step::histogram();
+                for k in 0..1000 {
+                    h.record(if i == 0 && k < 20 { 3_000 } else { 1_000 })
+                        .unwrap();
+                }
+                h
+            })
+            .collect();
+        let step_of = |hists: &[Histogram<u64>], lost_in: Option<usize>| {
+            let mut merged = step::histogram();
+            let repeats = hists
+                .iter()
+                .enumerate()
+                .map(|(i, h)| {
+                    merged.add(h).unwrap();
+                    let slow = Quantiles::of(h).at(0.99) > 2_000.0;
+                    ClassRepeat {
+                        sent: 1000,
+                        expected: 1000,
+                        received: 1000,
+                        lost: u64::from(lost_in == Some(i)),
+                        latency: Quantiles::of(h),
+                        send_lag_p99_us: 0.0,
+                        stalls: vec![],
+                        errors: vec![],
+                        series: vec![],
+                        failures: if slow {
+                            vec!["p99 over".into()]
+                        } else {
+                            vec![]
+                        },
+                        hard_failure: lost_in == Some(i),
+                        workers: vec![],
+                    }
+                })
+                .collect();
+            let mut c = ClassStep {
+                name: "rpc".into(),
+                kind: "rpc",
+                offered_rate: 1000.0,
+                objective,
+                latency: Quantiles::of(&merged),
+                objective_quantile_us: vec![],
+                repeats,
+                passed: false,
+                merged_failure: None,
+                send_lag_p99_us: 0.0,
+                hist: merged,
+            };
+            decide(&mut c);
+            c
+        };
+        assert!(
+            Quantiles::of(&hists[0]).at(0.99) > 2_000.0,
+            "run 0 misses alone"
+        );
+        let c = step_of(&hists, None);
+        assert!(c.passed, "{:?}", c.merged_failure);
+        assert!(
+            !step_of(&hists, Some(2)).passed,
+            "a loss in one run fails the load"
+        );
+        let slow: Vec<Histogram<u64>> = (0..3).map(|_| hists[0].clone()).collect();
+        let c = step_of(&slow, None);
+        assert!(!c.passed);
+        assert!(c
+            .merged_failure
+            .unwrap()
+            .ends_with("over the objective 2 ms (all runs merged)"));
     }
 
     fn run_with(

@@ -143,8 +143,14 @@ fn summary_column(p: &Plan, s: &ServerPlan) -> Vec<String> {
 fn first_failures(s: &StepResult) -> String {
     let mut why: Vec<String> = s.setup_errors.clone();
     for c in &s.classes {
-        for r in &c.repeats {
-            for f in &r.failures {
+        let merged = c.merged_failure.iter();
+        let hard = c
+            .repeats
+            .iter()
+            .filter(|r| r.hard_failure)
+            .flat_map(|r| r.failures.iter());
+        for f in merged.chain(hard) {
+            {
                 let f = format!("{}: {f}", c.name);
                 if !why.contains(&f) {
                     why.push(f);
@@ -188,7 +194,7 @@ pub fn markdown(p: &Plan) -> String {
     let s = &p.schedule;
     let _ = writeln!(
         o,
-        "\nSchedule: {}; each load run {} time(s) for {} s, open loop (latency from each message's scheduled send time), {} ms drain; silence over {} ms while messages are due is a stall. A load is sustainable when every run meets every objective with nothing lost, no stall and no error.\n",
+        "\nSchedule: {}; each load run {} time(s) for {} s, open loop (latency from each message's scheduled send time), {} ms drain; silence over {} ms while messages are due is a stall. A load is sustainable when no run loses a message, stalls or errs and all its runs merged meet every objective (each run's quantile is listed as the spread).\n",
         match &s.loads {
             Some(l) => format!("loads {}", l.iter().map(|f| factor(*f)).collect::<Vec<_>>().join(", ")),
             None => format!(
@@ -303,8 +309,8 @@ pub fn markdown(p: &Plan) -> String {
                     ),
                     None => "—".into(),
                 };
-                let mut fails: Vec<String> = Vec::new();
-                for r in &c.repeats {
+                let mut fails: Vec<String> = c.merged_failure.iter().cloned().collect();
+                for r in c.repeats.iter().filter(|r| r.hard_failure) {
                     for f in &r.failures {
                         if !fails.contains(f) {
                             fails.push(f.clone());
