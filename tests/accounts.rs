@@ -160,26 +160,7 @@ no_auth_user = "foo"
 /// isolation holds across the route.
 #[tokio::test]
 async fn accounts_across_a_cluster() {
-    let n1 = Shoal::start(
-        2,
-        &["--cluster", "nats://127.0.0.1:-1", "-m", "-1"],
-        Some(ACCOUNTS),
-    );
-    let n2 = Shoal::start(
-        2,
-        &[
-            "--cluster",
-            "nats://127.0.0.1:-1",
-            "--routes",
-            &n1.route_url(),
-            "-m",
-            "-1",
-        ],
-        Some(ACCOUNTS),
-    );
-    eventually(Duration::from_secs(15), "the link", || {
-        n1.http_get("/routez").1["num_routes"] == 1 && n2.http_get("/healthz").0 == 200
-    });
+    let (n1, n2) = linked_pair(Some(ACCOUNTS), |_| vec![]);
     let a = login_same(&n1.url(), "a").await;
     let b = login_same(&n2.url(), "b").await;
     let c = login_same(&n2.url(), "c").await;

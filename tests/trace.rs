@@ -156,35 +156,7 @@ async fn one_event_per_server_with_every_egress() {
 /// subscriber; trace-only crosses the route without delivering.
 #[tokio::test]
 async fn events_from_both_nodes_of_a_route() {
-    let n1 = Shoal::start(
-        2,
-        &[
-            "--cluster",
-            "nats://127.0.0.1:-1",
-            "-m",
-            "-1",
-            "--name",
-            "n1",
-        ],
-        None,
-    );
-    let n2 = Shoal::start(
-        2,
-        &[
-            "--cluster",
-            "nats://127.0.0.1:-1",
-            "--routes",
-            &n1.route_url(),
-            "-m",
-            "-1",
-            "--name",
-            "n2",
-        ],
-        None,
-    );
-    eventually(Duration::from_secs(15), "the link", || {
-        n1.http_get("/routez").1["num_routes"] == 1 && n2.http_get("/healthz").0 == 200
-    });
+    let (n1, n2) = linked_pair(None, |i| vec!["--name".into(), format!("n{}", i + 1)]);
     let tool = n1.client().await;
     let mut trace = tool.subscribe("trace.inbox").await.unwrap();
     let far = n2.client().await;

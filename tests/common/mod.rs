@@ -278,6 +278,34 @@ impl Raw {
     }
 }
 
+/// Two linked nodes with 2 shards each (monitoring on): the second seeded
+/// with the first, returned once the link is up and both are healthy.
+/// `extra(i)` adds flags to node `i` (0 or 1).
+pub fn linked_pair(conf: Option<&str>, extra: impl Fn(usize) -> Vec<String>) -> (Shoal, Shoal) {
+    let flags = |i: usize, seed: Option<String>| {
+        let mut f: Vec<String> = ["--cluster", "nats://127.0.0.1:-1", "-m", "-1"]
+            .map(String::from)
+            .to_vec();
+        if let Some(seed) = seed {
+            f.extend(["--routes".to_string(), seed]);
+        }
+        f.extend(extra(i));
+        f
+    };
+    let start = |f: Vec<String>| {
+        let args: Vec<&str> = f.iter().map(String::as_str).collect();
+        Shoal::start(2, &args, conf)
+    };
+    let n1 = start(flags(0, None));
+    let n2 = start(flags(1, Some(n1.route_url())));
+    eventually(Duration::from_secs(15), "the link", || {
+        n1.http_get("/routez").1["num_routes"] == 1
+            && n1.http_get("/healthz").0 == 200
+            && n2.http_get("/healthz").0 == 200
+    });
+    (n1, n2)
+}
+
 /// A client logged in as `user`, whose password is its name (the
 /// convention of the tests' account configurations).
 pub async fn login_same(url: &str, user: &str) -> async_nats::Client {
