@@ -130,6 +130,9 @@ pub(crate) struct Shard {
     /// shards' reports.
     traces: RefCell<AHashMap<u64, trace::Pending>>,
     next_trace: Cell<u64>,
+    /// What delivering other shards' batches from a client's task passes
+    /// on (`deliver_pending_data`); emptied by `pass_on` every batch.
+    passed_on: RefCell<Outgoing>,
     /// This shard's control inbox, also drained synchronously by
     /// `apply_pending_control` on the message path.
     control_rx: std::cell::OnceCell<(
@@ -179,9 +182,10 @@ impl Shard {
         let stats = shared.shard_stats[id as usize].clone();
         let clustered = shared.config.cluster.enabled();
         let dynamic = RefCell::new(shared.current());
+        let shards = peers.len();
         Shard {
             id,
-            shards: peers.len(),
+            shards,
             shared,
             stats,
             index: RefCell::new(SubjectIndex::new()),
@@ -199,6 +203,7 @@ impl Shard {
             trace: RefCell::new(None),
             traces: RefCell::new(AHashMap::new()),
             next_trace: Cell::new(0),
+            passed_on: RefCell::new(Outgoing::new(shards)),
             control_rx: std::cell::OnceCell::new(),
             data_rx: std::cell::OnceCell::new(),
             clustered,
@@ -1247,7 +1252,9 @@ impl Shard {
         if pending.load(std::sync::atomic::Ordering::Acquire) == 0 {
             return;
         }
-        let mut out = Outgoing::new(self.shards);
+        // Reused: no allocation per client read buffer. Nothing below
+        // comes back here (`apply_batch` routes and passes on only).
+        let mut out = self.passed_on.borrow_mut();
         while let Ok(batch) = rx.try_recv() {
             pending.fetch_sub(1, Relaxed);
             self.apply_batch(&batch, &mut out);
