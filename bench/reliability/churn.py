@@ -33,7 +33,7 @@ import random
 import signal
 import time
 
-from common import Client, Hogs, emit, is_no_responders, servers_from_env, start_cluster, wait_mesh
+from common import Client, is_no_responders, main_async, start_cluster, wait_mesh
 
 WORKERS = int(os.environ.get("WORKERS", "2"))
 OPS = float(os.environ.get("OPS", "100"))
@@ -236,10 +236,7 @@ async def run(kind, shoal):
 
 
 def main():
-    kinds, shoal = servers_from_env()
-    for kind in kinds:
-        with Hogs(HOGS):
-            emit(asyncio.run(run(kind, shoal)))
+    main_async(run, HOGS)
 
 
 if __name__ == "__main__":

@@ -253,10 +253,22 @@ def servers_from_env():
     """SERVER=shoal|nats|both (default both), SHOAL=path."""
     want = os.environ.get("SERVER", "both")
     kinds = ["shoal", "nats"] if want == "both" else [want]
-    shoal = os.environ.get("SHOAL", "/work/bin/shoal-2cbecd6")
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    shoal = os.environ.get("SHOAL", os.path.join(repo, "target", "release", "shoal"))
     return kinds, shoal
 
 
 def emit(result):
     """One JSON line per run on stdout (run.sh collects them)."""
     print(json.dumps(result), flush=True)
+
+
+def main_async(run, hogs):
+    """Runs the async scenario `run(kind, shoal)` once per server asked
+    for (`SERVER`), with the CPU hogs when `hogs`, and emits each result."""
+    import asyncio
+
+    kinds, shoal = servers_from_env()
+    for kind in kinds:
+        with Hogs(hogs):
+            emit(asyncio.run(run(kind, shoal)))

@@ -23,7 +23,7 @@ import asyncio
 import os
 import time
 
-from common import (Client, Hogs, emit, is_no_responders, servers_from_env,
+from common import (Client, is_no_responders, main_async,
                     start_cluster, wait_mesh, wait_port)
 
 RATE = float(os.environ.get("RATE", "200"))
@@ -172,10 +172,7 @@ async def run(kind, shoal):
 
 
 def main():
-    kinds, shoal = servers_from_env()
-    for kind in kinds:
-        with Hogs(HOGS):
-            emit(asyncio.run(run(kind, shoal)))
+    main_async(run, HOGS)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,10 @@
 # 127.0.0.1 on a free port and is stopped by its PID; CPU hogs likewise.
 #
 #   bash bench/reliability/run.sh                       # everything, 3 runs
-#   SHOAL=/work/bin/shoal-2cbecd6 SERVER=shoal bash bench/reliability/run.sh
+#   SHOAL=./target/release/shoal SERVER=shoal bash bench/reliability/run.sh
 #   SCENARIOS="killnode churn" RUNS=1 bash bench/reliability/run.sh
 #
-# SHOAL      the Shoal binary (default /work/bin/shoal-2cbecd6; the scripts
+# SHOAL      the Shoal binary (default ./target/release/shoal; the scripts
 #            do not build it)
 # SERVER     shoal | nats | both (default both)
 # SCENARIOS  any of: killnode churn slowsub hostile memory lameduck
@@ -18,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-export SHOAL=${SHOAL:-/work/bin/shoal-2cbecd6}
+export SHOAL=${SHOAL:-$(cd ../.. && pwd)/target/release/shoal}
 export SERVER=${SERVER:-both}
 SCENARIOS=${SCENARIOS:-"killnode churn slowsub hostile memory lameduck"}
 RUNS=${RUNS:-3}
