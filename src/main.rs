@@ -245,7 +245,16 @@ fn configure(flags: &Flags) -> Result<ServerConfig, String> {
     }
     // What `Server::start` would refuse, found now (for `-t` and a clearer
     // start error).
-    shoal_core::auth::Authenticator::new(&c.auth).map_err(|e| e.to_string())?;
+    let auth = shoal_core::auth::Authenticator::new(&c.auth).map_err(|e| e.to_string())?;
+    c.notices.extend(auth.notices().iter().cloned());
+    if c.auth.operator.enabled()
+        && c.cluster.enabled()
+        && (c.cluster.user.is_none() || c.cluster.password.is_none())
+    {
+        c.notices.push(
+            "operator mode in a cluster without route credentials: a reply to a service import is accepted only on the node the request entered (set cluster authorization to share the reply key)".into(),
+        );
+    }
     Ok(c)
 }
 

@@ -12,7 +12,7 @@ use crate::outbound::{self, Client, ClientFlags, CloseReason, ConnMeta, LocalSub
 use crate::runtime::{self, LocalEvent, TcpListener, TcpStream};
 use crate::shard::{Outgoing, Shard};
 use bytes::{Bytes, BytesMut};
-use shoal_core::auth::{AuthError, ClientPermissions, FastCheck, Session};
+use shoal_core::auth::{AuthError, ClientPermissions, ConnectContext, FastCheck, Session};
 use shoal_core::proto::{
     self, ClientOp, ClientParser, ConnectOptions, Limits, ProtoError, Publish,
 };
@@ -96,8 +96,11 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     // TLS first (`handshake_first`): the INFO waits for the handshake and
     // goes out encrypted.
     let tls_first = tls_comes_first(&shard, &client).await;
+    if dynamic.auth.nonce_required() {
+        *client.meta.nonce.borrow_mut() = Some(new_nonce());
+    }
     if !tls_first {
-        let info = shared.info_for(id, addr);
+        let info = shared.info_for(id, addr, client.meta.nonce.borrow().as_deref());
         let res = client.queue(|b| proto::write_info(b, &info));
         shard.mark_dirty(&client, res);
     }
@@ -126,7 +129,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let reason = match start_tls(&shard, &client).await {
         Ok(()) => {
             if tls_first {
-                let info = shared.info_for(id, addr);
+                let info = shared.info_for(id, addr, client.meta.nonce.borrow().as_deref());
                 let res = client.queue(|b| proto::write_info(b, &info));
                 shard.mark_dirty(&client, res);
                 shard.flush_dirty();
@@ -178,6 +181,43 @@ async fn auth_timer(shard: Rc<Shard>, client: Rc<Client>, timeout: Duration) {
         shard.mark_dirty(&client, res);
         client.close_after_flush(CloseReason::AuthenticationTimeout);
     }
+}
+
+/// A nonce for a client to sign (nkey users, operator mode): 11 random
+/// bytes as unpadded base64url, nats-server's length.
+fn new_nonce() -> String {
+    use base64::Engine;
+    use ring::rand::SecureRandom;
+    let mut raw = [0u8; 11];
+    // The system's generator; failing it is a broken host, and a nonce
+    // nobody can predict is the whole point.
+    ring::rand::SystemRandom::new()
+        .fill(&mut raw)
+        .expect("the system random generator failed");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// Closes a connection when its user JWT expires (nats-server's
+/// `User Authentication Expired`). Holds the client weakly.
+async fn expiry_timer(shard: Rc<Shard>, client: std::rc::Weak<Client>, at: i64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    runtime::sleep(Duration::from_secs(at.saturating_sub(now).max(0) as u64)).await;
+    let Some(client) = client.upgrade() else {
+        return;
+    };
+    if client.is_closing() {
+        return;
+    }
+    info!(
+        "{} - cid:{} - User Authentication Expired",
+        client.addr, client.id
+    );
+    let res = client.queue(|b| proto::write_err(b, "User Authentication Expired"));
+    shard.mark_dirty(&client, res);
+    client.close_after_flush(CloseReason::AuthenticationExpired);
+    shard.flush_dirty();
 }
 
 /// When nats-server sends a client its first PING (then one every
@@ -689,16 +729,25 @@ impl Connection {
         if self.client.authenticated.get() {
             return self.accept_connect(opts);
         }
-        match self.shard.current().auth.check_fast(&opts) {
+        let ctx = self.connect_context();
+        match self.shard.current().auth.check_fast(&opts, &ctx) {
             FastCheck::Done(verdict) => self.finish_connect(opts, verdict),
-            FastCheck::NeedsBcrypt => {
+            FastCheck::NeedsSlowCheck => {
                 self.pending_auth = Some(opts);
                 Ok(())
             }
         }
     }
 
-    /// Runs the bcrypt check on the auth pool (never on this shard); a full
+    /// What the server knows of this connection for checking its CONNECT.
+    fn connect_context(&self) -> ConnectContext {
+        ConnectContext::now(
+            self.client.meta.nonce.borrow().clone(),
+            Some(self.client.addr.ip()),
+        )
+    }
+
+    /// Runs the bcrypt or signature check on the auth pool (never on this shard); a full
     /// pool refuses, as a wrong password would (a flood of CONNECTs). A
     /// reload while the check ran means it is judged again by the new users.
     async fn check_off_shard(&self, opts: &ConnectOptions) -> Result<Session, AuthError> {
@@ -706,11 +755,12 @@ impl Connection {
             let dynamic = self.shard.current();
             let checked_by = dynamic.clone();
             let given = opts.clone();
+            let ctx = self.connect_context();
             let verdict = self
                 .shard
                 .shared
                 .auth_pool
-                .run(move || checked_by.auth.authenticate(&given))
+                .run(move || checked_by.auth.authenticate(&given, &ctx))
                 .await
                 .unwrap_or(Err(AuthError));
             if Arc::ptr_eq(&dynamic, &self.shard.current()) {
@@ -728,6 +778,13 @@ impl Connection {
         {
             match verdict {
                 Ok(session) => {
+                    if let Some(at) = session.expires {
+                        runtime::spawn_detached(expiry_timer(
+                            self.shard.clone(),
+                            Rc::downgrade(&self.client),
+                            at,
+                        ));
+                    }
                     *self.client.perms.borrow_mut() =
                         session.permissions.map(ClientPermissions::new);
                     *self.client.account.borrow_mut() = self

@@ -38,6 +38,8 @@ pub enum CloseReason {
     StaleConnection,
     AuthenticationTimeout,
     AuthenticationViolation,
+    /// The user JWT expired while connected.
+    AuthenticationExpired,
     ParseError,
     MaxPayloadExceeded,
     MaxConnectionsExceeded,
@@ -62,6 +64,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::StaleConnection => "Stale Connection",
             CloseReason::AuthenticationTimeout => "Authentication Timeout",
             CloseReason::AuthenticationViolation => "Authentication Failure",
+            CloseReason::AuthenticationExpired => "Authentication Expired",
             CloseReason::ParseError => "Parse Error",
             CloseReason::MaxPayloadExceeded => "Maximum Payload Exceeded",
             CloseReason::MaxConnectionsExceeded => "Maximum Connections Exceeded",
@@ -165,6 +168,9 @@ pub(crate) struct ConnMeta {
     pub rtt: Cell<Option<Duration>>,
     /// The client's CONNECT options.
     pub connect: RefCell<Option<shoal_core::proto::ConnectOptions>>,
+    /// The nonce its INFO carried (nkey users and operator mode): what its
+    /// CONNECT signs, kept to re-check the signature at a reload.
+    pub nonce: RefCell<Option<String>>,
 }
 
 impl Default for ConnMeta {
@@ -179,6 +185,7 @@ impl Default for ConnMeta {
             ping_sent: Cell::new(None),
             rtt: Cell::new(None),
             connect: RefCell::new(None),
+            nonce: RefCell::new(None),
         }
     }
 }

@@ -67,10 +67,37 @@ fn server_id() -> String {
         .collect()
 }
 
+/// The authentication configuration plus the secret the service-reply
+/// MAC key needs in operator mode, where every JWT is public: the cluster's
+/// route credentials (which every node has and no client), else a random
+/// key of this process (kept across reloads). Without route credentials a
+/// reply to a service import that crosses to another node fails its MAC
+/// check there (a start notice says so).
+fn auth_config(config: &ServerConfig) -> shoal_core::auth::AuthConfig {
+    static PROCESS_KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    let mut auth = config.auth.clone();
+    if auth.operator.enabled() {
+        auth.reply_secret = match (&config.cluster.user, &config.cluster.password) {
+            (Some(u), Some(p)) => [u.as_bytes(), b"\0", p.as_bytes()].concat(),
+            _ => PROCESS_KEY
+                .get_or_init(|| {
+                    use ring::rand::SecureRandom;
+                    let mut k = [0u8; 32];
+                    ring::rand::SystemRandom::new()
+                        .fill(&mut k)
+                        .expect("the system random generator failed");
+                    k
+                })
+                .to_vec(),
+        };
+    }
+    auth
+}
+
 impl Server {
     /// Binds, starts every shard, and returns once all accept connections.
     pub fn start(config: ServerConfig) -> Result<Server, StartError> {
-        let auth = Authenticator::new(&config.auth)?;
+        let auth = Authenticator::new(&auth_config(&config))?;
         let tls = match &config.tls {
             Some(t) => Some(crate::tls::server_config(t).map_err(StartError::Tls)?),
             None => None,
@@ -313,7 +340,7 @@ impl ServerControl {
     /// server runs are kept and named in the returned list. An invalid
     /// configuration changes nothing.
     pub fn reload(&self, new: ServerConfig) -> Result<Vec<&'static str>, StartError> {
-        let auth = Authenticator::new(&new.auth)?;
+        let auth = Authenticator::new(&auth_config(&new))?;
         let old = &self.shared.config;
         let mut kept = Vec::new();
         let mut config = new;

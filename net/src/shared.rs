@@ -93,7 +93,14 @@ impl Shared {
     }
 
     /// The INFO a client gets.
-    pub(crate) fn info_for(&self, client_id: u64, addr: SocketAddr) -> ServerInfo {
+    /// The INFO for one client; `nonce` is the one it was sent first (nkey
+    /// users and operator mode).
+    pub(crate) fn info_for(
+        &self,
+        client_id: u64,
+        addr: SocketAddr,
+        nonce: Option<&str>,
+    ) -> ServerInfo {
         let d = self.current();
         ServerInfo {
             server_id: self.server_id.clone(),
@@ -116,6 +123,7 @@ impl Shared {
                 .lock()
                 .map(|u| u.clone())
                 .unwrap_or_default(),
+            nonce: nonce.map(str::to_owned),
             ..Default::default()
         }
     }

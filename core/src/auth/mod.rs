@@ -14,8 +14,16 @@
 //! reload for every user whose secret did not change
 //! ([`Authenticator::keep_verified_from`]), so a reload does not re-run bcrypt
 //! for every connected client.
+//!
+//! Public-key authentication, as nats-server: nkey users (`users: [{nkey:
+//! U...}]`) and operator mode ([`operator`]: users presenting JWTs). Both
+//! send the client a nonce in INFO, which it signs with its seed; checking
+//! a signature costs tens of microseconds, so those CONNECTs also go to the
+//! auth pool rather than a shard.
 
 mod accounts;
+pub mod jwt;
+pub mod operator;
 mod permissions;
 
 pub use accounts::{
@@ -29,7 +37,9 @@ pub use permissions::{
 
 use crate::proto::ConnectOptions;
 use ahash::AHashMap;
+pub use operator::{OperatorConfig, OperatorError};
 use sha2::{Digest, Sha256};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq;
 use thiserror::Error;
@@ -92,10 +102,29 @@ pub struct User {
     pub permissions: Option<Permissions>,
 }
 
+/// One configured nkey user (`users: [{nkey: U...}]`): authenticates by
+/// signing the server's nonce with the key's seed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NkeyUser {
+    /// The public user nkey (`U...`).
+    pub key: String,
+    pub account: Option<String>,
+    pub permissions: Option<Permissions>,
+}
+
 /// The authentication part of the configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuthConfig {
     pub users: Vec<User>,
+    pub nkeys: Vec<NkeyUser>,
+    /// Operator mode (users come from JWTs; no `users`, `nkeys` or
+    /// `accounts` then).
+    pub operator: OperatorConfig,
+    /// Extra secret material for the service-reply MAC key, set by the
+    /// server (the cluster's route credentials, or a per-process random
+    /// key): in operator mode every JWT is public, so the configuration
+    /// alone holds no secret.
+    pub reply_secret: Vec<u8>,
     pub token: Option<Secret>,
     /// A client that gives no user name is this user (nats-server's
     /// `no_auth_user`), with its permissions and without its password.
@@ -116,6 +145,10 @@ pub enum AuthConfigError {
     UnknownAccount(String),
     #[error("{0}")]
     Account(#[from] AccountError),
+    #[error("{0:?} is not a valid public user nkey")]
+    BadNkey(String),
+    #[error("{0}")]
+    Operator(#[from] OperatorError),
     #[error("user {user:?}: {source}")]
     Permission {
         user: String,
@@ -142,12 +175,41 @@ pub struct Session {
     pub account: Option<String>,
     /// `None`: no restrictions.
     pub permissions: Option<Arc<CompiledPermissions>>,
+    /// When the credentials expire (a user JWT's `exp`, Unix seconds): the
+    /// connection is closed then, as nats-server does.
+    pub expires: Option<i64>,
+}
+
+/// What the server knows about a connection that the CONNECT does not say.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectContext {
+    /// The nonce sent in INFO (when nkeys or operator mode are configured).
+    pub nonce: Option<String>,
+    pub ip: Option<IpAddr>,
+    /// Unix seconds (JWT validity, revocations, connect times).
+    pub now: i64,
+}
+
+impl ConnectContext {
+    /// The context at this moment.
+    pub fn now(nonce: Option<String>, ip: Option<IpAddr>) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        ConnectContext { nonce, ip, now }
+    }
 }
 
 #[derive(Debug)]
 struct UserEntry {
     account: Option<String>,
     password: Checked,
+    permissions: Option<Arc<CompiledPermissions>>,
+}
+
+#[derive(Debug)]
+struct NkeyEntry {
+    account: Option<String>,
     permissions: Option<Arc<CompiledPermissions>>,
 }
 
@@ -236,9 +298,9 @@ impl Checked {
 #[derive(Debug)]
 pub enum FastCheck {
     Done(Result<Session, AuthError>),
-    /// Only bcrypt can tell: call [`Authenticator::authenticate`] off the
-    /// message path.
-    NeedsBcrypt,
+    /// Only bcrypt or a signature check can tell: call
+    /// [`Authenticator::authenticate`] off the message path.
+    NeedsSlowCheck,
 }
 
 /// Checks CONNECT credentials against the configuration. Immutable and
@@ -246,6 +308,11 @@ pub enum FastCheck {
 #[derive(Debug, Default)]
 pub struct Authenticator {
     users: AHashMap<String, UserEntry>,
+    /// nkey users by public key.
+    nkeys: AHashMap<String, NkeyEntry>,
+    trust: Option<operator::Trust>,
+    /// What was left out of the configuration, for the start log.
+    notices: Vec<String>,
     token: Option<Checked>,
     no_auth_user: Option<String>,
     accounts: Arc<Accounts>,
@@ -281,8 +348,35 @@ impl Authenticator {
                 return Err(AuthConfigError::DuplicateUser(u.name.clone()));
             }
         }
+        let mut nkeys = AHashMap::new();
+        for n in &config.nkeys {
+            if jwt::key_kind(&n.key) != Some('U') {
+                return Err(AuthConfigError::BadNkey(n.key.clone()));
+            }
+            let permissions = match &n.permissions {
+                None => None,
+                Some(p) => Some(Arc::new(CompiledPermissions::compile(p).map_err(
+                    |source| AuthConfigError::Permission {
+                        user: n.key.clone(),
+                        source,
+                    },
+                )?)),
+            };
+            if let Some(a) = &n.account {
+                if !config.accounts.iter().any(|c| &c.name == a) && a != GLOBAL_ACCOUNT {
+                    return Err(AuthConfigError::UnknownAccount(a.clone()));
+                }
+            }
+            let entry = NkeyEntry {
+                account: n.account.clone(),
+                permissions,
+            };
+            if nkeys.insert(n.key.clone(), entry).is_some() {
+                return Err(AuthConfigError::DuplicateUser(n.key.clone()));
+            }
+        }
         if let Some(name) = &config.no_auth_user {
-            if !users.contains_key(name) {
+            if !users.contains_key(name) && !nkeys.contains_key(name) {
                 return Err(AuthConfigError::UnknownNoAuthUser(name.clone()));
             }
         }
@@ -298,13 +392,54 @@ impl Authenticator {
         if let Some(t) = &config.token {
             secret.extend_from_slice(t.material());
         }
-        let accounts = Arc::new(Accounts::new(&config.accounts, &secret)?);
+        for n in &config.nkeys {
+            secret.extend_from_slice(n.key.as_bytes());
+            secret.push(0);
+        }
+        secret.extend_from_slice(&config.reply_secret);
+        let mut notices = Vec::new();
+        let (trust, accounts) = if config.operator.enabled() {
+            if !config.accounts.is_empty() {
+                return Err(OperatorError::Accounts.into());
+            }
+            if !config.users.is_empty() || !config.nkeys.is_empty() || config.token.is_some() {
+                return Err(OperatorError::Users.into());
+            }
+            let (trust, configs) = operator::Trust::new(&config.operator, &mut notices)?;
+            for (_, jwt) in &config.operator.preload {
+                secret.extend_from_slice(jwt.as_bytes());
+            }
+            (Some(trust), Accounts::new(&configs, &secret)?)
+        } else {
+            if config.operator.resolver.is_some() || !config.operator.preload.is_empty() {
+                notices.push(
+                    "resolver and resolver_preload are ignored without an operator".to_owned(),
+                );
+            }
+            (None, Accounts::new(&config.accounts, &secret)?)
+        };
+        let accounts = Arc::new(accounts);
         Ok(Authenticator {
             users,
+            nkeys,
+            trust,
+            notices,
             token: config.token.clone().map(Checked::new),
             no_auth_user: config.no_auth_user.clone(),
             accounts,
         })
+    }
+
+    /// What the configuration held that the server leaves out (logged at
+    /// start).
+    pub fn notices(&self) -> &[String] {
+        &self.notices
+    }
+
+    /// Whether INFO carries a nonce for the client to sign (nkey users or
+    /// operator mode).
+    pub fn nonce_required(&self) -> bool {
+        self.trust.is_some() || !self.nkeys.is_empty()
     }
 
     /// The accounts (one default account when none are configured).
@@ -327,21 +462,36 @@ impl Authenticator {
 
     /// Checks the credentials of a CONNECT without running bcrypt, when
     /// that is possible.
-    pub fn check_fast(&self, opts: &ConnectOptions) -> FastCheck {
-        self.check(opts, |secret, given| secret.verify_fast(given))
-            .map_or(FastCheck::NeedsBcrypt, FastCheck::Done)
+    pub fn check_fast(&self, opts: &ConnectOptions, ctx: &ConnectContext) -> FastCheck {
+        if self.needs_signature(opts) {
+            return FastCheck::NeedsSlowCheck;
+        }
+        self.check(opts, ctx, |secret, given| secret.verify_fast(given))
+            .map_or(FastCheck::NeedsSlowCheck, FastCheck::Done)
+    }
+
+    /// Whether deciding this CONNECT means checking a signature.
+    fn needs_signature(&self, opts: &ConnectOptions) -> bool {
+        self.trust.is_some() || (opts.nkey.is_some() && !self.nkeys.is_empty())
     }
 
     /// Whether clients must authenticate (`auth_required` in INFO).
     pub fn required(&self) -> bool {
-        self.token.is_some() || !self.users.is_empty()
+        self.token.is_some()
+            || !self.users.is_empty()
+            || !self.nkeys.is_empty()
+            || self.trust.is_some()
     }
 
     /// Checks the credentials of a CONNECT; may run bcrypt (50-200 ms):
     /// call it off the message path unless [`Authenticator::check_fast`]
     /// said it is not needed.
-    pub fn authenticate(&self, opts: &ConnectOptions) -> Result<Session, AuthError> {
-        self.check(opts, |secret, given| Some(secret.verify(given)))
+    pub fn authenticate(
+        &self,
+        opts: &ConnectOptions,
+        ctx: &ConnectContext,
+    ) -> Result<Session, AuthError> {
+        self.check(opts, ctx, |secret, given| Some(secret.verify(given)))
             .unwrap_or(Err(AuthError))
     }
 
@@ -350,8 +500,15 @@ impl Authenticator {
     fn check(
         &self,
         opts: &ConnectOptions,
+        ctx: &ConnectContext,
         verify: impl Fn(&Checked, &str) -> Option<bool>,
     ) -> Option<Result<Session, AuthError>> {
+        if let Some(trust) = &self.trust {
+            return Some(trust.authenticate(opts, ctx));
+        }
+        if let (Some(key), false) = (&opts.nkey, self.nkeys.is_empty()) {
+            return Some(self.check_nkey(key, opts, ctx));
+        }
         if let Some(token) = &self.token {
             let Some(given) = opts.auth_token.as_deref() else {
                 return Some(Err(AuthError));
@@ -362,19 +519,26 @@ impl Authenticator {
                 Err(AuthError)
             });
         }
-        if self.users.is_empty() {
+        if self.users.is_empty() && self.nkeys.is_empty() {
             return Some(Ok(Session::default()));
         }
         let Some(name) = opts.user.as_deref() else {
             // No credentials at all: the `no_auth_user`, when configured.
             return Some(match (&self.no_auth_user, &opts.auth_token) {
-                (Some(name), None) => match self.users.get(name) {
-                    Some(entry) => Ok(Session {
+                (Some(name), None) => match (self.users.get(name), self.nkeys.get(name)) {
+                    (Some(entry), _) => Ok(Session {
                         user: Some(name.clone()),
                         account: entry.account.clone(),
                         permissions: entry.permissions.clone(),
+                        expires: None,
                     }),
-                    None => Err(AuthError),
+                    (None, Some(entry)) => Ok(Session {
+                        user: Some(name.clone()),
+                        account: entry.account.clone(),
+                        permissions: entry.permissions.clone(),
+                        expires: None,
+                    }),
+                    (None, None) => Err(AuthError),
                 },
                 _ => Err(AuthError),
             });
@@ -389,9 +553,34 @@ impl Authenticator {
             user: Some(name.to_owned()),
             account: entry.account.clone(),
             permissions: entry.permissions.clone(),
+            expires: None,
         }))
+    }
+
+    /// An nkey user: known key, and its signature of the nonce.
+    fn check_nkey(
+        &self,
+        key: &str,
+        opts: &ConnectOptions,
+        ctx: &ConnectContext,
+    ) -> Result<Session, AuthError> {
+        let entry = self.nkeys.get(key).ok_or(AuthError)?;
+        let (Some(nonce), Some(sig)) = (ctx.nonce.as_deref(), opts.sig.as_deref()) else {
+            return Err(AuthError);
+        };
+        if !jwt::verify_nonce(key, nonce, sig) {
+            return Err(AuthError);
+        }
+        Ok(Session {
+            user: Some(key.to_owned()),
+            account: entry.account.clone(),
+            permissions: entry.permissions.clone(),
+            expires: None,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_jwt;

@@ -10,6 +10,10 @@ fn connect(user: Option<&str>, pass: Option<&str>, token: Option<&str>) -> Conne
     }
 }
 
+fn ctx() -> ConnectContext {
+    ConnectContext::default()
+}
+
 fn list(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
@@ -18,7 +22,7 @@ fn list(items: &[&str]) -> Vec<String> {
 fn no_auth_configured_lets_everyone_in() {
     let a = Authenticator::new(&AuthConfig::default()).unwrap();
     assert!(!a.required());
-    let s = a.authenticate(&connect(None, None, None)).unwrap();
+    let s = a.authenticate(&connect(None, None, None), &ctx()).unwrap();
     assert!(s.permissions.is_none());
 }
 
@@ -43,32 +47,35 @@ fn plain_and_bcrypt_passwords() {
         token: None,
         no_auth_user: None,
         accounts: vec![],
+        ..Default::default()
     };
     let a = Authenticator::new(&cfg).unwrap();
     assert!(a.required());
     assert_eq!(
-        a.authenticate(&connect(Some("alice"), Some("pw"), None))
+        a.authenticate(&connect(Some("alice"), Some("pw"), None), &ctx())
             .unwrap()
             .user
             .as_deref(),
         Some("alice")
     );
     assert!(a
-        .authenticate(&connect(Some("alice"), Some("pW"), None))
+        .authenticate(&connect(Some("alice"), Some("pW"), None), &ctx())
         .is_err());
-    assert!(a.authenticate(&connect(Some("alice"), None, None)).is_err());
     assert!(a
-        .authenticate(&connect(Some("bob"), Some("s3cret"), None))
+        .authenticate(&connect(Some("alice"), None, None), &ctx())
+        .is_err());
+    assert!(a
+        .authenticate(&connect(Some("bob"), Some("s3cret"), None), &ctx())
         .is_ok());
     assert!(
-        a.authenticate(&connect(Some("bob"), Some(&hash), None))
+        a.authenticate(&connect(Some("bob"), Some(&hash), None), &ctx())
             .is_err(),
         "the hash itself is not the password"
     );
     assert!(a
-        .authenticate(&connect(Some("carol"), Some("pw"), None))
+        .authenticate(&connect(Some("carol"), Some("pw"), None), &ctx())
         .is_err());
-    assert!(a.authenticate(&connect(None, None, None)).is_err());
+    assert!(a.authenticate(&connect(None, None, None), &ctx()).is_err());
     assert_eq!(AuthError.err_text(), "Authorization Violation");
 }
 
@@ -80,13 +87,18 @@ fn token_auth_plain_and_bcrypt() {
             token: Some(Secret::new(&configured)),
             no_auth_user: None,
             accounts: vec![],
+            ..Default::default()
         })
         .unwrap();
         assert!(a.required());
-        assert!(a.authenticate(&connect(None, None, Some("tok"))).is_ok());
-        assert!(a.authenticate(&connect(None, None, Some("tak"))).is_err());
         assert!(a
-            .authenticate(&connect(Some("u"), Some("tok"), None))
+            .authenticate(&connect(None, None, Some("tok")), &ctx())
+            .is_ok());
+        assert!(a
+            .authenticate(&connect(None, None, Some("tak")), &ctx())
+            .is_err());
+        assert!(a
+            .authenticate(&connect(Some("u"), Some("tok"), None), &ctx())
             .is_err());
     }
 }
@@ -104,6 +116,7 @@ fn config_errors() {
         token: Some(Secret::new("t")),
         no_auth_user: None,
         accounts: vec![],
+        ..Default::default()
     };
     assert_eq!(
         Authenticator::new(&both).unwrap_err(),
@@ -114,6 +127,7 @@ fn config_errors() {
         token: None,
         no_auth_user: None,
         accounts: vec![],
+        ..Default::default()
     };
     assert_eq!(
         Authenticator::new(&dup).unwrap_err(),
@@ -133,6 +147,7 @@ fn config_errors() {
         token: None,
         no_auth_user: None,
         accounts: vec![],
+        ..Default::default()
     };
     assert!(matches!(
         Authenticator::new(&bad),
@@ -293,32 +308,36 @@ fn check_fast_answers_without_bcrypt_until_a_success_is_known() {
         token: None,
         no_auth_user: None,
         accounts: vec![],
+        ..Default::default()
     };
     let a = Authenticator::new(&cfg).unwrap();
     let bob = connect(Some("bob"), Some("s3cret"), None);
-    assert!(matches!(a.check_fast(&bob), FastCheck::NeedsBcrypt));
+    assert!(matches!(
+        a.check_fast(&bob, &ctx()),
+        FastCheck::NeedsSlowCheck
+    ));
     // Plain passwords and unknown users never need bcrypt.
     assert!(matches!(
-        a.check_fast(&connect(Some("alice"), Some("pw"), None)),
+        a.check_fast(&connect(Some("alice"), Some("pw"), None), &ctx()),
         FastCheck::Done(Ok(_))
     ));
     assert!(matches!(
-        a.check_fast(&connect(Some("carol"), Some("x"), None)),
+        a.check_fast(&connect(Some("carol"), Some("x"), None), &ctx()),
         FastCheck::Done(Err(_))
     ));
     // A wrong password is not remembered; a right one is.
     assert!(a
-        .authenticate(&connect(Some("bob"), Some("wrong"), None))
+        .authenticate(&connect(Some("bob"), Some("wrong"), None), &ctx())
         .is_err());
     assert!(matches!(
-        a.check_fast(&connect(Some("bob"), Some("wrong"), None)),
-        FastCheck::NeedsBcrypt
+        a.check_fast(&connect(Some("bob"), Some("wrong"), None), &ctx()),
+        FastCheck::NeedsSlowCheck
     ));
-    assert!(a.authenticate(&bob).is_ok());
-    assert!(matches!(a.check_fast(&bob), FastCheck::Done(Ok(_))));
+    assert!(a.authenticate(&bob, &ctx()).is_ok());
+    assert!(matches!(a.check_fast(&bob, &ctx()), FastCheck::Done(Ok(_))));
     assert!(matches!(
-        a.check_fast(&connect(Some("bob"), Some("s3cret!"), None)),
-        FastCheck::NeedsBcrypt
+        a.check_fast(&connect(Some("bob"), Some("s3cret!"), None), &ctx()),
+        FastCheck::NeedsSlowCheck
     ));
 }
 
@@ -330,13 +349,14 @@ fn a_reload_keeps_known_successes_only_for_unchanged_secrets() {
         token: None,
         no_auth_user: None,
         accounts: vec![],
+        ..Default::default()
     })
     .unwrap();
     assert!(old
-        .authenticate(&connect(Some("bob"), Some("s3cret"), None))
+        .authenticate(&connect(Some("bob"), Some("s3cret"), None), &ctx())
         .is_ok());
     assert!(old
-        .authenticate(&connect(Some("eve"), Some("e"), None))
+        .authenticate(&connect(Some("eve"), Some("e"), None), &ctx())
         .is_ok());
     // Same bob, eve's password changed (to the same text, new hash).
     let new = Authenticator::new(&AuthConfig {
@@ -344,16 +364,17 @@ fn a_reload_keeps_known_successes_only_for_unchanged_secrets() {
         token: None,
         no_auth_user: None,
         accounts: vec![],
+        ..Default::default()
     })
     .unwrap();
     new.keep_verified_from(&old);
     assert!(matches!(
-        new.check_fast(&connect(Some("bob"), Some("s3cret"), None)),
+        new.check_fast(&connect(Some("bob"), Some("s3cret"), None), &ctx()),
         FastCheck::Done(Ok(_))
     ));
     assert!(matches!(
-        new.check_fast(&connect(Some("eve"), Some("e"), None)),
-        FastCheck::NeedsBcrypt
+        new.check_fast(&connect(Some("eve"), Some("e"), None), &ctx()),
+        FastCheck::NeedsSlowCheck
     ));
 }
 
@@ -369,6 +390,7 @@ fn debug_shows_no_secret() {
         token: None,
         no_auth_user: None,
         accounts: vec![],
+        ..Default::default()
     })
     .unwrap();
     assert!(!format!("{a:?}").contains("s3cret"));
@@ -400,17 +422,18 @@ fn no_auth_user_is_who_connects_without_credentials() {
         token: None,
         no_auth_user: Some("anon".into()),
         accounts: vec![],
+        ..Default::default()
     };
     let a = Authenticator::new(&cfg).unwrap();
-    let s = a.authenticate(&connect(None, None, None)).unwrap();
+    let s = a.authenticate(&connect(None, None, None), &ctx()).unwrap();
     assert_eq!(s.user.as_deref(), Some("anon"));
     assert!(s.permissions.is_some(), "anon's permissions apply");
     // Credentials given are checked as usual.
     assert!(a
-        .authenticate(&connect(Some("bob"), Some("x"), None))
+        .authenticate(&connect(Some("bob"), Some("x"), None), &ctx())
         .is_err());
     assert!(a
-        .authenticate(&connect(Some("bob"), Some("bpw"), None))
+        .authenticate(&connect(Some("bob"), Some("bpw"), None), &ctx())
         .is_ok());
     cfg.no_auth_user = Some("nobody".into());
     assert!(matches!(

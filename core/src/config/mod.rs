@@ -7,7 +7,7 @@
 pub mod conf;
 
 use crate::auth::{
-    AccountConfig, AuthConfig, Export, Import, Permissions, ResponsePermission, Secret,
+    AccountConfig, AuthConfig, Export, Import, NkeyUser, Permissions, ResponsePermission, Secret,
     SubjectPermission, User,
 };
 use crate::proto::{DEFAULT_MAX_CONTROL_LINE, DEFAULT_MAX_PAYLOAD, MAX_PAYLOAD_LIMIT};
@@ -496,6 +496,30 @@ impl ServerConfig {
             "max_traced_msg_len" => self.max_traced_msg_len = size(e)?,
             "no_auth_user" => self.auth.no_auth_user = Some(string(e)?),
             "accounts" => self.apply_accounts(map(e)?)?,
+            // Operator mode (nats-server's keys for it).
+            "operator" | "operators" | "root" | "roots" | "root_operator" | "root_operators"
+            | "trusted_operators" => {
+                for item in string_list(e)? {
+                    let jwt = operator_jwt(e, &item)?;
+                    self.auth.operator.operators.push(jwt);
+                }
+            }
+            "trusted" | "trusted_keys" => self.auth.operator.trusted_keys = string_list(e)?,
+            "resolver" => match &e.value {
+                Value::String(s) => self.auth.operator.resolver = Some(s.clone()),
+                _ => {
+                    return invalid(
+                        e,
+                        "Shoal supports `resolver: MEMORY` (with resolver_preload) only",
+                    )
+                }
+            },
+            "resolver_preload" => {
+                for a in map(e)? {
+                    self.auth.operator.preload.push((a.key.clone(), string(a)?));
+                }
+            }
+            "system_account" => self.auth.operator.system_account = Some(string(e)?),
             // As in nats-server, a store directory alone does not enable
             // JetStream (client test harnesses always pass one).
             "store_dir" => {
@@ -559,9 +583,14 @@ impl ServerConfig {
             for e in map(acc)? {
                 match e.key.as_str() {
                     "users" => {
-                        for mut user in parse_users(e)? {
+                        let (users, nkeys) = parse_users(e)?;
+                        for mut user in users {
                             user.account = Some(acc.key.clone());
                             self.auth.users.push(user);
+                        }
+                        for mut nkey in nkeys {
+                            nkey.account = Some(acc.key.clone());
+                            self.auth.nkeys.push(nkey);
                         }
                     }
                     "exports" => {
@@ -626,7 +655,11 @@ impl ServerConfig {
                 "password" | "pass" => password = Some(string(e)?),
                 "token" => self.auth.token = Some(Secret::new(&string(e)?)),
                 "timeout" => self.auth_timeout = duration(e)?,
-                "users" => self.auth.users.extend(parse_users(e)?),
+                "users" => {
+                    let (users, nkeys) = parse_users(e)?;
+                    self.auth.users.extend(users);
+                    self.auth.nkeys.extend(nkeys);
+                }
                 _ => return unknown(e),
             }
         }
@@ -754,41 +787,79 @@ fn parse_import(list: &Entry, fields: &[Entry]) -> Result<Import, ConfigError> {
     Ok(import)
 }
 
-/// `users: [ {user: ..., password: ..., permissions: {...}}, ... ]`.
-fn parse_users(e: &Entry) -> Result<Vec<User>, ConfigError> {
+/// An operator given as a JWT, or as the path of a file holding one (as
+/// `nsc` writes it, possibly between `-----BEGIN ... JWT-----` lines).
+fn operator_jwt(e: &Entry, item: &str) -> Result<String, ConfigError> {
+    let item = item.trim();
+    if item.starts_with("eyJ") {
+        return Ok(item.to_owned());
+    }
+    let text = std::fs::read_to_string(item)
+        .or_else(|err| invalid(e, format!("cannot read operator JWT file {item:?}: {err}")))?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("eyJ"))
+        .map(str::to_owned)
+        .map_or_else(
+            || invalid(e, format!("no JWT in operator file {item:?}")),
+            Ok,
+        )
+}
+
+/// `users: [ {user: ..., password: ..., permissions: {...}}, {nkey: U...}, ... ]`:
+/// password users and nkey users.
+fn parse_users(e: &Entry) -> Result<(Vec<User>, Vec<NkeyUser>), ConfigError> {
     let Value::Array(items) = &e.value else {
         return invalid(e, "expected a list of users");
     };
-    items
-        .iter()
-        .map(|item| match item {
-            Value::Map(fields) => parse_user(e, fields),
-            _ => invalid(e, "expected {user: ..., password: ...}"),
-        })
-        .collect()
+    let mut users = Vec::new();
+    let mut nkeys = Vec::new();
+    for item in items {
+        match item {
+            Value::Map(fields) => match parse_user(e, fields)? {
+                Ok(u) => users.push(u),
+                Err(n) => nkeys.push(n),
+            },
+            _ => return invalid(e, "expected {user: ..., password: ...}"),
+        }
+    }
+    Ok((users, nkeys))
 }
 
-fn parse_user(list: &Entry, fields: &[Entry]) -> Result<User, ConfigError> {
+/// A password user, or (`Err`) an nkey user.
+fn parse_user(list: &Entry, fields: &[Entry]) -> Result<Result<User, NkeyUser>, ConfigError> {
     let mut name = None;
     let mut password = None;
+    let mut nkey = None;
     let mut permissions = None;
     for f in fields {
         match f.key.as_str() {
             "user" | "username" => name = Some(string(f)?),
             "password" | "pass" => password = Some(string(f)?),
+            "nkey" => nkey = Some(string(f)?),
             "permissions" => permissions = Some(parse_permissions(map(f)?)?),
             _ => return unknown(f),
         }
     }
+    if let Some(key) = nkey {
+        if name.is_some() || password.is_some() {
+            return invalid(list, "an nkey user has no 'user' or 'password'");
+        }
+        return Ok(Err(NkeyUser {
+            key,
+            account: None,
+            permissions,
+        }));
+    }
     let Some(name) = name else {
         return invalid(list, "a user entry has no 'user'");
     };
-    Ok(User {
+    Ok(Ok(User {
         name,
         account: None,
         password: Secret::new(password.as_deref().unwrap_or("")),
         permissions,
-    })
+    }))
 }
 
 fn parse_permissions(fields: &[Entry]) -> Result<Permissions, ConfigError> {

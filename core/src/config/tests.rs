@@ -233,3 +233,57 @@ fn jetstream_is_refused_with_one_clear_line() {
         "{text}"
     );
 }
+
+#[test]
+fn operator_mode_and_nkey_users_parse() {
+    use nkeys::KeyPair;
+    let user = KeyPair::new_user();
+    let c = ServerConfig::from_conf(&format!(
+        "authorization: {{\n  users: [\n    {{ nkey: {} }}\n    {{ user: bob, password: pw }}\n  ]\n}}\n",
+        user.public_key()
+    ))
+    .unwrap();
+    assert_eq!(c.auth.nkeys.len(), 1);
+    assert_eq!(c.auth.nkeys[0].key, user.public_key());
+    assert_eq!(c.auth.users.len(), 1);
+
+    let acc = KeyPair::new_account();
+    let c = ServerConfig::from_conf(&format!(
+        "// Operator\noperator: eyJhbGciOi.x.y\n\nsystem_account: {a}\nresolver: MEMORY\nresolver_preload: {{\n  // Account \"A\"\n  {a}: eyJhbGciOi.a.b\n}}\n",
+        a = acc.public_key()
+    ))
+    .unwrap();
+    assert_eq!(c.auth.operator.operators, ["eyJhbGciOi.x.y"]);
+    assert_eq!(c.auth.operator.resolver.as_deref(), Some("MEMORY"));
+    assert_eq!(
+        c.auth.operator.preload,
+        [(acc.public_key(), "eyJhbGciOi.a.b".to_owned())]
+    );
+    assert_eq!(c.auth.operator.system_account, Some(acc.public_key()));
+
+    // An operator file as nsc writes it.
+    let dir = std::env::temp_dir().join(format!("shoal-op-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("op.jwt");
+    std::fs::write(
+        &path,
+        "-----BEGIN NATS OPERATOR JWT-----\neyJhbGciOi.f.g\n------END NATS OPERATOR JWT------\n",
+    )
+    .unwrap();
+    let c = ServerConfig::from_conf(&format!(
+        "operator: {:?}\nresolver: MEMORY",
+        path.display().to_string()
+    ))
+    .unwrap();
+    assert_eq!(c.auth.operator.operators, ["eyJhbGciOi.f.g"]);
+    let e = ServerConfig::from_conf("operator: /nonexistent/op.jwt").unwrap_err();
+    assert!(
+        e.to_string().contains("cannot read operator JWT file"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // Resolvers Shoal does not have are refused by name.
+    let e = ServerConfig::from_conf("resolver: {type: full, dir: ./jwt}").unwrap_err();
+    assert!(e.to_string().contains("MEMORY"), "{e}");
+}

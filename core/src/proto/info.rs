@@ -46,6 +46,10 @@ pub struct ServerInfo {
     /// it). Absent from nats-server's INFO.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shoal_version: Option<String>,
+    /// Random text the client signs with its nkey (sent when nkey users or
+    /// operator mode are configured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
 }
 
 /// The `CONNECT` document. Options a client leaves out take nats-server's
@@ -75,6 +79,15 @@ pub struct ConnectOptions {
     pub echo: bool,
     pub headers: bool,
     pub no_responders: bool,
+    /// A user JWT (operator mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<String>,
+    /// The client's public nkey (nkey users).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nkey: Option<String>,
+    /// The signature of the server's nonce by the nkey or the JWT's user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -94,6 +107,9 @@ impl std::fmt::Debug for ConnectOptions {
             .field("echo", &self.echo)
             .field("headers", &self.headers)
             .field("no_responders", &self.no_responders)
+            .field("jwt", &secret(&self.jwt))
+            .field("nkey", &self.nkey)
+            .field("sig", &secret(&self.sig))
             .finish()
     }
 }
@@ -114,13 +130,16 @@ impl Default for ConnectOptions {
             echo: yes(),
             headers: false,
             no_responders: false,
+            jwt: None,
+            nkey: None,
+            sig: None,
         }
     }
 }
 
 impl ConnectOptions {
     /// Parses the JSON of a `CONNECT`; unknown fields are ignored (clients
-    /// send `sig`, `jwt`, `nkey` and newer fields).
+    /// send newer fields).
     pub fn from_json(json: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(json)
     }

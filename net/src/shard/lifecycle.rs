@@ -26,7 +26,9 @@ pub(crate) fn enter_lame_duck(shard: Rc<Shard>) {
     shard.stop_accepting.set();
     let clients: Vec<_> = shard.clients.borrow().values().cloned().collect();
     for c in &clients {
-        let info = shard.shared.info_for(c.id, c.addr);
+        let info = shard
+            .shared
+            .info_for(c.id, c.addr, c.meta.nonce.borrow().as_deref());
         let res = c.queue(|b| proto::write_info(b, &info));
         shard.mark_dirty(c, res);
     }

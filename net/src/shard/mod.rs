@@ -21,7 +21,7 @@ use crate::shared::{Dynamic, Shared};
 use crate::stats::ShardStats;
 use ahash::AHashMap;
 use bytes::Bytes;
-use shoal_core::auth::FastCheck;
+use shoal_core::auth::{ConnectContext, FastCheck};
 use shoal_core::index::{IndexError, Matches, QueueGroup, SubjectIndex};
 use shoal_core::proto::{self as proto, headers::NO_RESPONDERS, write_msg, Publish};
 use shoal_core::route::{self as wire, InterestOp, MsgFrame, RouteMsg};
@@ -949,11 +949,16 @@ impl Shard {
                 continue;
             }
             let opts = c.meta.connect.borrow().clone().unwrap_or_default();
-            match d.auth.check_fast(&opts) {
+            let ctx = ConnectContext::now(c.meta.nonce.borrow().clone(), Some(c.addr.ip()));
+            match d.auth.check_fast(&opts, &ctx) {
                 FastCheck::Done(verdict) => self.apply_recheck(&c, verdict),
-                FastCheck::NeedsBcrypt => {
-                    runtime::spawn_detached(recheck_off_shard(self.clone(), c, opts, d.clone()))
-                }
+                FastCheck::NeedsSlowCheck => runtime::spawn_detached(recheck_off_shard(
+                    self.clone(),
+                    c,
+                    opts,
+                    ctx,
+                    d.clone(),
+                )),
             }
         }
         self.flush_dirty();
@@ -1153,7 +1158,9 @@ impl Shard {
             if !c.authenticated.get() && self.current().auth.required() {
                 continue;
             }
-            let info = self.shared.info_for(c.id, c.addr);
+            let info = self
+                .shared
+                .info_for(c.id, c.addr, c.meta.nonce.borrow().as_deref());
             let res = c.queue(|b| proto::write_info(b, &info));
             self.mark_dirty(c, res);
         }
@@ -1612,6 +1619,7 @@ async fn recheck_off_shard(
     shard: Rc<Shard>,
     c: Rc<Client>,
     opts: shoal_core::proto::ConnectOptions,
+    ctx: ConnectContext,
     d: Arc<Dynamic>,
 ) {
     // A connected client whose credentials were valid must not be cut
@@ -1620,10 +1628,11 @@ async fn recheck_off_shard(
     let verdict = loop {
         let checked_by = d.clone();
         let given = opts.clone();
+        let ctx = ctx.clone();
         match shard
             .shared
             .auth_pool
-            .run(move || checked_by.auth.authenticate(&given))
+            .run(move || checked_by.auth.authenticate(&given, &ctx))
             .await
         {
             Some(v) => break v,
