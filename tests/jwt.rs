@@ -113,7 +113,7 @@ async fn nonce_of(raw: &mut Raw) -> Option<String> {
 async fn operator_mode_users_connect_with_credentials_and_accounts_share_by_jwt() {
     let o = operator();
     for shards in SHARDS {
-        let s = Shoal::start(shards, &[], Some(&o.conf));
+        let s = Shoal::start(shards, &["-m", "-1"], Some(&o.conf));
         let (svc_user, app_user) = (KeyPair::new_user(), KeyPair::new_user());
         let svc = connect_creds(
             &s.url(),
@@ -153,6 +153,17 @@ async fn operator_mode_users_connect_with_credentials_and_accounts_share_by_jwt(
         .expect("request failed");
         assert_eq!(&reply.payload[..], b"helped");
         responder.await.unwrap();
+
+        // Monitoring names the user by its key and shows no JWT.
+        let (_, connz) = s.http_get("/connz");
+        let users: Vec<&str> = connz["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["authorized_user"].as_str())
+            .collect();
+        assert!(users.contains(&app_user.public_key().as_str()), "{connz}");
+        assert!(!connz.to_string().contains("eyJ"), "a JWT in /connz");
 
         // The stream export reaches the importer; SVC's other subjects do
         // not (APP's `>` sees only the imported stream, its own request

@@ -561,14 +561,7 @@ impl Connection {
     /// Who the client authenticated as, for log lines (nats-server's
     /// `User "name"`; never a password or token).
     fn auth_user(&self) -> String {
-        match self
-            .client
-            .meta
-            .connect
-            .borrow()
-            .as_ref()
-            .and_then(|o| o.user.as_deref())
-        {
+        match self.client.meta.auth_user.borrow().as_deref() {
             Some(user) => format!("User {user:?}"),
             None => "User \"N/A\"".to_string(),
         }
@@ -785,6 +778,7 @@ impl Connection {
                             at,
                         ));
                     }
+                    self.client.meta.auth_user.replace(session.user);
                     *self.client.perms.borrow_mut() =
                         session.permissions.map(ClientPermissions::new);
                     *self.client.account.borrow_mut() = self

@@ -171,6 +171,9 @@ pub(crate) struct ConnMeta {
     /// The nonce its INFO carried (nkey users and operator mode): what its
     /// CONNECT signs, kept to re-check the signature at a reload.
     pub nonce: RefCell<Option<String>>,
+    /// Who it authenticated as: the user name, the nkey, or the user JWT's
+    /// subject (`/connz` `authorized_user`, log lines).
+    pub auth_user: RefCell<Option<String>>,
 }
 
 impl Default for ConnMeta {
@@ -186,6 +189,7 @@ impl Default for ConnMeta {
             rtt: Cell::new(None),
             connect: RefCell::new(None),
             nonce: RefCell::new(None),
+            auth_user: RefCell::new(None),
         }
     }
 }

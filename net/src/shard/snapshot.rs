@@ -68,7 +68,7 @@ pub(crate) fn take(shard: &Shard, with_subs: bool) -> ShardSnapshot {
                 name: c.name.borrow().clone(),
                 lang: connect.as_ref().and_then(|o| o.lang.clone()),
                 version: connect.as_ref().and_then(|o| o.version.clone()),
-                user: connect.as_ref().and_then(|o| o.user.clone()),
+                user: c.meta.auth_user.borrow().clone(),
             }
         })
         .collect();
