@@ -30,10 +30,12 @@ fn socket_for(addr: &SocketAddr) -> io::Result<Socket> {
 /// A listener of a process that just died can outlive it: sockets
 /// registered with an io_uring instance are released by the kernel after
 /// the exit, asynchronously (measured: up to ~20 ms). A supervisor or a test
-/// harness restarting at once would then fail with "address in use". While
-/// the port is held only by such an orphan (a listening socket no process
-/// has open), the bind is retried for up to [`ORPHAN_WAIT`]; a port another
-/// live process holds fails at once.
+/// harness restarting at once would then fail with "address in use". Unless
+/// a live process holds a listener on the port, the bind is retried for up
+/// to [`ORPHAN_WAIT`]; a port another live process listens on fails at
+/// once. (Asking "is it held by an orphan?" instead raced: the orphan could
+/// vanish between the failed bind and the look at `/proc/net/tcp`, which
+/// then showed no listener at all, and the start failed on a free port.)
 pub(crate) fn bind_all(addr: SocketAddr, shards: usize) -> io::Result<(Vec<Socket>, SocketAddr)> {
     let probe = socket_for(&addr)?;
     probe.set_reuse_address(true)?;
@@ -44,7 +46,7 @@ pub(crate) fn bind_all(addr: SocketAddr, shards: usize) -> io::Result<(Vec<Socke
             Err(e)
                 if e.kind() == io::ErrorKind::AddrInUse
                     && std::time::Instant::now() < give_up
-                    && held_only_by_orphans(addr.port()) =>
+                    && !listened_on_by_a_process(addr.port()) =>
             {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
@@ -71,12 +73,11 @@ pub(crate) fn bind_all(addr: SocketAddr, shards: usize) -> io::Result<(Vec<Socke
 /// How long a bind waits for a dead process's listener to go away.
 const ORPHAN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Whether every TCP socket listening on `port` is held by no process (the
-/// kernel is still tearing down a dead process's io_uring). False when a
-/// live process holds one, or when there is none.
-fn held_only_by_orphans(port: u16) -> bool {
-    let inodes = listening_inodes(port);
-    !inodes.is_empty() && !inodes.iter().any(|i| held_by_a_process(*i))
+/// Whether a live process holds a TCP socket listening on `port`. False
+/// when the only listeners are orphans (the kernel is still tearing down a
+/// dead process's io_uring) or when there is none (any more).
+fn listened_on_by_a_process(port: u16) -> bool {
+    listening_inodes(port).iter().any(|i| held_by_a_process(*i))
 }
 
 /// The inodes of the sockets in LISTEN state on `port` (`/proc/net/tcp`,
@@ -136,9 +137,9 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         assert!(!listening_inodes(port).is_empty());
-        assert!(!held_only_by_orphans(port), "this process holds it");
+        assert!(listened_on_by_a_process(port), "this process holds it");
         drop(l);
-        assert!(!held_only_by_orphans(port), "no listener at all");
+        assert!(!listened_on_by_a_process(port), "no listener at all");
         // And a bind on a live listener's port fails at once.
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
