@@ -297,3 +297,85 @@ async fn refused_publish_is_traced_in_its_account() {
         no_msg(&mut other_account, Duration::from_millis(200)).await;
     }
 }
+
+const SHARING: &str = r#"
+accounts {
+  A: {
+    users: [ {user: a, password: a} ]
+    exports: [ {stream: "events.>"}, {service: "svc.echo"} ]
+  }
+  B: {
+    users: [ {user: b, password: b} ]
+    imports: [
+      {stream: {account: A, subject: "events.>"}, prefix: "from_a"}
+      {service: {account: A, subject: "svc.echo"}, to: "echo"}
+    ]
+  }
+}
+"#;
+
+/// Crossing accounts is traced as nats-server does: a service import is an
+/// `si` entry (the exporting account, the subject as published and as the
+/// exporter sees it), a stream export an `se` entry (the importing account
+/// and the subject there), each followed by the egress in that account.
+#[tokio::test]
+async fn service_imports_and_stream_exports_are_traced() {
+    for shards in SHARDS {
+        let s = Shoal::start(shards, &[], Some(SHARING));
+        let a = login_same(&s.url(), "a").await;
+        let b = login_same(&s.url(), "b").await;
+        let mut b_trace = b.subscribe("trace.b").await.unwrap();
+        let mut a_trace = a.subscribe("trace.a").await.unwrap();
+        let mut responder = a.subscribe("svc.echo").await.unwrap();
+        let mut imported = b.subscribe("from_a.events.>").await.unwrap();
+        sync_interest(&a, &a).await;
+        sync_interest(&b, &b).await;
+
+        // B calls A's service under its local name.
+        let mut headers = traced("trace.b", false);
+        headers.insert("x", "1");
+        b.publish_with_reply_and_headers("echo", "inbox.1", headers, "req".into())
+            .await
+            .unwrap();
+        b.flush().await.unwrap();
+        let got = events(&mut b_trace, Duration::from_millis(700)).await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        let entries = got[0]["events"].as_array().unwrap();
+        assert_eq!(entries[0]["type"], "in");
+        assert_eq!(entries[0]["acc"], "B");
+        let si = entries
+            .iter()
+            .find(|e| e["type"] == "si")
+            .unwrap_or_else(|| panic!("no si entry: {got:?}"));
+        assert_eq!(si["acc"], "A");
+        assert_eq!(si["from"], "echo");
+        assert_eq!(si["to"], "svc.echo");
+        let eg = egresses(&got[0]);
+        assert_eq!(eg.len(), 1, "{got:?}");
+        assert_eq!(eg[0]["acc"], "A");
+        assert_eq!(eg[0]["sub"], "svc.echo");
+        let req = next_msg(&mut responder).await;
+        assert_eq!(&req.payload[..], b"req");
+
+        // A's stream reaches B under its prefix.
+        a.publish_with_headers("events.1", traced("trace.a", false), "e".into())
+            .await
+            .unwrap();
+        a.flush().await.unwrap();
+        let got = events(&mut a_trace, Duration::from_millis(700)).await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        let entries = got[0]["events"].as_array().unwrap();
+        let se = entries
+            .iter()
+            .find(|e| e["type"] == "se")
+            .unwrap_or_else(|| panic!("no se entry: {got:?}"));
+        assert_eq!(se["acc"], "B");
+        assert_eq!(se["to"], "from_a.events.1");
+        let eg = egresses(&got[0]);
+        assert_eq!(eg.len(), 1, "{got:?}");
+        assert_eq!(eg[0]["acc"], "B");
+        assert_eq!(eg[0]["sub"], "from_a.events.>");
+        let m = next_msg(&mut imported).await;
+        assert_eq!(m.subject.as_str(), "from_a.events.1");
+    }
+}

@@ -198,6 +198,19 @@ pub enum Entry {
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// A stream export copied the message into the importing account
+    /// (`acc`) as `to`.
+    #[serde(rename = "se")]
+    StreamExport { ts: String, acc: String, to: String },
+    /// A service import sent the request published on `from` into the
+    /// exporting account (`acc`) as `to`.
+    #[serde(rename = "si")]
+    ServiceImport {
+        ts: String,
+        acc: String,
+        from: String,
+        to: String,
+    },
     #[serde(rename = "eg")]
     Egress {
         ts: String,

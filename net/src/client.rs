@@ -905,6 +905,9 @@ impl Connection {
                 // when none of them reached anyone.
                 let mut delivered = false;
                 for d in accounts.deliveries(&account, &p.subject, p.reply.as_deref()) {
+                    if trace.is_some() {
+                        self.shard.trace_crossing(&d.via, &p.subject, &d.subject);
+                    }
                     let routed = Publish {
                         subject: Bytes::from(d.subject),
                         reply: d.reply.map(Bytes::from),

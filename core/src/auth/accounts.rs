@@ -86,6 +86,8 @@ pub struct AccountConfig {
 #[derive(Debug)]
 struct StreamOut {
     pattern: String,
+    /// The importing account.
+    to: Arc<str>,
     to_prefix: Vec<u8>,
     /// `prefix.` put before the subject in the importing account.
     subject_prefix: Vec<u8>,
@@ -98,6 +100,8 @@ struct ServiceIn {
     local: String,
     /// The exporter's subject for it.
     remote: String,
+    /// The exporting account.
+    to: Arc<str>,
     to_prefix: Vec<u8>,
 }
 
@@ -117,6 +121,22 @@ pub struct Account {
 pub struct Delivery {
     pub subject: Vec<u8>,
     pub reply: Option<Vec<u8>>,
+    /// How it left the publisher's account (message tracing's `se` and
+    /// `si` entries).
+    pub via: Via,
+}
+
+/// Which rule made a [`Delivery`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// The publisher's own account.
+    Own,
+    /// A stream export, into the importing account.
+    StreamExport(Arc<str>),
+    /// A service import, into the exporting account.
+    ServiceImport(Arc<str>),
+    /// A service reply back into the requester's account.
+    Reply,
 }
 
 /// Every account, or none (`enabled` false: no prefixes at all).
@@ -262,6 +282,7 @@ impl Accounts {
                         .push(ServiceIn {
                             local,
                             remote: imp.subject.clone(),
+                            to: imp.account.as_str().into(),
                             to_prefix: prefix_of(&imp.account),
                         });
                 } else {
@@ -274,6 +295,7 @@ impl Accounts {
                         .or_default()
                         .push(StreamOut {
                             pattern: imp.subject.clone(),
+                            to: c.name.as_str().into(),
                             to_prefix: prefix_of(&c.name),
                             subject_prefix,
                         });
@@ -350,6 +372,7 @@ impl Accounts {
         let mut out = vec![Delivery {
             subject: with(&from.prefix, subject),
             reply: reply.map(<[u8]>::to_vec),
+            via: Via::Own,
         }];
         let text = std::str::from_utf8(subject).unwrap_or("");
         for s in &from.streams_out {
@@ -360,6 +383,7 @@ impl Accounts {
                 out.push(Delivery {
                     subject: subj,
                     reply: None,
+                    via: Via::StreamExport(s.to.clone()),
                 });
             }
         }
@@ -377,6 +401,7 @@ impl Accounts {
                 out.push(Delivery {
                     subject: with(&s.to_prefix, remote.as_bytes()),
                     reply,
+                    via: Via::ServiceImport(s.to.clone()),
                 });
             }
         }
@@ -399,6 +424,7 @@ impl Accounts {
             Delivery {
                 subject,
                 reply: None,
+                via: Via::Reply,
             }
         })
     }

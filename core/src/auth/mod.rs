@@ -27,7 +27,7 @@ pub mod operator;
 mod permissions;
 
 pub use accounts::{
-    Account, AccountConfig, AccountError, Accounts, Delivery, Export, Import, GLOBAL_ACCOUNT,
+    Account, AccountConfig, AccountError, Accounts, Delivery, Export, Import, Via, GLOBAL_ACCOUNT,
 };
 
 pub use permissions::{

@@ -19,6 +19,7 @@ use super::{refusal, Outgoing, RouteLink, Shard};
 use crate::bus::{Control, TraceTag};
 use crate::outbound::{Client, LocalSub};
 use bytes::Bytes;
+use shoal_core::auth::Via;
 use shoal_core::proto::Publish;
 use shoal_core::route::RouteMsg;
 use shoal_core::trace::{
@@ -165,6 +166,40 @@ impl Shard {
         });
         self.tracing.set(true);
         only
+    }
+
+    /// A traced message crosses into another account (a stream export or a
+    /// service import): nats-server's `se` and `si` entries. `to` is the
+    /// subject in the other account's space (prefix included).
+    pub(crate) fn trace_crossing(&self, via: &Via, from: &[u8], to: &[u8]) {
+        let mut active = self.trace.borrow_mut();
+        let Some(a) = active.as_mut() else { return };
+        let unprefixed = |s: &[u8]| {
+            // `$ACC:<name>.` comes off: events show subjects as clients do.
+            let s = match s.strip_prefix(b"$ACC:") {
+                Some(rest) => rest
+                    .iter()
+                    .position(|&b| b == b'.')
+                    .map_or(rest, |i| &rest[i + 1..]),
+                None => s,
+            };
+            String::from_utf8_lossy(s).into_owned()
+        };
+        let entry = match via {
+            Via::Own | Via::Reply => return,
+            Via::StreamExport(acc) => Entry::StreamExport {
+                ts: now(),
+                acc: acc.to_string(),
+                to: unprefixed(to),
+            },
+            Via::ServiceImport(acc) => Entry::ServiceImport {
+                ts: now(),
+                acc: acc.to_string(),
+                from: String::from_utf8_lossy(from).into_owned(),
+                to: unprefixed(to),
+            },
+        };
+        a.entries.push(entry);
     }
 
     /// The publisher may not publish here: the event says so at ingress and
