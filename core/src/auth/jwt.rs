@@ -8,8 +8,10 @@
 //! operator → account → user: an account JWT is signed by a trusted
 //! operator (or one of its signing keys), a user JWT by its account (or one
 //! of the account's signing keys, then naming the account in
-//! `issuer_account`). Version 1 JWTs (header `ed25519`, 2019-2020) are
-//! refused: nsc has written v2 since 2020.
+//! `issuer_account`). Version 1 JWTs (header `ed25519`, written by nsc
+//! until 2020) are read too, as nats-server 2.9 reads them: the signature
+//! covers the payload alone, the claim type is at the top level rather than
+//! in `nats`.
 //!
 //! Everything here is pure: time comes in as a parameter.
 
@@ -30,7 +32,7 @@ pub enum JwtError {
     Encoding,
     #[error("JWT header or claims are not valid JSON: {0}")]
     Json(String),
-    #[error("JWT algorithm {0:?} is not supported (Shoal reads v2 JWTs, `ed25519-nkey`)")]
+    #[error("JWT algorithm {0:?} is not supported (expected `ed25519-nkey` or `ed25519`)")]
     Algorithm(String),
     #[error("JWT issuer {0:?} is not a public nkey")]
     Issuer(String),
@@ -61,13 +63,27 @@ pub struct Claims<N> {
     /// Not valid before (Unix seconds).
     #[serde(default)]
     pub nbf: Option<i64>,
+    #[serde(default)]
     pub nats: N,
+    /// A v1 JWT's claim type (v2 has it in `nats.type`).
+    #[serde(default, rename = "type")]
+    pub v1_type: String,
 }
 
 impl<N> Claims<N> {
     /// Whether the claims are valid at `now` (Unix seconds).
     pub fn valid_at(&self, now: i64) -> bool {
         self.exp.is_none_or(|e| e == 0 || now < e) && self.nbf.is_none_or(|n| now >= n)
+    }
+
+    /// The claim type: `nats.type` (v2, given as `nats_type`), else the v1
+    /// top-level `type`.
+    pub fn kind<'a>(&'a self, nats_type: &'a str) -> &'a str {
+        if nats_type.is_empty() {
+            &self.v1_type
+        } else {
+            nats_type
+        }
     }
 
     /// When the claims expire (Unix seconds), if ever.
@@ -84,7 +100,7 @@ struct Header {
 
 /// Decodes a JWT and checks that its issuer (`iss`) signed it. Which
 /// issuers to trust is the caller's decision.
-pub fn decode<N: DeserializeOwned>(jwt: &str) -> Result<Claims<N>, JwtError> {
+pub fn decode<N: DeserializeOwned + Default>(jwt: &str) -> Result<Claims<N>, JwtError> {
     let jwt = jwt.trim();
     let mut parts = jwt.split('.');
     let (Some(h), Some(p), Some(s), None) =
@@ -95,13 +111,19 @@ pub fn decode<N: DeserializeOwned>(jwt: &str) -> Result<Claims<N>, JwtError> {
     let b64 = |part: &str| URL_SAFE_NO_PAD.decode(part).map_err(|_| JwtError::Encoding);
     let header: Header =
         serde_json::from_slice(&b64(h)?).map_err(|e| JwtError::Json(e.to_string()))?;
-    if header.alg != "ed25519-nkey" {
+    if header.alg != "ed25519-nkey" && header.alg != "ed25519" {
         return Err(JwtError::Algorithm(header.alg));
     }
     let claims: Claims<N> =
         serde_json::from_slice(&b64(p)?).map_err(|e| JwtError::Json(e.to_string()))?;
     let signature = b64(s)?;
-    let signed = &jwt[..h.len() + 1 + p.len()];
+    // v2 signs `header.payload`; v1 signed the payload alone (which is
+    // why v2 named its algorithm anew).
+    let signed = if header.alg == "ed25519" {
+        p
+    } else {
+        &jwt[..h.len() + 1 + p.len()]
+    };
     let issuer = nkeys::KeyPair::from_public_key(&claims.iss)
         .map_err(|_| JwtError::Issuer(claims.iss.clone()))?;
     issuer

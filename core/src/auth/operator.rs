@@ -95,7 +95,7 @@ struct AccountLimits {
     disallow_bearer: bool,
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, Default)]
 struct AccountNatsWithLimits {
     #[serde(flatten)]
     nats: AccountNats,
@@ -129,7 +129,8 @@ impl Trust {
         let mut jwt_system = Vec::new();
         for op in &cfg.operators {
             let claims: Claims<OperatorNats> = jwt::decode(op).map_err(OperatorError::Operator)?;
-            jwt::expect_kind(&claims.nats.kind, "operator").map_err(OperatorError::Operator)?;
+            jwt::expect_kind(claims.kind(&claims.nats.kind), "operator")
+                .map_err(OperatorError::Operator)?;
             if !claims.nats.strict_signing_key_usage {
                 trusted.push(claims.sub.clone());
             }
@@ -155,7 +156,7 @@ impl Trust {
         for (key, token) in &cfg.preload {
             let claims: Claims<AccountNatsWithLimits> =
                 jwt::decode(token).map_err(|e| account_error(key, e))?;
-            jwt::expect_kind(&claims.nats.nats.kind, "account")
+            jwt::expect_kind(claims.kind(&claims.nats.nats.kind), "account")
                 .map_err(|e| account_error(key, e))?;
             if &claims.sub != key {
                 return Err(account_error(
@@ -336,7 +337,7 @@ impl Trust {
     ) -> Result<Session, AuthError> {
         let token = opts.jwt.as_deref().ok_or(AuthError)?;
         let claims: Claims<UserNats> = jwt::decode(token).map_err(|_| AuthError)?;
-        if claims.nats.kind != "user" || !claims.valid_at(ctx.now) {
+        if claims.kind(&claims.nats.kind) != "user" || !claims.valid_at(ctx.now) {
             return Err(AuthError);
         }
         let account_key = if claims.nats.issuer_account.is_empty() {

@@ -666,3 +666,53 @@ fn jwts_are_not_printed() {
         "{shown}"
     );
 }
+
+/// A v1 JWT (header `ed25519`, the claim type at the top level).
+fn sign_v1(signer: &KeyPair, mut claims: Value) -> String {
+    claims["iss"] = json!(signer.public_key());
+    claims["iat"] = json!(NOW - 100);
+    let header = URL_SAFE_NO_PAD.encode(br#"{"typ":"jwt","alg":"ed25519"}"#);
+    let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
+    // v1 signed the payload alone.
+    let sig = URL_SAFE_NO_PAD.encode(signer.sign(body.as_bytes()).unwrap());
+    format!("{header}.{body}.{sig}")
+}
+
+#[test]
+fn version_1_jwts_are_read_as_nats_server_2_9_reads_them() {
+    let op = KeyPair::new_operator();
+    let acc = KeyPair::new_account();
+    let user = KeyPair::new_user();
+    let cfg = AuthConfig {
+        operator: OperatorConfig {
+            operators: vec![sign_v1(
+                &op,
+                json!({"sub": op.public_key(), "type": "operator"}),
+            )],
+            resolver: Some("MEMORY".into()),
+            preload: vec![(
+                acc.public_key(),
+                sign_v1(
+                    &op,
+                    json!({"sub": acc.public_key(), "type": "account", "nats": {"limits": {"subs": -1}}}),
+                ),
+            )],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let a = Authenticator::new(&cfg).unwrap();
+    let jwt = sign_v1(
+        &acc,
+        json!({"sub": user.public_key(), "type": "user", "nats": {"pub": {}, "sub": {}}}),
+    );
+    let s = a
+        .authenticate(&jwt_connect(&jwt, Some(&user), "n"), &ctx_at("n", NOW))
+        .unwrap();
+    assert_eq!(s.account.as_deref(), Some(acc.public_key().as_str()));
+    // A v1 user JWT claiming to be an account is no user.
+    let wrong = sign_v1(&acc, json!({"sub": user.public_key(), "type": "account"}));
+    assert!(a
+        .authenticate(&jwt_connect(&wrong, Some(&user), "n"), &ctx_at("n", NOW))
+        .is_err());
+}
