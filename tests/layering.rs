@@ -1,5 +1,5 @@
 //! Imports inside every crate of the workspace point one way: no module
-//! import cycle (docs/ARCHITECTURE.md, "shoal-net modules": the dependency
+//! import cycle (docs/ARCHITECTURE.md, "shoal-net: code map": the dependency
 //! order).
 //!
 //! The rule is the one `module-cycles.py` checks: a module is a top-level
@@ -243,4 +243,38 @@ fn cycles(graph: &Graph) -> Vec<Vec<String>> {
     }
     walk.out.sort();
     walk.out
+}
+
+/// The engine decides and does no I/O: its dependencies are the pure core
+/// and byte buffers, nothing that reaches an executor, a channel, a socket,
+/// a clock or a global RNG (issue 13; docs/ARCHITECTURE.md).
+#[test]
+fn the_engine_depends_on_no_runtime() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::fs::read_to_string(root.join("engine/Cargo.toml")).unwrap();
+    let mut section = "";
+    let mut deps = Vec::new();
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line;
+            continue;
+        }
+        if section == "[dependencies]" && !line.is_empty() && !line.starts_with('#') {
+            let name = line.split(['=', '.', ' ']).next().unwrap_or("").trim();
+            deps.push(name.to_owned());
+        }
+    }
+    assert!(
+        !deps.is_empty(),
+        "no [dependencies] read from engine/Cargo.toml"
+    );
+    let allowed = ["shoal-core", "bytes"];
+    let extra: Vec<&String> = deps
+        .iter()
+        .filter(|d| !allowed.contains(&d.as_str()))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "shoal-engine must stay free of I/O; new dependencies: {extra:?}"
+    );
 }

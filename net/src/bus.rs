@@ -10,7 +10,7 @@ use shoal_core::proto::Publish;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-pub(crate) type ShardId = u16;
+pub(crate) use shoal_engine::ShardId;
 
 /// A control message between shards.
 #[derive(Debug)]
@@ -132,19 +132,8 @@ pub(crate) struct TraceTag {
 /// take the message after all (permissions deny the subject, `UNSUB` max
 /// reached, closing, or they left since): it then passes the message on to
 /// another member of the group, as nats-server re-picks, instead of dropping
-/// it.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Fallback {
-    /// Shards that found no member able to take it (a bit per shard): never
-    /// picked again, so a message makes at most one hop per shard.
-    pub declined: u64,
-    /// The publisher's connection when it asked not to get its own messages
-    /// (`echo: false`): not a candidate should the message come back to its
-    /// shard.
-    pub no_echo: Option<u64>,
-    /// It came from a route: it goes to this node's members only (one hop).
-    pub from_route: bool,
-}
+/// it. The rule is the engine's (`shoal_engine::fanout`).
+pub(crate) use shoal_engine::Fallback;
 
 /// All messages for one shard from one processed read buffer.
 pub(crate) type Batch = Vec<Remote>;

@@ -300,7 +300,7 @@ pub enum SigningKey {
     Scoped {
         key: String,
         #[serde(default)]
-        template: UserLimits,
+        template: Box<UserLimits>,
     },
 }
 

@@ -181,7 +181,9 @@ impl Trust {
                 .iter()
                 .map(|k| match k {
                     SigningKey::Key(k) => (k.clone(), None),
-                    SigningKey::Scoped { key, template } => (key.clone(), Some(template.clone())),
+                    SigningKey::Scoped { key, template } => {
+                        (key.clone(), Some(UserLimits::clone(template)))
+                    }
                 })
                 .collect();
             accounts.insert(

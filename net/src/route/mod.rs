@@ -32,17 +32,7 @@ use shoal_core::route::RouteInfo;
 use std::sync::atomic::AtomicU64;
 
 /// A route link: the shard that owns it and its slot there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RouteId {
-    pub shard: u16,
-    pub slot: u32,
-}
-
-impl std::fmt::Display for RouteId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "rid:{}", self.slot)
-    }
-}
+pub use shoal_engine::RouteId;
 
 /// Who is at the other end of a link (from its INFO).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,50 +22,19 @@ use crate::stats::ShardStats;
 use ahash::AHashMap;
 use bytes::Bytes;
 use shoal_core::auth::{ConnectContext, FastCheck};
-use shoal_core::index::{IndexError, Matches, QueueGroup, SubjectIndex};
+use shoal_core::index::{IndexError, Matches, SubjectIndex};
 use shoal_core::proto::{self as proto, headers::NO_RESPONDERS, write_msg, Publish};
 use shoal_core::route::{self as wire, InterestOp, MsgFrame, RouteMsg};
+use shoal_engine::{Origin, Router, Want};
 use std::cell::{Cell, RefCell};
-use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// What a subscription in a shard's index points at.
-#[derive(Clone, Debug)]
-pub(crate) enum Target {
-    /// A subscription of a client on this shard.
-    Local(Rc<LocalSub>),
-    /// Interest of another shard (one entry per plain subject, one per queue
-    /// member: the multiplicity is the queue weight).
-    Shard(ShardId),
-    /// Interest of a peer node, through a route link (same multiplicity).
-    Route(RouteId),
-}
-
-impl PartialEq for Target {
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Target::Local(a), Target::Local(b)) => Rc::ptr_eq(a, b),
-            (Target::Shard(a), Target::Shard(b)) => a == b,
-            (Target::Route(a), Target::Route(b)) => a == b,
-            _ => false,
-        }
-    }
-}
-
-impl Eq for Target {}
-
-impl Hash for Target {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        match self {
-            Target::Local(s) => (Rc::as_ptr(s) as usize).hash(state),
-            Target::Shard(id) => (usize::MAX - *id as usize).hash(state),
-            Target::Route(r) => (r.shard, r.slot).hash(state),
-        }
-    }
-}
+/// What a subscription in a shard's index points at (the engine's type;
+/// a local subscription is held by its `Rc`, compared by address).
+pub(crate) type Target = shoal_engine::Target<Rc<LocalSub>>;
 
 /// Counters kept in `Cell`s on the hot path and published to the shared
 /// atomics once per processed batch.
@@ -329,51 +298,38 @@ impl Shard {
         out: &mut Outgoing,
     ) -> bool {
         self.count_in(p);
+        let no_echo = from.filter(|f| !f.flags.get().echo).map(|f| f.id);
+        self.fan_out(p, Origin::Client { no_echo }, Want::ALL, out)
+    }
+
+    /// The one fan-out of a message on this shard (the engine's
+    /// `Router::route` decides; this carries out): local subscribers get
+    /// it now, other shards and route links through `out`.
+    fn fan_out(&self, p: &Publish, origin: Origin, want: Want<'_>, out: &mut Outgoing) -> bool {
         let m = self.index.borrow_mut().matches(&p.subject);
-        let echo = from.is_none_or(|f| f.flags.get().echo);
-        let mut delivered = false;
-        let mut remote_plain = 0u64;
-        let mut routes = RouteSends::default();
-        for t in &m.plain {
-            match t {
-                Target::Local(s) => {
-                    if echo || !from.is_some_and(|f| Rc::ptr_eq(&s.client, f)) {
-                        delivered |= self.deliver(s, p);
-                    } else if self.tracing.get() {
-                        self.trace_local(s, Some(shoal_core::trace::NOT_DELIVERED_NO_ECHO));
-                    }
-                }
-                Target::Shard(j) => remote_plain |= 1 << j,
-                Target::Route(r) => routes.plain(*r),
-            }
-        }
-        let mut remote_queues: Vec<(ShardId, Bytes)> = Vec::new();
-        let no_echo = if echo { None } else { from.map(|f| f.id) };
-        let rule = QueueRule {
-            subject: &p.subject,
-            no_echo,
-            skip_shards: 0,
-            routes: true,
+        let router = Router {
+            shard: self.id,
+            prefer_local: self.shared.config.cluster.queue_prefer_local,
         };
-        for g in &m.queues {
-            match self.queue_pick(g, p, rule) {
-                QueuePick::Nobody => {}
-                QueuePick::Delivered => delivered = true,
-                QueuePick::Shard(j) => remote_queues.push((j, g.name.clone())),
-                QueuePick::Route(r) => routes.queue(r, g.name.clone()),
-            }
-        }
-        let fallback = Fallback {
-            declined: 0,
-            no_echo,
-            from_route: false,
+        let mut fan = Fan {
+            shard: self,
+            p,
+            shard_plain: 0,
+            shard_queues: Vec::new(),
+            routes: RouteSends::default(),
         };
-        if remote_plain != 0 || !remote_queues.is_empty() {
-            delivered = true;
-            self.forward_to_shards(p, remote_plain, &remote_queues, fallback, out);
+        let delivered = router.route(&m, origin, want, &mut fan);
+        let Fan {
+            shard_plain,
+            shard_queues,
+            routes,
+            ..
+        } = fan;
+        if shard_plain != 0 || !shard_queues.is_empty() {
+            let fallback = origin.forward_fallback(self.id);
+            self.forward_to_shards(p, shard_plain, &shard_queues, fallback, out);
         }
         if !routes.0.is_empty() {
-            delivered = true;
             self.send_to_routes(p, routes, out);
         }
         delivered
@@ -443,47 +399,6 @@ impl Shard {
         }
     }
 
-    /// Where one message goes in queue group `g`: a member `rule` admits,
-    /// picked uniformly over member subscriptions. With
-    /// `queue_prefer_local`, a member on this node when one can take it (no
-    /// extra hop), else any member cluster-wide.
-    fn queue_pick(&self, g: &QueueGroup<Target>, p: &Publish, rule: QueueRule) -> QueuePick {
-        if rule.routes && self.shared.config.cluster.queue_prefer_local {
-            let on_node = QueueRule {
-                routes: false,
-                ..rule
-            };
-            match self.queue_pick_among(g, p, on_node) {
-                QueuePick::Nobody => {}
-                done => return done,
-            }
-        }
-        self.queue_pick_among(g, p, rule)
-    }
-
-    /// Picks a member of `g` that `rule` admits; a local one gets the
-    /// message right away. Eligibility is checked before the pick, so a
-    /// member that cannot take the message is passed over rather than the
-    /// message dropped. A local delivery can still fail when queueing it
-    /// makes the connection a slow consumer; that connection is then closing
-    /// (no longer admitted) and the pick is made again.
-    fn queue_pick_among(&self, g: &QueueGroup<Target>, p: &Publish, rule: QueueRule) -> QueuePick {
-        // Each failed delivery rules out at least one entry: bounded.
-        for _ in 0..=g.members.len() {
-            match pick(g, |t| rule.admits(t)) {
-                None => return QueuePick::Nobody,
-                Some(Target::Local(s)) => {
-                    if self.deliver(s, p) {
-                        return QueuePick::Delivered;
-                    }
-                }
-                Some(Target::Shard(j)) => return QueuePick::Shard(*j),
-                Some(Target::Route(r)) => return QueuePick::Route(*r),
-            }
-        }
-        QueuePick::Nobody
-    }
-
     /// Routes one message that arrived from a peer node: to this node's
     /// subscribers only (local now, other shards through `out`), never to
     /// another route. `plain` and `queues` say what the peer picked this node
@@ -510,43 +425,11 @@ impl Shard {
             payload: msg.payload.clone(),
         };
         self.count_in(&p);
-        let m = self.index.borrow_mut().matches(&p.subject);
-        let mut remote_plain = 0u64;
-        if msg.plain {
-            for t in &m.plain {
-                match t {
-                    Target::Local(s) => {
-                        self.deliver(s, &p);
-                    }
-                    Target::Shard(j) => remote_plain |= 1 << j,
-                    Target::Route(_) => {}
-                }
-            }
-        }
-        let mut remote_queues: Vec<(ShardId, Bytes)> = Vec::new();
-        let rule = QueueRule {
-            subject: &p.subject,
-            no_echo: None,
-            skip_shards: 0,
-            routes: false,
+        let want = Want {
+            plain: msg.plain,
+            queues: Some(&msg.queues),
         };
-        for q in &msg.queues {
-            let Some(g) = m.queues.iter().find(|g| g.name == q) else {
-                // The group's last member here left after the peer picked us.
-                continue;
-            };
-            if let QueuePick::Shard(j) = self.queue_pick(g, &p, rule) {
-                remote_queues.push((j, g.name.clone()));
-            }
-        }
-        let fallback = Fallback {
-            declined: 0,
-            no_echo: None,
-            from_route: true,
-        };
-        if remote_plain != 0 || !remote_queues.is_empty() {
-            self.forward_to_shards(&p, remote_plain, &remote_queues, fallback, out);
-        }
+        self.fan_out(&p, Origin::Route, want, out);
     }
 
     /// Writes a message on one of this shard's route links.
@@ -1393,54 +1276,11 @@ impl Shard {
             self.send_to_route(slot, &r.publish, r.plain, &r.queues);
             return;
         }
-        let p = &r.publish;
-        let m = self.index.borrow_mut().matches(&p.subject);
-        if r.plain {
-            for t in &m.plain {
-                if let Target::Local(s) = t {
-                    self.deliver(s, p);
-                }
-            }
-        }
-        let here = QueueRule {
-            subject: &p.subject,
-            no_echo: r.fallback.no_echo,
-            skip_shards: u64::MAX,
-            routes: false,
+        let want = Want {
+            plain: r.plain,
+            queues: Some(&r.queues),
         };
-        let declined = r.fallback.declined | 1 << self.id;
-        let elsewhere = QueueRule {
-            skip_shards: declined,
-            routes: !r.fallback.from_route,
-            ..here
-        };
-        let mut passed: Vec<(ShardId, Bytes)> = Vec::new();
-        let mut routes = RouteSends::default();
-        for q in &r.queues {
-            let Some(g) = m.queues.iter().find(|g| g.name == q) else {
-                // No member left anywhere this shard knows of.
-                continue;
-            };
-            let pick = match self.queue_pick_among(g, p, here) {
-                QueuePick::Nobody => self.queue_pick(g, p, elsewhere),
-                done => done,
-            };
-            match pick {
-                QueuePick::Shard(j) => passed.push((j, g.name.clone())),
-                QueuePick::Route(rt) => routes.queue(rt, g.name.clone()),
-                _ => {}
-            }
-        }
-        if !passed.is_empty() {
-            let fallback = Fallback {
-                declined,
-                ..r.fallback
-            };
-            self.forward_to_shards(p, 0, &passed, fallback, out);
-        }
-        if !routes.0.is_empty() {
-            self.send_to_routes(p, routes, out);
-        }
+        self.fan_out(&r.publish, Origin::Shard(r.fallback), want, out);
     }
 
     /// Sends what delivering other shards' messages passed on, without
@@ -1467,42 +1307,6 @@ impl Shard {
             }
         }
     }
-}
-
-/// Which members of a queue group may be picked for one message: the one
-/// eligibility rule of every queue pick.
-#[derive(Clone, Copy)]
-struct QueueRule<'a> {
-    subject: &'a [u8],
-    /// The publisher's connection when it asked not to get its own messages.
-    no_echo: Option<u64>,
-    /// Shards not to pick (a bit per shard): they declined the message, or
-    /// all of them when a shard first tries its own members.
-    skip_shards: u64,
-    /// Whether members on peer nodes may be picked.
-    routes: bool,
-}
-
-impl QueueRule<'_> {
-    fn admits(&self, t: &Target) -> bool {
-        match t {
-            Target::Local(s) => self.no_echo != Some(s.client.id) && can_take(s, self.subject),
-            Target::Shard(j) => self.skip_shards & (1 << j) == 0,
-            Target::Route(_) => self.routes,
-        }
-    }
-}
-
-/// The outcome of a queue pick.
-enum QueuePick {
-    /// Delivered to a local member.
-    Delivered,
-    /// A member on another shard was picked.
-    Shard(ShardId),
-    /// A member on a peer node was picked.
-    Route(RouteId),
-    /// No member can take the message.
-    Nobody,
 }
 
 /// Whether a local subscription can take a message on `subject` now: its
@@ -1572,11 +1376,68 @@ fn all_targets<T>(m: &Matches<T>) -> impl Iterator<Item = &T> {
         .chain(m.queues.iter().flat_map(|g| g.values()))
 }
 
-/// Picks one member subscription of `g` uniformly among those `eligible`
-/// (an entry of weight three, such as a shard with three members, is three
-/// times as likely as one of weight one).
-fn pick(g: &QueueGroup<Target>, eligible: impl Fn(&Target) -> bool) -> Option<&Target> {
-    g.pick(eligible, |n| fastrand::u64(..n))
+/// What the engine's fan-out decides for one message, carried out on this
+/// shard: a local delivery now, the sends to other shards and route links
+/// gathered for `fan_out` to hand to `out` (each shard and link once).
+struct Fan<'a> {
+    shard: &'a Shard,
+    p: &'a Publish,
+    /// Other shards with plain interest (a bit per shard).
+    shard_plain: u64,
+    /// Other shards picked for a queue group.
+    shard_queues: Vec<(ShardId, Bytes)>,
+    routes: RouteSends,
+}
+
+impl shoal_engine::Sink for Fan<'_> {
+    type Local = Rc<LocalSub>;
+
+    #[inline]
+    fn deliver(&mut self, sub: &Rc<LocalSub>) -> bool {
+        self.shard.deliver(sub, self.p)
+    }
+
+    #[inline]
+    fn can_take(&self, sub: &Rc<LocalSub>) -> bool {
+        can_take(sub, &self.p.subject)
+    }
+
+    #[inline]
+    fn connection(&self, sub: &Rc<LocalSub>) -> u64 {
+        sub.client.id
+    }
+
+    fn skipped_echo(&mut self, sub: &Rc<LocalSub>) {
+        if self.shard.tracing.get() {
+            self.shard
+                .trace_local(sub, Some(shoal_core::trace::NOT_DELIVERED_NO_ECHO));
+        }
+    }
+
+    #[inline]
+    fn to_shard(&mut self, shard: ShardId, plain: bool, queue: Option<&Bytes>) {
+        if plain {
+            self.shard_plain |= 1 << shard;
+        }
+        if let Some(q) = queue {
+            self.shard_queues.push((shard, q.clone()));
+        }
+    }
+
+    #[inline]
+    fn to_route(&mut self, route: RouteId, plain: bool, queue: Option<&Bytes>) {
+        if plain {
+            self.routes.plain(route);
+        }
+        if let Some(q) = queue {
+            self.routes.queue(route, q.clone());
+        }
+    }
+
+    #[inline]
+    fn draw(&self, n: u64) -> u64 {
+        fastrand::u64(..n)
+    }
 }
 
 /// With `-D`: once a second, a line per shard with its traffic and anything

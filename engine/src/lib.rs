@@ -1,0 +1,19 @@
+//! shoal-engine: the broker's decisions, free of I/O.
+//!
+//! What lives here decides; what lives in `shoal-net` carries out. No
+//! executor, channels, sockets, clock or global RNG are reachable from this
+//! crate (its `Cargo.toml` has none of them; `clippy.toml` bans the clock),
+//! so every rule here runs the same in a shard and in the deterministic
+//! simulator (`tests/sim.rs`), which drives many shards of many nodes in one
+//! thread from a seed.
+//!
+//! - [`ids`]: who a message can go to ([`Target`]: a local subscription,
+//!   another shard of this node, a peer node through a route link).
+//! - [`fanout`]: the one fan-out of a message over its matches, with the
+//!   eligibility rule (which origin may reach which target) written once.
+
+pub mod fanout;
+pub mod ids;
+
+pub use fanout::{Fallback, Origin, Router, Sink, Want};
+pub use ids::{RouteId, ShardId, SubHandle, Target};
