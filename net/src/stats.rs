@@ -30,6 +30,10 @@ pub struct ShardStats {
     /// Strict interest mode: PONGs sent without every peer's acknowledgement
     /// (the peers did not answer within `sync_timeout`).
     pub interest_sync_timeouts: AtomicU64,
+    /// Impossible states met and survived (`Shard::invariant_broken`): a
+    /// debug build stops on the first; a release build counts them here
+    /// (`/varz` `invariant_violations`, which tests check is 0).
+    pub invariant_violations: AtomicU64,
 }
 
 /// A point-in-time sum over all shards.
@@ -47,6 +51,7 @@ pub struct StatsSnapshot {
     pub batches_in: u64,
     pub stalls: u64,
     pub interest_sync_timeouts: u64,
+    pub invariant_violations: u64,
 }
 
 impl StatsSnapshot {
@@ -65,6 +70,7 @@ impl StatsSnapshot {
             s.batches_in += st.batches_in.load(Relaxed);
             s.stalls += st.stalls.load(Relaxed);
             s.interest_sync_timeouts += st.interest_sync_timeouts.load(Relaxed);
+            s.invariant_violations += st.invariant_violations.load(Relaxed);
         }
         s
     }

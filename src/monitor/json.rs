@@ -196,6 +196,7 @@ pub fn varz(state: &State) -> Value {
         "slow_consumers": st.slow_consumers,
         "stalls": st.stalls,
         "interest_sync_timeouts": st.interest_sync_timeouts,
+        "invariant_violations": st.invariant_violations,
         "metadata": c.config().metadata,
         "subscriptions": st.subscriptions,
         "http_req_stats": requests,

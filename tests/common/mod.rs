@@ -167,6 +167,17 @@ pub use libc::{SIGHUP, SIGKILL, SIGTERM, SIGUSR2};
 
 impl Drop for Shoal {
     fn drop(&mut self) {
+        // Every test with monitoring also checks that the server met no
+        // impossible state (a release build counts them instead of
+        // stopping: net/src/shard `invariant_broken`).
+        if self.http_addr.is_some() && !std::thread::panicking() {
+            if let (200, varz) = self.http_get("/varz") {
+                assert_eq!(
+                    varz["invariant_violations"], 0,
+                    "the server counted broken invariants (see its log)"
+                );
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

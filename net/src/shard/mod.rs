@@ -193,6 +193,18 @@ impl Shard {
             .map(|(i, p)| (i as ShardId, p))
     }
 
+    /// An impossible state was met (a mirror entry missing or present
+    /// twice, a refcount or barrier count gone): a debug build stops here;
+    /// a release build logs it, counts it (`/varz`
+    /// `invariant_violations`) and goes on, as the code used to tolerate
+    /// it silently.
+    #[track_caller]
+    pub(super) fn invariant_broken(&self, what: &str) {
+        debug_assert!(false, "shard {}: invariant broken: {what}", self.id);
+        self.stats.invariant_violations.fetch_add(1, Relaxed);
+        tracing::error!("shard {}: invariant broken: {what}", self.id);
+    }
+
     fn broadcast(&self, make: impl Fn() -> Control) {
         for (_, peer) in self.other_shards() {
             // Unbounded: never blocks. A closed channel means that shard has
@@ -268,7 +280,11 @@ impl Shard {
                         refs.remove(&sub.subject);
                         true
                     }
-                    None => false,
+                    None => {
+                        drop(refs);
+                        self.invariant_broken("a plain subscription without a refcount");
+                        false
+                    }
                 }
             }
         };
@@ -777,13 +793,23 @@ impl Shard {
     ) {
         let mut index = self.index.borrow_mut();
         let target = Target::Route(route);
+        let mut broken = None;
         for _ in 0..delta.unsigned_abs() {
             if delta > 0 {
                 // Validated when the frame was decoded.
-                let _ = index.insert(subject, queue.map(|q| &q[..]), target.clone());
-            } else {
-                index.remove(subject, queue.map(|q| &q[..]), &target);
+                if index
+                    .insert(subject, queue.map(|q| &q[..]), target.clone())
+                    .is_err()
+                {
+                    broken = Some("a route's interest does not fit the index");
+                }
+            } else if !index.remove(subject, queue.map(|q| &q[..]), &target) {
+                broken = Some("a route's interest removed that was not there");
             }
+        }
+        drop(index);
+        if let Some(what) = broken {
+            self.invariant_broken(what);
         }
     }
 
@@ -1024,7 +1050,11 @@ impl Shard {
         let Some(w) = barriers.get(&token) else {
             return;
         };
-        let left = w.remaining.get().saturating_sub(1);
+        let Some(left) = w.remaining.get().checked_sub(1) else {
+            drop(barriers);
+            self.invariant_broken("a barrier acknowledged more often than it waits");
+            return;
+        };
         w.remaining.set(left);
         if left == 0 {
             if let Some(w) = barriers.remove(&token) {
@@ -1179,10 +1209,13 @@ impl Shard {
                 queue,
             } => {
                 // Interest from another shard was validated there.
-                let _ =
+                let added =
                     self.index
                         .borrow_mut()
                         .insert(&subject, queue.as_deref(), Target::Shard(from));
+                if added.is_err() {
+                    self.invariant_broken("a shard's interest does not fit the index");
+                }
                 self.node_interest(true, &subject, queue.as_ref());
             }
             Control::InterestRemove {
@@ -1190,9 +1223,14 @@ impl Shard {
                 subject,
                 queue,
             } => {
-                self.index
-                    .borrow_mut()
-                    .remove(&subject, queue.as_deref(), &Target::Shard(from));
+                let removed = self.index.borrow_mut().remove(
+                    &subject,
+                    queue.as_deref(),
+                    &Target::Shard(from),
+                );
+                if !removed {
+                    self.invariant_broken("a shard retracted interest it never announced");
+                }
                 self.node_interest(false, &subject, queue.as_ref());
             }
             Control::RouteInterest {

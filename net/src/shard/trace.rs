@@ -295,8 +295,12 @@ impl Shard {
             // Unknown: published early (`MAX_PENDING`).
             let Some(p) = traces.get_mut(&id) else { return };
             p.entries.extend(entries);
-            debug_assert!(p.waiting > 0, "a report nobody was waiting for");
-            p.waiting = p.waiting.saturating_sub(1) + more;
+            let Some(left) = p.waiting.checked_sub(1) else {
+                drop(traces);
+                self.invariant_broken("a trace report nobody was waiting for");
+                return;
+            };
+            p.waiting = left + more;
             if p.waiting > 0 {
                 return;
             }
