@@ -11,9 +11,13 @@
 //!   another shard of this node, a peer node through a route link).
 //! - [`fanout`]: the one fan-out of a message over its matches, with the
 //!   eligibility rule (which origin may reach which target) written once.
+//! - [`interest`]: a shard's index and the counts that decide what it
+//!   announces, with one entry point for other shards' and routes' deltas.
 
 pub mod fanout;
 pub mod ids;
+pub mod interest;
 
 pub use fanout::{Fallback, Origin, Router, Sink, Want};
 pub use ids::{RouteId, ShardId, SubHandle, Target};
+pub use interest::{Announce, Broken, Interest, NodeInterest, Peer};

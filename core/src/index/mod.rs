@@ -358,6 +358,39 @@ impl<T: Clone + Eq + Hash> SubjectIndex<T> {
         Ok(())
     }
 
+    /// How many subscriptions of `value` to exactly `pattern` (in `queue`)
+    /// it holds: what a checker compares a mirror with.
+    pub fn count(&self, pattern: &[u8], queue: Option<&[u8]>, value: &T) -> usize {
+        if !is_valid_pattern(pattern) {
+            return 0;
+        }
+        let mut toks = tokens(pattern).peekable();
+        let mut level = &self.root;
+        while let Some(tok) = toks.next() {
+            let node = match tok {
+                b"*" => level.star.as_deref(),
+                b">" => level.full.as_deref(),
+                _ => level.literals.get(tok),
+            };
+            let Some(node) = node else { return 0 };
+            if toks.peek().is_none() {
+                return match queue {
+                    None => node.plain.count(value),
+                    Some(q) => node
+                        .queues
+                        .iter()
+                        .find(|(n, _)| n.as_ref() == q)
+                        .map_or(0, |(_, set)| set.count(value)),
+                };
+            }
+            let Some(next) = node.next.as_deref() else {
+                return 0;
+            };
+            level = next;
+        }
+        0
+    }
+
     /// Removes one subscription of `value` to `pattern` (in `queue`); returns
     /// whether it was there. Empty trie nodes are pruned.
     pub fn remove(&mut self, pattern: &[u8], queue: Option<&[u8]>, value: &T) -> bool {

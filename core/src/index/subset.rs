@@ -67,6 +67,14 @@ impl<T: Clone + Eq + Hash> SubSet<T> {
         }
     }
 
+    /// How many occurrences of `value` it holds.
+    pub(super) fn count(&self, value: &T) -> usize {
+        match self {
+            SubSet::Few(v) => v.iter().filter(|x| *x == value).count(),
+            SubSet::Many { counts, .. } => counts.get(value).map_or(0, |&c| c as usize),
+        }
+    }
+
     pub(super) fn len(&self) -> usize {
         match self {
             SubSet::Few(v) => v.len(),

@@ -6,8 +6,8 @@
 //! round-robin), whose link task (`shard::link`) reads and writes it like a
 //! client connection. What crosses a link:
 //!
-//! - interest of this node's own clients, as `NodeInterest` on the owning
-//!   shard computes it (a snapshot at link up, then increments); interest
+//! - interest of this node's own clients, as the engine's `NodeInterest` on
+//!   the owning shard computes it (a snapshot at link up, then increments); interest
 //!   learned from a route is never sent on;
 //! - messages published by this node's clients that the peer has interest in,
 //!   once per peer; a message that came from a route goes to local
@@ -19,14 +19,10 @@
 //!
 //! This module holds what every layer may name about a route (its id, who
 //! the peer is, the attach request, events for membership, monitoring's
-//! view) and `NodeInterest`, the rule for what this node announces. It is
-//! plain data and pure rules and imports nothing from this crate, so the
+//! view); the rule for what this node announces is the engine's
+//! (`shoal_engine::interest`). It is plain data and imports nothing from this crate, so the
 //! bus, the shared state and monitoring name a link without knowing shards;
 //! the link's task lives with the shard that owns it (`shard::link`).
-
-mod interest;
-
-pub(crate) use interest::NodeInterest;
 
 use shoal_core::route::RouteInfo;
 use std::sync::atomic::AtomicU64;

@@ -15,17 +15,17 @@ use link::RouteLink;
 
 use crate::bus::{Batch, Control, Fallback, Inbox, PeerLink, Remote, ShardId};
 use crate::outbound::{Client, CloseReason, LocalSub, QueueResult};
-use crate::route::{NodeInterest, RouteId};
+use crate::route::RouteId;
 use crate::runtime::{self, LocalEvent};
 use crate::shared::{Dynamic, Shared};
 use crate::stats::ShardStats;
 use ahash::AHashMap;
 use bytes::Bytes;
 use shoal_core::auth::{ConnectContext, FastCheck};
-use shoal_core::index::{IndexError, Matches, SubjectIndex};
+use shoal_core::index::{IndexError, Matches};
 use shoal_core::proto::{self as proto, headers::NO_RESPONDERS, write_msg, Publish};
 use shoal_core::route::{self as wire, InterestOp, MsgFrame, RouteMsg};
-use shoal_engine::{Origin, Router, Want};
+use shoal_engine::{Announce, Interest, Origin, Peer, Router, Want};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -72,10 +72,10 @@ pub(crate) struct Shard {
     pub shards: usize,
     pub shared: Arc<Shared>,
     pub stats: Arc<ShardStats>,
-    index: RefCell<SubjectIndex<Target>>,
-    /// Local plain subscribers per subject: only the first announces interest
-    /// to the other shards and only the last retracts it.
-    plain_refs: RefCell<AHashMap<Bytes, u32>>,
+    /// The index and the counts deciding what this shard announces (the
+    /// engine's `Interest`: own subscriptions, mirrors of the other shards
+    /// and of route links, this node's interest for its links).
+    interest: RefCell<Interest<Rc<LocalSub>>>,
     peers: Vec<PeerLink>,
     dirty: RefCell<Vec<Rc<Client>>>,
     /// The other half of `dirty` while it is being flushed.
@@ -112,13 +112,10 @@ pub(crate) struct Shard {
     /// This shard's data inbox and its count of batches sent and not yet
     /// taken, also drained synchronously by `deliver_pending_data`.
     data_rx: std::cell::OnceCell<(flume::Receiver<Batch>, Arc<std::sync::atomic::AtomicUsize>)>,
-    /// Whether this node is part of a cluster (keeps `node` up to date).
+    /// Whether this node is part of a cluster (it has route links to tell).
     clustered: bool,
     /// The route links this shard owns, by slot.
     routes: RefCell<AHashMap<u32, Rc<RouteLink>>>,
-    /// This node's own interest as this shard sees it: what its links
-    /// announce to peers.
-    node: RefCell<NodeInterest>,
     /// Strict interest mode: syncs sent on this shard's links, by token.
     syncs: RefCell<AHashMap<u64, PendingSync>>,
     /// Strict interest mode: barriers clients of this shard wait for.
@@ -157,8 +154,7 @@ impl Shard {
             shards,
             shared,
             stats,
-            index: RefCell::new(SubjectIndex::new()),
-            plain_refs: RefCell::new(AHashMap::new()),
+            interest: RefCell::new(Interest::new(clustered)),
             peers,
             dirty: RefCell::new(Vec::new()),
             flushing: RefCell::new(Vec::new()),
@@ -177,7 +173,6 @@ impl Shard {
             data_rx: std::cell::OnceCell::new(),
             clustered,
             routes: RefCell::new(AHashMap::new()),
-            node: RefCell::new(NodeInterest::default()),
             syncs: RefCell::new(AHashMap::new()),
             barriers: RefCell::new(AHashMap::new()),
             next_token: Cell::new(0),
@@ -217,49 +212,35 @@ impl Shard {
 
     /// Adds a client's subscription and announces the interest.
     pub(crate) fn subscribe(&self, sub: Rc<LocalSub>) -> Result<(), IndexError> {
-        self.index.borrow_mut().insert(
-            &sub.subject,
-            sub.queue.as_deref(),
-            Target::Local(sub.clone()),
-        )?;
+        let announce =
+            self.interest
+                .borrow_mut()
+                .subscribe(&sub.subject, sub.queue.as_ref(), sub.clone())?;
         let subject = sub.subject.clone();
         let queue = sub.queue.clone();
         let client = sub.client.clone();
         client.subs.borrow_mut().insert(sub.sid.clone(), sub);
         self.stats.subscriptions.fetch_add(1, Relaxed);
-        let announce = match &queue {
-            Some(_) => true,
-            None => {
-                let mut refs = self.plain_refs.borrow_mut();
-                let n = refs.entry(subject.clone()).or_insert(0);
-                *n += 1;
-                *n == 1
-            }
-        };
-        if announce {
-            self.node_interest(true, &subject, queue.as_ref());
-        }
-        if announce && self.shards > 1 {
-            let from = self.id;
-            self.broadcast(|| Control::InterestAdd {
-                from,
-                subject: subject.clone(),
-                queue: queue.clone(),
-            });
-        }
+        self.announce(true, announce, &subject, queue.as_ref());
         Ok(())
     }
 
     /// Removes a subscription (from the index and its client) and retracts
     /// the interest when it was the last of its kind here.
     pub(crate) fn unsubscribe(&self, sub: &Rc<LocalSub>) {
-        if !self.index.borrow_mut().remove(
-            &sub.subject,
-            sub.queue.as_deref(),
-            &Target::Local(sub.clone()),
-        ) {
-            return;
-        }
+        let removed = self
+            .interest
+            .borrow_mut()
+            .unsubscribe(&sub.subject, sub.queue.as_ref(), sub);
+        let announce = match removed {
+            Ok(None) => return,
+            Ok(Some(a)) => a,
+            Err(broken) => {
+                // Out of the index all the same.
+                self.invariant_broken(broken.0);
+                Announce::default()
+            }
+        };
         {
             let mut subs = sub.client.subs.borrow_mut();
             if subs.get(&sub.sid).is_some_and(|s| Rc::ptr_eq(s, sub)) {
@@ -267,37 +248,38 @@ impl Shard {
             }
         }
         self.stats.subscriptions.fetch_sub(1, Relaxed);
-        let retract = match &sub.queue {
-            Some(_) => true,
-            None => {
-                let mut refs = self.plain_refs.borrow_mut();
-                match refs.get_mut(&sub.subject) {
-                    Some(n) if *n > 1 => {
-                        *n -= 1;
-                        false
-                    }
-                    Some(_) => {
-                        refs.remove(&sub.subject);
-                        true
-                    }
-                    None => {
-                        drop(refs);
-                        self.invariant_broken("a plain subscription without a refcount");
-                        false
-                    }
-                }
-            }
-        };
-        if retract {
-            self.node_interest(false, &sub.subject, sub.queue.as_ref());
+        self.announce(false, announce, &sub.subject, sub.queue.as_ref());
+    }
+
+    /// Tells what a local subscription change changed: this shard's route
+    /// links (the node's interest), then the other shards.
+    fn announce(&self, add: bool, a: Announce, subject: &Bytes, queue: Option<&Bytes>) {
+        if let Some(op) = a.routes {
+            self.tell_links(op);
         }
-        if retract && self.shards > 1 {
+        if a.shards && self.shards > 1 {
             let from = self.id;
-            self.broadcast(|| Control::InterestRemove {
-                from,
-                subject: sub.subject.clone(),
-                queue: sub.queue.clone(),
-            });
+            if add {
+                self.broadcast(|| Control::InterestAdd {
+                    from,
+                    subject: subject.clone(),
+                    queue: queue.cloned(),
+                });
+            } else {
+                self.broadcast(|| Control::InterestRemove {
+                    from,
+                    subject: subject.clone(),
+                    queue: queue.cloned(),
+                });
+            }
+        }
+    }
+
+    /// A change of this node's interest, for every link of this shard.
+    fn tell_links(&self, op: InterestOp) {
+        for link in self.routes.borrow().values() {
+            let res = link.send_interest(op.clone());
+            self.mark_dirty(&link.conn, res);
         }
     }
 
@@ -322,7 +304,7 @@ impl Shard {
     /// `Router::route` decides; this carries out): local subscribers get
     /// it now, other shards and route links through `out`.
     fn fan_out(&self, p: &Publish, origin: Origin, want: Want<'_>, out: &mut Outgoing) -> bool {
-        let m = self.index.borrow_mut().matches(&p.subject);
+        let m = self.interest.borrow_mut().matches(&p.subject);
         let router = Router {
             shard: self.id,
             prefer_local: self.shared.config.cluster.queue_prefer_local,
@@ -537,7 +519,7 @@ impl Shard {
             indexed = [prefix, reply].concat();
             &indexed[..]
         };
-        let m = self.index.borrow_mut().matches(key);
+        let m = self.interest.borrow_mut().matches(key);
         let own = all_targets(&m).find_map(|t| match t {
             Target::Local(s) if Rc::ptr_eq(&s.client, from) => Some(s.clone()),
             _ => None,
@@ -688,30 +670,10 @@ impl Shard {
 
     // ----- routes -----
 
-    /// Keeps `node` up to date and tells this shard's links what changed.
-    fn node_interest(&self, add: bool, subject: &Bytes, queue: Option<&Bytes>) {
-        if !self.clustered {
-            return;
-        }
-        let op = {
-            let mut node = self.node.borrow_mut();
-            if add {
-                node.add(subject, queue)
-            } else {
-                node.remove(subject, queue)
-            }
-        };
-        let Some(op) = op else { return };
-        for link in self.routes.borrow().values() {
-            let res = link.send_interest(op.clone());
-            self.mark_dirty(&link.conn, res);
-        }
-    }
-
     /// A new link on this shard: it gets this node's interest snapshot, then
     /// every change after it.
     pub(crate) fn add_route(&self, link: Rc<RouteLink>) {
-        let ops = self.node.borrow().snapshot();
+        let ops = self.interest.borrow().node_snapshot();
         link::queue_snapshot(&link, ops);
         link.conn.flush();
         self.routes.borrow_mut().insert(link.id.slot, link);
@@ -791,25 +753,26 @@ impl Shard {
         queue: Option<&Bytes>,
         delta: i32,
     ) {
-        let mut index = self.index.borrow_mut();
-        let target = Target::Route(route);
-        let mut broken = None;
-        for _ in 0..delta.unsigned_abs() {
-            if delta > 0 {
-                // Validated when the frame was decoded.
-                if index
-                    .insert(subject, queue.map(|q| &q[..]), target.clone())
-                    .is_err()
-                {
-                    broken = Some("a route's interest does not fit the index");
-                }
-            } else if !index.remove(subject, queue.map(|q| &q[..]), &target) {
-                broken = Some("a route's interest removed that was not there");
-            }
+        let applied =
+            self.interest
+                .borrow_mut()
+                .apply_peer_delta(Peer::Route(route), subject, queue, delta);
+        if let Err(broken) = applied {
+            self.invariant_broken(broken.0);
         }
-        drop(index);
-        if let Some(what) = broken {
-            self.invariant_broken(what);
+    }
+
+    /// Another shard's interest change: mirrored here, and this node's
+    /// interest told to this shard's links when it changed.
+    fn apply_shard_delta(&self, from: ShardId, subject: &Bytes, queue: Option<&Bytes>, delta: i32) {
+        let applied =
+            self.interest
+                .borrow_mut()
+                .apply_peer_delta(Peer::Shard(from), subject, queue, delta);
+        match applied {
+            Ok(Some(op)) => self.tell_links(op),
+            Ok(None) => {}
+            Err(broken) => self.invariant_broken(broken.0),
         }
     }
 
@@ -958,8 +921,7 @@ impl Shard {
 
     /// Entries in the index and its cache figures (monitoring).
     pub(crate) fn index_stats(&self) -> (usize, shoal_core::index::CacheStats) {
-        let index = self.index.borrow();
-        (index.len(), index.cache_stats())
+        self.interest.borrow().stats()
     }
 
     /// The links this shard owns (lifecycle: closing them last).
@@ -1207,32 +1169,12 @@ impl Shard {
                 from,
                 subject,
                 queue,
-            } => {
-                // Interest from another shard was validated there.
-                let added =
-                    self.index
-                        .borrow_mut()
-                        .insert(&subject, queue.as_deref(), Target::Shard(from));
-                if added.is_err() {
-                    self.invariant_broken("a shard's interest does not fit the index");
-                }
-                self.node_interest(true, &subject, queue.as_ref());
-            }
+            } => self.apply_shard_delta(from, &subject, queue.as_ref(), 1),
             Control::InterestRemove {
                 from,
                 subject,
                 queue,
-            } => {
-                let removed = self.index.borrow_mut().remove(
-                    &subject,
-                    queue.as_deref(),
-                    &Target::Shard(from),
-                );
-                if !removed {
-                    self.invariant_broken("a shard retracted interest it never announced");
-                }
-                self.node_interest(false, &subject, queue.as_ref());
-            }
+            } => self.apply_shard_delta(from, &subject, queue.as_ref(), -1),
             Control::RouteInterest {
                 route,
                 subject,
