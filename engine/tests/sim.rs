@@ -1,32 +1,42 @@
-//! A deterministic simulator of the fan-out: N shards × M nodes in one
-//! thread, driven by a seed.
+//! A deterministic simulator of the broker's decisions: N shards × M nodes
+//! in one thread, driven by a seed.
 //!
-//! Every shard has a real `SubjectIndex` filled as the product fills it
-//! (its own subscriptions, one entry per other shard's plain subject or
-//! queue member, one per peer node's announced plain subject or queue
-//! member, on the shard that owns the link to that node), and routes with
-//! the engine's real `Router`. Messages between shards go through FIFO
-//! channels (one per destination shard, as flume's); messages between
-//! nodes go through the real route codec (`write_msg` → `next_frame` →
-//! `decode_msg`) on one FIFO link per pair of nodes. Which channel moves
+//! Every shard is the engine's real `Interest` (index, refcounts, node
+//! interest) and routes with the real `Router`. Between shards of a node:
+//! FIFO control channels (interest deltas) and FIFO data inboxes (messages),
+//! one each per destination shard, as the glue's flume channels. Between
+//! nodes: one link per ordered pair of nodes, owned at each end by one
+//! shard, carrying the real route codec's frames (`write_interest` /
+//! `write_msg` → `next_frame` → `decode_*`). Which channel or link moves
 //! next is drawn from the seed, so each seed is one interleaving.
 //!
-//! Checked for every message, once everything is delivered:
-//! - every matching plain subscription got it exactly once (the
-//!   publisher's own not at all when it asked for no echo);
-//! - every matching queue group got it at most once, and exactly once when
-//!   one of its members could take it;
-//! - it crossed at most one route link (no message makes two hops);
-//! - per publisher, each plain subscription got its messages in order.
+//! A run has two phases:
+//! 1. interest: subscriptions come and go on random shards, links drop and
+//!    come back (the peer's interest removed everywhere, the snapshot sent
+//!    again), interleaved with deliveries of what is in flight; once
+//!    everything is delivered, **every shard's mirror of every other shard
+//!    and of every route is exact** (an entry per plain subject a shard or
+//!    node holds, one per queue member; nothing that no client holds);
+//! 2. messages: published from random connections, delivered to
+//!    quiescence; then **every matching plain subscription got each
+//!    message exactly once** (never the no-echo publisher's own), **each
+//!    queue group at most once, exactly once when all its members can take
+//!    it**, **no message crossed two links**, and **per publisher, each
+//!    plain subscription got its messages in order**.
 //!
-//! A failure names its seed; `SHOAL_SIM_SEED=<seed>` replays that one, and
+//! A failure names its seed; `SHOAL_SIM_SEED=<seed>` replays that one and
 //! `SHOAL_SIM_SEEDS=<n>` runs more.
 
+use ahash::AHashMap;
 use bytes::{Bytes, BytesMut};
-use shoal_core::index::SubjectIndex;
-use shoal_core::route::{decode_msg, next_frame, write_msg, FrameKind, MsgFrame};
+use shoal_core::route::{
+    decode_interest, decode_msg, next_frame, write_interest, write_msg, FrameKind, InterestBatch,
+    InterestOp, MsgFrame,
+};
 use shoal_core::subject::pattern_matches;
-use shoal_engine::{Fallback, Origin, RouteId, Router, ShardId, Sink, SubHandle, Target, Want};
+use shoal_engine::{
+    Announce, Fallback, Interest, Origin, Peer, RouteId, Router, ShardId, Sink, SubHandle, Want,
+};
 use std::collections::{BTreeMap, VecDeque};
 
 /// A subscription in the simulated world.
@@ -44,10 +54,20 @@ struct SubSpec {
     node: usize,
     shard: usize,
     conn: u64,
-    pattern: String,
-    queue: Option<String>,
+    pattern: Bytes,
+    queue: Option<Bytes>,
     /// False: closing, `UNSUB` max reached or a deny filter (never takes).
     takes: bool,
+    live: bool,
+}
+
+/// An interest delta on a shard's control channel.
+#[derive(Debug, Clone)]
+struct Ctl {
+    peer: Peer,
+    subject: Bytes,
+    queue: Option<Bytes>,
+    delta: i32,
 }
 
 /// A message on its way between shards of one node.
@@ -57,145 +77,295 @@ struct Forward {
     subject: Bytes,
     plain: bool,
     queues: Vec<Bytes>,
-    /// Instead of local delivery: write it on this link of the receiver.
+    /// Instead of local delivery: write it on this shard's link to node
+    /// `route`.
     route: Option<u32>,
     fallback: Fallback,
     hops: u32,
 }
 
-/// A message in flight on a route link.
-#[derive(Debug, Clone)]
-struct OnLink {
+/// One direction of a link between two nodes.
+#[derive(Debug, Default)]
+struct Link {
     bytes: BytesMut,
-    /// Message ids of the frames in `bytes`, in order, with their hops.
-    ids: VecDeque<(u64, u32)>,
+    /// Per message frame in `bytes`, in order: its id and hops.
+    msgs: VecDeque<(u64, u32)>,
+    frames: usize,
 }
 
 struct World {
     nodes: usize,
     shards: usize,
     subs: Vec<SubSpec>,
-    /// index[node][shard]
-    index: Vec<Vec<SubjectIndex<Target<Sub>>>>,
-    /// Inbox of each shard: FIFO, as one flume channel per shard.
+    /// interest[node][shard]
+    interest: Vec<Vec<Interest<Sub>>>,
+    control: Vec<Vec<VecDeque<Ctl>>>,
     inbox: Vec<Vec<VecDeque<Forward>>>,
-    /// links[(from, to)]: the route link from node `from` to node `to`.
-    links: BTreeMap<(usize, usize), OnLink>,
-    /// Deliveries: (message, subscription), in delivery order.
+    /// links[(from, to)]
+    links: BTreeMap<(usize, usize), Link>,
+    /// What node `n` learned from node `p` on its link (the receiving
+    /// owner's `RouteLink::interest`): (subject, queue) → weight.
+    learned: BTreeMap<(usize, usize), AHashMap<(Bytes, Option<Bytes>), u32>>,
     got: Vec<(u64, usize)>,
-    /// Route crossings per message.
     hops_seen: BTreeMap<u64, u32>,
     rng: fastrand::Rng,
     prefer_local: bool,
+    log: Vec<String>,
 }
 
-/// The shard of node `node` that owns its link to node `peer`.
+/// The shard of a node that owns its link to node `peer`.
 fn link_owner(peer: usize, shards: usize) -> usize {
     peer % shards
 }
 
+fn tokens(rng: &mut fastrand::Rng, wild: bool) -> Bytes {
+    let words = ["a", "b", "c"];
+    let depth = rng.usize(1..=3);
+    let mut parts: Vec<&str> = (0..depth)
+        .map(|_| {
+            if wild && rng.u8(0..10) == 0 {
+                "*"
+            } else {
+                words[rng.usize(..words.len())]
+            }
+        })
+        .collect();
+    if wild && rng.u8(0..6) == 0 {
+        parts.push(">");
+    }
+    Bytes::from(parts.join("."))
+}
+
 impl World {
     fn new(seed: u64) -> World {
-        let mut rng = fastrand::Rng::with_seed(seed);
-        let nodes = rng.usize(1..=3);
-        let shards = rng.usize(1..=3);
-        let tokens = ["a", "b", "c"];
-        let mut subs = Vec::new();
-        for _ in 0..rng.usize(3..=16) {
-            let depth = rng.usize(1..=3);
-            let mut parts: Vec<String> = (0..depth)
-                .map(|_| match rng.u8(0..10) {
-                    0 => "*".to_owned(),
-                    _ => tokens[rng.usize(..tokens.len())].to_owned(),
-                })
-                .collect();
-            if rng.u8(0..6) == 0 {
-                parts.push(">".into());
-            }
-            let node = rng.usize(..nodes);
-            let shard = rng.usize(..shards);
-            subs.push(SubSpec {
-                node,
-                shard,
-                // Two connections per shard.
-                conn: ((node * 8 + shard) * 2 + rng.usize(0..2)) as u64,
-                pattern: parts.join("."),
-                queue: match rng.u8(0..4) {
-                    0 => Some("q1".into()),
-                    1 => Some("q2".into()),
-                    _ => None,
-                },
-                takes: rng.u8(0..8) != 0,
-            });
-        }
+        let rng = fastrand::Rng::with_seed(seed);
         let mut w = World {
-            nodes,
-            shards,
-            subs,
-            index: (0..nodes)
-                .map(|_| (0..shards).map(|_| SubjectIndex::new()).collect())
-                .collect(),
-            inbox: (0..nodes)
-                .map(|_| (0..shards).map(|_| VecDeque::new()).collect())
-                .collect(),
+            nodes: 0,
+            shards: 0,
+            subs: Vec::new(),
+            interest: Vec::new(),
+            control: Vec::new(),
+            inbox: Vec::new(),
             links: BTreeMap::new(),
+            learned: BTreeMap::new(),
             got: Vec::new(),
             hops_seen: BTreeMap::new(),
-            prefer_local: rng.bool(),
+            prefer_local: false,
             rng,
+            log: Vec::new(),
         };
-        w.fill_indexes();
+        w.nodes = w.rng.usize(1..=3);
+        w.shards = w.rng.usize(1..=3);
+        w.prefer_local = w.rng.bool();
+        let clustered = w.nodes > 1;
+        w.interest = (0..w.nodes)
+            .map(|_| (0..w.shards).map(|_| Interest::new(clustered)).collect())
+            .collect();
+        w.control = (0..w.nodes)
+            .map(|_| (0..w.shards).map(|_| VecDeque::new()).collect())
+            .collect();
+        w.inbox = (0..w.nodes)
+            .map(|_| (0..w.shards).map(|_| VecDeque::new()).collect())
+            .collect();
+        for a in 0..w.nodes {
+            for b in (0..w.nodes).filter(|&b| b != a) {
+                w.links.insert((a, b), Link::default());
+                w.learned.insert((a, b), AHashMap::new());
+            }
+        }
         w
     }
 
-    /// The mirrors, as the product keeps them with stable membership.
-    fn fill_indexes(&mut self) {
-        for (i, s) in self.subs.iter().enumerate() {
-            let q = s.queue.as_deref().map(str::as_bytes);
-            let p = s.pattern.as_bytes();
-            // Its own shard.
-            self.index[s.node][s.shard]
-                .insert(p, q, Target::Local(Sub(i)))
-                .unwrap();
-            // The other shards of its node: a queue member each, a plain
-            // subject once per shard (the first subscriber announces).
-            let first_plain_on_shard = s.queue.is_none()
-                && !self.subs[..i].iter().any(|o| {
-                    o.node == s.node
-                        && o.shard == s.shard
-                        && o.queue.is_none()
-                        && o.pattern == s.pattern
+    // ----- interest, as the glue carries it out -----
+
+    fn subscribe(&mut self) {
+        let node = self.rng.usize(..self.nodes);
+        let shard = self.rng.usize(..self.shards);
+        let spec = SubSpec {
+            node,
+            shard,
+            conn: ((node * 8 + shard) * 2 + self.rng.usize(0..2)) as u64,
+            pattern: tokens(&mut self.rng, true),
+            queue: match self.rng.u8(0..4) {
+                0 => Some(Bytes::from_static(b"q1")),
+                1 => Some(Bytes::from_static(b"q2")),
+                _ => None,
+            },
+            takes: self.rng.u8(0..8) != 0,
+            live: true,
+        };
+        let id = self.subs.len();
+        self.log.push(format!(
+            "sub {id} on {node}/{shard} {:?} {:?}",
+            spec.pattern, spec.queue
+        ));
+        let a = self.interest[node][shard]
+            .subscribe(&spec.pattern, spec.queue.as_ref(), Sub(id))
+            .expect("a valid pattern");
+        let (pattern, queue) = (spec.pattern.clone(), spec.queue.clone());
+        self.subs.push(spec);
+        self.announce(node, shard, true, a, &pattern, queue.as_ref());
+    }
+
+    fn unsubscribe(&mut self) {
+        let live: Vec<usize> = (0..self.subs.len())
+            .filter(|&i| self.subs[i].live)
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        let id = live[self.rng.usize(..live.len())];
+        let s = self.subs[id].clone();
+        self.log.push(format!("unsub {id}"));
+        self.subs[id].live = false;
+        let a = self.interest[s.node][s.shard]
+            .unsubscribe(&s.pattern, s.queue.as_ref(), &Sub(id))
+            .expect("no impossible state")
+            .expect("it was in the index");
+        self.announce(s.node, s.shard, false, a, &s.pattern, s.queue.as_ref());
+    }
+
+    /// `Shard::announce`: the links this shard owns, then the other shards.
+    fn announce(
+        &mut self,
+        node: usize,
+        shard: usize,
+        add: bool,
+        a: Announce,
+        subject: &Bytes,
+        queue: Option<&Bytes>,
+    ) {
+        if let Some(op) = a.routes {
+            self.tell_links(node, shard, op);
+        }
+        if a.shards {
+            for j in (0..self.shards).filter(|&j| j != shard) {
+                self.control[node][j].push_back(Ctl {
+                    peer: Peer::Shard(shard as ShardId),
+                    subject: subject.clone(),
+                    queue: queue.cloned(),
+                    delta: if add { 1 } else { -1 },
                 });
-            if s.queue.is_some() || first_plain_on_shard {
-                for j in (0..self.shards).filter(|&j| j != s.shard) {
-                    self.index[s.node][j]
-                        .insert(p, q, Target::Shard(s.shard as ShardId))
-                        .unwrap();
-                }
-            }
-            // Every other node, on all its shards, through its link to this
-            // node: a queue member each, a plain subject once per node.
-            let first_plain_on_node = s.queue.is_none()
-                && !self.subs[..i]
-                    .iter()
-                    .any(|o| o.node == s.node && o.queue.is_none() && o.pattern == s.pattern);
-            if s.queue.is_some() || first_plain_on_node {
-                for n in (0..self.nodes).filter(|&n| n != s.node) {
-                    let route = RouteId {
-                        shard: link_owner(s.node, self.shards) as ShardId,
-                        slot: s.node as u32,
-                    };
-                    for j in 0..self.shards {
-                        self.index[n][j].insert(p, q, Target::Route(route)).unwrap();
-                    }
-                }
             }
         }
     }
 
+    /// An interest op on every link `shard` of `node` owns.
+    fn tell_links(&mut self, node: usize, shard: usize, op: InterestOp) {
+        for peer in (0..self.nodes).filter(|&p| p != node) {
+            if link_owner(peer, self.shards) == shard {
+                let link = self.links.get_mut(&(node, peer)).expect("a link");
+                write_interest(
+                    &mut link.bytes,
+                    &InterestBatch {
+                        ops: vec![op.clone()],
+                    },
+                );
+                link.frames += 1;
+            }
+        }
+    }
+
+    fn apply_control(&mut self, node: usize, shard: usize, c: Ctl) {
+        let op = self.interest[node][shard]
+            .apply_peer_delta(c.peer, &c.subject, c.queue.as_ref(), c.delta)
+            .unwrap_or_else(|b| panic!("{}: {c:?} on {node}/{shard}", b.0));
+        if let Some(op) = op {
+            assert!(
+                matches!(c.peer, Peer::Shard(_)),
+                "route interest is never sent on"
+            );
+            self.tell_links(node, shard, op);
+        }
+    }
+
+    /// `Shard::route_interest` on the owner of `node`'s link to `peer`.
+    fn route_interest(&mut self, node: usize, peer: usize, op: InterestOp) {
+        let owner = link_owner(peer, self.shards);
+        let route = RouteId {
+            shard: owner as ShardId,
+            slot: peer as u32,
+        };
+        let subject = Bytes::from(op.subject);
+        let queue = op.queue.map(Bytes::from);
+        let weight = if queue.is_none() {
+            op.weight.min(1)
+        } else {
+            op.weight
+        };
+        let learned = self.learned.get_mut(&(node, peer)).expect("learned");
+        let key = (subject.clone(), queue.clone());
+        let old = if weight == 0 {
+            learned.remove(&key).unwrap_or(0)
+        } else {
+            learned.insert(key, weight).unwrap_or(0)
+        };
+        let delta = weight as i32 - old as i32;
+        if delta == 0 {
+            return;
+        }
+        self.apply_control(
+            node,
+            owner,
+            Ctl {
+                peer: Peer::Route(route),
+                subject: subject.clone(),
+                queue: queue.clone(),
+                delta,
+            },
+        );
+        for j in (0..self.shards).filter(|&j| j != owner) {
+            self.control[node][j].push_back(Ctl {
+                peer: Peer::Route(route),
+                subject: subject.clone(),
+                queue: queue.clone(),
+                delta,
+            });
+        }
+    }
+
+    /// The link between `a` and `b` drops (what is in flight is lost; each
+    /// end removes what it learned from the other, everywhere) and comes
+    /// back (each end's owner sends its node's snapshot first).
+    fn bounce_link(&mut self, a: usize, b: usize) {
+        self.log.push(format!("bounce {a}-{b}"));
+        for (n, p) in [(a, b), (b, a)] {
+            *self.links.get_mut(&(p, n)).expect("a link") = Link::default();
+            let owner = link_owner(p, self.shards);
+            let route = RouteId {
+                shard: owner as ShardId,
+                slot: p as u32,
+            };
+            let learned = std::mem::take(self.learned.get_mut(&(n, p)).expect("learned"));
+            for ((subject, queue), w) in learned {
+                let c = Ctl {
+                    peer: Peer::Route(route),
+                    subject,
+                    queue,
+                    delta: -(w as i32),
+                };
+                self.apply_control(n, owner, c.clone());
+                for j in (0..self.shards).filter(|&j| j != owner) {
+                    self.control[n][j].push_back(c.clone());
+                }
+            }
+        }
+        for (n, p) in [(a, b), (b, a)] {
+            let owner = link_owner(p, self.shards);
+            let ops = self.interest[n][owner].node_snapshot();
+            let link = self.links.get_mut(&(n, p)).expect("a link");
+            if !ops.is_empty() {
+                write_interest(&mut link.bytes, &InterestBatch { ops });
+                link.frames += 1;
+            }
+        }
+    }
+
+    // ----- messages -----
+
     /// Routes one message on `node`/`shard` from `origin`.
     fn route(&mut self, node: usize, shard: usize, f: &Forward, origin: Origin) {
-        let m = self.index[node][shard].matches(&f.subject);
+        let m = self.interest[node][shard].matches(&f.subject);
         let router = Router {
             shard: shard as ShardId,
             prefer_local: self.prefer_local,
@@ -227,17 +397,20 @@ impl World {
         }
         for (dest, (plain, queues)) in by_dest {
             match dest {
-                Dest::Shard(j) => self.inbox[node][j as usize].push_back(Forward {
-                    msg: f.msg,
-                    subject: f.subject.clone(),
-                    plain,
-                    queues,
-                    route: None,
-                    fallback,
-                    hops: f.hops,
-                }),
+                Dest::Shard(j) => {
+                    assert_ne!(j as usize, shard, "a shard forwards to itself");
+                    self.inbox[node][j as usize].push_back(Forward {
+                        msg: f.msg,
+                        subject: f.subject.clone(),
+                        plain,
+                        queues,
+                        route: None,
+                        fallback,
+                        hops: f.hops,
+                    })
+                }
                 Dest::Route(r) if r.shard as usize == shard => {
-                    self.send_on_link(node, r.slot as usize, f, plain, &queues)
+                    self.send_msg(node, r.slot as usize, f, plain, &queues)
                 }
                 Dest::Route(r) => self.inbox[node][r.shard as usize].push_back(Forward {
                     msg: f.msg,
@@ -252,20 +425,8 @@ impl World {
         }
     }
 
-    /// Writes a message on the link from `node` to `peer`, in the route
-    /// codec's frames.
-    fn send_on_link(
-        &mut self,
-        node: usize,
-        peer: usize,
-        f: &Forward,
-        plain: bool,
-        queues: &[Bytes],
-    ) {
-        let link = self.links.entry((node, peer)).or_insert_with(|| OnLink {
-            bytes: BytesMut::new(),
-            ids: VecDeque::new(),
-        });
+    fn send_msg(&mut self, node: usize, peer: usize, f: &Forward, plain: bool, queues: &[Bytes]) {
+        let link = self.links.get_mut(&(node, peer)).expect("a link");
         let frame = MsgFrame {
             subject: &f.subject,
             reply: None,
@@ -275,65 +436,162 @@ impl World {
             queues: queues.iter().map(|q| &q[..]).collect(),
         };
         write_msg(&mut link.bytes, &frame);
-        link.ids.push_back((f.msg, f.hops + 1));
+        link.frames += 1;
+        link.msgs.push_back((f.msg, f.hops + 1));
     }
 
-    /// Moves one thing, chosen by the seed. False when nothing moves.
+    /// Moves one thing, chosen by the seed: a control event, a data batch
+    /// entry, or a frame on a link. False when nothing moves.
     fn step(&mut self) -> bool {
-        let mut ready: Vec<(usize, usize, bool)> = Vec::new();
+        #[derive(Clone, Copy)]
+        enum Ready {
+            Control(usize, usize),
+            Data(usize, usize),
+            Link(usize, usize),
+        }
+        let mut ready = Vec::new();
         for n in 0..self.nodes {
             for j in 0..self.shards {
+                if !self.control[n][j].is_empty() {
+                    ready.push(Ready::Control(n, j));
+                }
                 if !self.inbox[n][j].is_empty() {
-                    ready.push((n, j, false));
+                    ready.push(Ready::Data(n, j));
                 }
             }
         }
-        for (&(from, to), link) in &self.links {
-            if !link.ids.is_empty() {
-                ready.push((from, to, true));
+        for (&(a, b), link) in &self.links {
+            if link.frames > 0 {
+                ready.push(Ready::Link(a, b));
             }
         }
         if ready.is_empty() {
             return false;
         }
-        let (a, b, is_link) = ready[self.rng.usize(..ready.len())];
-        if is_link {
-            // The peer's end of the link is on the shard that owns it there.
-            let link = self.links.get_mut(&(a, b)).expect("ready link");
-            let frame = next_frame(&mut link.bytes, 1 << 20)
-                .expect("a valid frame")
-                .expect("a whole frame");
-            assert_eq!(frame.kind, FrameKind::Msg);
-            let (msg, hops) = link.ids.pop_front().expect("one id per frame");
-            let m = decode_msg(&frame.body).expect("decodes");
-            assert_eq!(
-                u64::from_le_bytes(m.payload[..8].try_into().unwrap()),
-                msg,
-                "the link kept its order"
-            );
-            *self.hops_seen.entry(msg).or_default() = hops;
-            let f = Forward {
-                msg,
-                subject: m.subject,
-                plain: m.plain,
-                queues: m.queues,
-                route: None,
-                fallback: Fallback::default(),
-                hops,
-            };
-            let receiver = link_owner(a, self.shards);
-            self.route(b, receiver, &f, Origin::Route);
-        } else {
-            let f = self.inbox[a][b].pop_front().expect("ready inbox");
-            match f.route {
-                Some(peer) => {
-                    let queues = f.queues.clone();
-                    self.send_on_link(a, peer as usize, &f, f.plain, &queues)
+        match ready[self.rng.usize(..ready.len())] {
+            Ready::Control(n, j) => {
+                let c = self.control[n][j].pop_front().expect("ready");
+                self.apply_control(n, j, c);
+            }
+            Ready::Data(n, j) => {
+                // The call contract: interest already sent to a shard is
+                // applied before it routes data.
+                while let Some(c) = self.control[n][j].pop_front() {
+                    self.apply_control(n, j, c);
                 }
-                None => self.route(a, b, &f, Origin::Shard(f.fallback)),
+                let f = self.inbox[n][j].pop_front().expect("ready");
+                match f.route {
+                    Some(peer) => {
+                        let queues = f.queues.clone();
+                        self.send_msg(n, peer as usize, &f, f.plain, &queues)
+                    }
+                    None => self.route(n, j, &f, Origin::Shard(f.fallback)),
+                }
+            }
+            Ready::Link(a, b) => {
+                let link = self.links.get_mut(&(a, b)).expect("ready");
+                let frame = next_frame(&mut link.bytes, 1 << 20)
+                    .expect("a valid frame")
+                    .expect("a whole frame");
+                link.frames -= 1;
+                match frame.kind {
+                    FrameKind::Interest => {
+                        let batch = decode_interest(&frame.body).expect("decodes");
+                        for op in batch.ops {
+                            self.route_interest(b, a, op);
+                        }
+                    }
+                    FrameKind::Msg => {
+                        let (msg, hops) = link.msgs.pop_front().expect("one id per frame");
+                        let m = decode_msg(&frame.body).expect("decodes");
+                        assert_eq!(
+                            u64::from_le_bytes(m.payload[..8].try_into().unwrap()),
+                            msg,
+                            "the link kept its order"
+                        );
+                        let h = self.hops_seen.entry(msg).or_default();
+                        *h = (*h).max(hops);
+                        let f = Forward {
+                            msg,
+                            subject: m.subject,
+                            plain: m.plain,
+                            queues: m.queues,
+                            route: None,
+                            fallback: Fallback::default(),
+                            hops,
+                        };
+                        let receiver = link_owner(a, self.shards);
+                        // Interest first, as on any shard.
+                        while let Some(c) = self.control[b][receiver].pop_front() {
+                            self.apply_control(b, receiver, c);
+                        }
+                        self.route(b, receiver, &f, Origin::Route);
+                    }
+                    other => panic!("unexpected frame {other:?}"),
+                }
             }
         }
         true
+    }
+
+    fn quiesce(&mut self, seed: u64) -> Result<(), String> {
+        let mut steps = 0;
+        while self.step() {
+            steps += 1;
+            if steps > 1_000_000 {
+                return Err(format!("seed {seed}: no quiescence after 1,000,000 steps"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every shard's mirror of every other shard and route is exact.
+    fn check_mirrors(&self) -> Result<(), String> {
+        let mut keys: Vec<(Bytes, Option<Bytes>)> = self
+            .subs
+            .iter()
+            .map(|s| (s.pattern.clone(), s.queue.clone()))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let live = |f: &dyn Fn(&SubSpec) -> bool, p: &Bytes, q: &Option<Bytes>| {
+            self.subs
+                .iter()
+                .filter(|s| s.live && f(s) && &s.pattern == p && &s.queue == q)
+                .count()
+        };
+        for n in 0..self.nodes {
+            for j in 0..self.shards {
+                let i = &self.interest[n][j];
+                for (p, q) in &keys {
+                    for k in (0..self.shards).filter(|&k| k != j) {
+                        let members = live(&|s: &SubSpec| s.node == n && s.shard == k, p, q);
+                        let want = if q.is_none() { members.min(1) } else { members };
+                        let got = i.count_for(Peer::Shard(k as ShardId), p, q.as_deref());
+                        if got != want {
+                            return Err(format!(
+                                "node {n} shard {j} mirrors shard {k} for {p:?} {q:?}: {got} entries, expected {want}"
+                            ));
+                        }
+                    }
+                    for peer in (0..self.nodes).filter(|&x| x != n) {
+                        let route = RouteId {
+                            shard: link_owner(peer, self.shards) as ShardId,
+                            slot: peer as u32,
+                        };
+                        let members = live(&|s: &SubSpec| s.node == peer, p, q);
+                        let want = if q.is_none() { members.min(1) } else { members };
+                        let got = i.count_for(Peer::Route(route), p, q.as_deref());
+                        if got != want {
+                            return Err(format!(
+                                "node {n} shard {j} mirrors node {peer} for {p:?} {q:?}: {got} entries, expected {want}"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -358,6 +616,7 @@ impl Sink for SimSink<'_> {
     fn deliver(&mut self, sub: &Sub) -> bool {
         let s = &self.world.subs[sub.0];
         assert_eq!(s.node, self.node, "a local sub of another node");
+        assert!(s.live, "a delivery to a subscription that ended");
         if !s.takes {
             return false;
         }
@@ -394,23 +653,43 @@ struct Published {
     node: usize,
     conn: u64,
     no_echo: bool,
-    subject: String,
+    subject: Bytes,
 }
 
 fn run(seed: u64) -> Result<(String, usize), String> {
     let mut w = World::new(seed);
-    let tokens = ["a", "b", "c"];
+    // Phase 1: interest comes and goes, links bounce.
+    for _ in 0..w.rng.usize(2..=30) {
+        match w.rng.u8(0..10) {
+            0..=5 => w.subscribe(),
+            6..=8 => w.unsubscribe(),
+            _ if w.nodes > 1 => {
+                let a = w.rng.usize(..w.nodes);
+                let b = (a + 1 + w.rng.usize(..w.nodes - 1)) % w.nodes;
+                w.bounce_link(a, b);
+            }
+            _ => w.subscribe(),
+        }
+        for _ in 0..w.rng.usize(0..6) {
+            w.step();
+        }
+    }
+    w.quiesce(seed)?;
+    let describe = |w: &World, e: String| {
+        format!(
+            "seed {seed} ({} nodes × {} shards, prefer_local {}): {e}\nevents: {:#?}",
+            w.nodes, w.shards, w.prefer_local, w.log
+        )
+    };
+    w.check_mirrors().map_err(|e| describe(&w, e))?;
+
+    // Phase 2: messages.
     let mut published = Vec::new();
-    let count = w.rng.usize(1..=40);
-    for id in 0..count as u64 {
+    for id in 0..w.rng.usize(1..=40) as u64 {
         let node = w.rng.usize(..w.nodes);
         let shard = w.rng.usize(..w.shards);
         let conn = ((node * 8 + shard) * 2 + w.rng.usize(0..2)) as u64;
-        let depth = w.rng.usize(1..=3);
-        let subject: Vec<&str> = (0..depth)
-            .map(|_| tokens[w.rng.usize(..tokens.len())])
-            .collect();
-        let subject = subject.join(".");
+        let subject = tokens(&mut w.rng, false);
         let no_echo = w.rng.u8(0..4) == 0;
         published.push(Published {
             id,
@@ -421,7 +700,7 @@ fn run(seed: u64) -> Result<(String, usize), String> {
         });
         let f = Forward {
             msg: id,
-            subject: Bytes::from(subject),
+            subject,
             plain: true,
             queues: Vec::new(),
             route: None,
@@ -432,24 +711,12 @@ fn run(seed: u64) -> Result<(String, usize), String> {
             no_echo: no_echo.then_some(conn),
         };
         w.route(node, shard, &f, origin);
-        // Interleave: a few steps of whatever is in flight.
         for _ in 0..w.rng.usize(0..4) {
             w.step();
         }
     }
-    let mut steps = 0;
-    while w.step() {
-        steps += 1;
-        if steps > 100_000 {
-            return Err(format!("seed {seed}: no quiescence after 100000 steps"));
-        }
-    }
-    check(&w, &published).map_err(|e| {
-        format!(
-            "seed {seed} ({} nodes × {} shards, prefer_local {}): {e}\nsubs: {:#?}",
-            w.nodes, w.shards, w.prefer_local, w.subs
-        )
-    })?;
+    w.quiesce(seed)?;
+    check_deliveries(&w, &published).map_err(|e| describe(&w, e))?;
     Ok((
         format!(
             "{} nodes × {} shards, {} subs, {} messages, {} deliveries",
@@ -463,7 +730,7 @@ fn run(seed: u64) -> Result<(String, usize), String> {
     ))
 }
 
-fn check(w: &World, published: &[Published]) -> Result<(), String> {
+fn check_deliveries(w: &World, published: &[Published]) -> Result<(), String> {
     for p in published {
         let hops = w.hops_seen.get(&p.id).copied().unwrap_or(0);
         if hops > 1 {
@@ -475,21 +742,21 @@ fn check(w: &World, published: &[Published]) -> Result<(), String> {
             .filter(|(m, _)| *m == p.id)
             .map(|(_, s)| *s)
             .collect();
-        let matching = |s: &SubSpec| pattern_matches(s.pattern.as_bytes(), p.subject.as_bytes());
+        let matching = |s: &SubSpec| s.live && pattern_matches(&s.pattern, &p.subject);
+        let own = |s: &SubSpec| p.no_echo && s.conn == p.conn && s.node == p.node;
         for (i, s) in w.subs.iter().enumerate() {
             let n = got.iter().filter(|&&g| g == i).count();
             if !matching(s) {
                 if n != 0 {
                     return Err(format!(
-                        "message {} on {:?} reached non-matching sub {i}",
+                        "message {} on {:?} reached sub {i}, which does not match or has ended",
                         p.id, p.subject
                     ));
                 }
                 continue;
             }
             if s.queue.is_none() {
-                let own = p.no_echo && s.conn == p.conn && s.node == p.node;
-                let want = usize::from(s.takes && !own);
+                let want = usize::from(s.takes && !own(s));
                 if n != want {
                     return Err(format!(
                         "message {} on {:?}: plain sub {i} got it {n} times, expected {want}",
@@ -498,37 +765,30 @@ fn check(w: &World, published: &[Published]) -> Result<(), String> {
                 }
             }
         }
-        for q in ["q1", "q2"] {
+        for q in [&b"q1"[..], b"q2"] {
             let members: Vec<usize> = (0..w.subs.len())
                 .filter(|&i| w.subs[i].queue.as_deref() == Some(q) && matching(&w.subs[i]))
                 .collect();
             let n = got.iter().filter(|g| members.contains(g)).count();
-            let own = |i: usize| {
-                let s = &w.subs[i];
-                p.no_echo && s.conn == p.conn && s.node == p.node
-            };
             // Stable: every member can take messages. (A member that cannot
             // may be picked across a route, where the one-hop rule lets the
             // message go no further: at most once then, as nats-server.)
             let stable = members.iter().all(|&i| w.subs[i].takes);
-            let able = members.iter().any(|&i| !own(i));
+            let able = members.iter().any(|&i| !own(&w.subs[i]));
             if n > 1 {
                 return Err(format!(
-                    "message {} on {:?}: group {q} got it {n} times",
+                    "message {} on {:?}: a queue group got it {n} times",
                     p.id, p.subject
                 ));
             }
             if stable && able && n == 0 {
                 return Err(format!(
-                    "message {} on {:?}: group {q}'s members are stable, none got it",
+                    "message {} on {:?}: a queue group's members are stable, none got it",
                     p.id, p.subject
                 ));
             }
-            if got.iter().any(|&g| members.contains(&g) && own(g)) {
-                return Err(format!(
-                    "message {}: the no-echo publisher got it through {q}",
-                    p.id
-                ));
+            if got.iter().any(|&g| members.contains(&g) && own(&w.subs[g])) {
+                return Err(format!("message {}: the no-echo publisher got it", p.id));
             }
         }
     }
@@ -543,8 +803,7 @@ fn check(w: &World, published: &[Published]) -> Result<(), String> {
                 continue;
             }
             let p = &published[*m as usize];
-            let key = (p.node, p.conn);
-            if let Some(prev) = last.insert(key, *m) {
+            if let Some(prev) = last.insert((p.node, p.conn), *m) {
                 if prev > *m {
                     return Err(format!(
                         "sub {i} got message {m} after {prev} from one publisher"
@@ -557,7 +816,7 @@ fn check(w: &World, published: &[Published]) -> Result<(), String> {
 }
 
 #[test]
-fn fan_out_over_shards_and_nodes_keeps_its_promises() {
+fn shards_and_nodes_keep_every_promise() {
     if let Ok(seed) = std::env::var("SHOAL_SIM_SEED") {
         let seed: u64 = seed.parse().expect("SHOAL_SIM_SEED is a number");
         match run(seed) {
@@ -577,13 +836,13 @@ fn fan_out_over_shards_and_nodes_keeps_its_promises() {
     for seed in 0..seeds {
         match run(seed) {
             Ok((_, n)) => deliveries += n,
-            Err(e) => {
-                panic!("{e}\nreplay: SHOAL_SIM_SEED={seed} cargo test -p shoal-engine --test sim")
-            }
+            Err(e) => panic!(
+                "{e}\nreplay: SHOAL_SIM_SEED={seed} cargo test --release -p shoal-engine --test sim"
+            ),
         }
     }
     eprintln!(
-        "simulator: {seeds} seeds in {:.1} s",
+        "simulator: {seeds} seeds, {deliveries} deliveries checked, in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     assert!(deliveries > 0);
