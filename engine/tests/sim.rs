@@ -105,13 +105,17 @@ struct World {
     links: BTreeMap<(usize, usize), Link>,
     /// What node `n` learned from node `p` on its link (the receiving
     /// owner's `RouteLink::interest`): (subject, queue) → weight.
-    learned: BTreeMap<(usize, usize), AHashMap<(Bytes, Option<Bytes>), u32>>,
+    learned: BTreeMap<(usize, usize), Learned>,
     got: Vec<(u64, usize)>,
     hops_seen: BTreeMap<u64, u32>,
     rng: fastrand::Rng,
     prefer_local: bool,
     log: Vec<String>,
 }
+
+/// What one end of a link learned from the other: (subject, queue) →
+/// weight.
+type Learned = AHashMap<(Bytes, Option<Bytes>), u32>;
 
 /// The shard of a node that owns its link to node `peer`.
 fn link_owner(peer: usize, shards: usize) -> usize {
@@ -557,7 +561,7 @@ impl World {
         let live = |f: &dyn Fn(&SubSpec) -> bool, p: &Bytes, q: &Option<Bytes>| {
             self.subs
                 .iter()
-                .filter(|s| s.live && f(s) && &s.pattern == p && &s.queue == q)
+                .filter(|s| s.live && f(s) && s.pattern == p && s.queue == *q)
                 .count()
         };
         for n in 0..self.nodes {
