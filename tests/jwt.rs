@@ -329,6 +329,8 @@ async fn nkey_users_connect_by_signing_the_nonce() {
         .await;
         raw.expect_closed_after("-ERR 'Authorization Violation'")
             .await;
+        let logged = format!("authentication error - Nkey {:?}", alice.public_key());
+        assert!(s.log_contains(&logged), "no {logged:?} in the log");
     }
 }
 

@@ -791,13 +791,19 @@ impl Connection {
                 }
                 Err(e) => {
                     // nats-server: "authentication error - User \"bob\"" (never
-                    // the password or token).
-                    match &opts.user {
-                        Some(user) => error!(
+                    // the password, token or JWT).
+                    match (&opts.user, &opts.nkey) {
+                        (Some(user), _) => error!(
                             "{} - cid:{} - authentication error - User {user:?}",
                             self.client.addr, self.client.id
                         ),
-                        None => error!(
+                        // nats-server names the key of an nkey user (a
+                        // public key, no secret).
+                        (None, Some(nkey)) => error!(
+                            "{} - cid:{} - authentication error - Nkey {nkey:?}",
+                            self.client.addr, self.client.id
+                        ),
+                        (None, None) => error!(
                             "{} - cid:{} - authentication error",
                             self.client.addr, self.client.id
                         ),
