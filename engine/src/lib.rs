@@ -13,11 +13,14 @@
 //!   eligibility rule (which origin may reach which target) written once.
 //! - [`interest`]: a shard's index and the counts that decide what it
 //!   announces, with one entry point for other shards' and routes' deltas.
+//! - [`link`]: what a route link's peer announced, turned into deltas.
 
 pub mod fanout;
 pub mod ids;
 pub mod interest;
+pub mod link;
 
 pub use fanout::{Fallback, Origin, Router, Sink, Want};
 pub use ids::{RouteId, ShardId, SubHandle, Target};
 pub use interest::{Announce, Broken, Interest, NodeInterest, Peer};
+pub use link::{Delta, Learned};

@@ -27,7 +27,6 @@
 //! A failure names its seed; `SHOAL_SIM_SEED=<seed>` replays that one and
 //! `SHOAL_SIM_SEEDS=<n>` runs more.
 
-use ahash::AHashMap;
 use bytes::{Bytes, BytesMut};
 use shoal_core::route::{
     decode_interest, decode_msg, next_frame, write_interest, write_msg, FrameKind, InterestBatch,
@@ -35,7 +34,8 @@ use shoal_core::route::{
 };
 use shoal_core::subject::pattern_matches;
 use shoal_engine::{
-    Announce, Fallback, Interest, Origin, Peer, RouteId, Router, ShardId, Sink, SubHandle, Want,
+    Announce, Delta, Fallback, Interest, Learned, Origin, Peer, RouteId, Router, ShardId, Sink,
+    SubHandle, Want,
 };
 use std::collections::{BTreeMap, VecDeque};
 
@@ -103,8 +103,8 @@ struct World {
     inbox: Vec<Vec<VecDeque<Forward>>>,
     /// links[(from, to)]
     links: BTreeMap<(usize, usize), Link>,
-    /// What node `n` learned from node `p` on its link (the receiving
-    /// owner's `RouteLink::interest`): (subject, queue) → weight.
+    /// What node `n` learned from node `p` on its link (the engine's
+    /// `Learned`, as the receiving owner's `RouteLink` holds it).
     learned: BTreeMap<(usize, usize), Learned>,
     got: Vec<(u64, usize)>,
     hops_seen: BTreeMap<u64, u32>,
@@ -112,10 +112,6 @@ struct World {
     prefer_local: bool,
     log: Vec<String>,
 }
-
-/// What one end of a link learned from the other: (subject, queue) →
-/// weight.
-type Learned = AHashMap<(Bytes, Option<Bytes>), u32>;
 
 /// The shard of a node that owns its link to node `peer`.
 fn link_owner(peer: usize, shards: usize) -> usize {
@@ -174,7 +170,7 @@ impl World {
         for a in 0..w.nodes {
             for b in (0..w.nodes).filter(|&b| b != a) {
                 w.links.insert((a, b), Link::default());
-                w.learned.insert((a, b), AHashMap::new());
+                w.learned.insert((a, b), Learned::default());
             }
         }
         w
@@ -290,24 +286,15 @@ impl World {
             shard: owner as ShardId,
             slot: peer as u32,
         };
-        let subject = Bytes::from(op.subject);
-        let queue = op.queue.map(Bytes::from);
-        let weight = if queue.is_none() {
-            op.weight.min(1)
-        } else {
-            op.weight
-        };
         let learned = self.learned.get_mut(&(node, peer)).expect("learned");
-        let key = (subject.clone(), queue.clone());
-        let old = if weight == 0 {
-            learned.remove(&key).unwrap_or(0)
-        } else {
-            learned.insert(key, weight).unwrap_or(0)
-        };
-        let delta = weight as i32 - old as i32;
-        if delta == 0 {
+        let Some(Delta {
+            subject,
+            queue,
+            delta,
+        }) = learned.apply(op)
+        else {
             return;
-        }
+        };
         self.apply_control(
             node,
             owner,
@@ -340,13 +327,13 @@ impl World {
                 shard: owner as ShardId,
                 slot: p as u32,
             };
-            let learned = std::mem::take(self.learned.get_mut(&(n, p)).expect("learned"));
-            for ((subject, queue), w) in learned {
+            let removals = self.learned.get_mut(&(n, p)).expect("learned").take();
+            for d in removals {
                 let c = Ctl {
                     peer: Peer::Route(route),
-                    subject,
-                    queue,
-                    delta: -(w as i32),
+                    subject: d.subject,
+                    queue: d.queue,
+                    delta: d.delta,
                 };
                 self.apply_control(n, owner, c.clone());
                 for j in (0..self.shards).filter(|&j| j != owner) {

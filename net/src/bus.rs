@@ -39,7 +39,8 @@ pub(crate) enum Control {
     /// A route link closed: remove everything it had announced.
     RouteDown {
         route: RouteId,
-        interest: Arc<Vec<(Bytes, Option<Bytes>, u32)>>,
+        /// The removals (`shoal_engine::Learned::take`).
+        interest: Arc<Vec<shoal_engine::Delta>>,
     },
     /// Take over an authenticated route connection (to the owning shard).
     AttachRoute(Box<RouteAttach>),

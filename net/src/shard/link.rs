@@ -13,9 +13,9 @@ use super::{Outgoing, Shard};
 use crate::outbound::{read_conn, Client, CloseReason};
 use crate::route::{PeerMeta, RouteAttach, RouteEvent, RouteId, RouteStats, RouteView};
 use crate::runtime::{self, TcpStream};
-use ahash::AHashMap;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use shoal_core::route::{self as wire, Frame, FrameKind, InterestBatch, InterestOp};
+use shoal_engine::{Delta, Learned};
 use std::cell::{Cell, RefCell};
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
@@ -34,8 +34,9 @@ pub(crate) struct RouteLink {
     /// The connection's outbound half (buffering, flushing, closing are the
     /// same as a client's).
     pub conn: Rc<Client>,
-    /// What the peer announced: (subject, queue) → weight.
-    pub interest: RefCell<AHashMap<(Bytes, Option<Bytes>), u32>>,
+    /// What the peer announced (the engine's rule turns announcements
+    /// into deltas).
+    pub interest: RefCell<Learned>,
     pub stats: Arc<RouteStats>,
     pings_out: Cell<u32>,
 }
@@ -63,13 +64,9 @@ impl RouteLink {
         self.conn.queue(|b| wire::write_interest(b, &batch))
     }
 
-    /// Everything the peer announced, for removal when the link goes.
-    pub(crate) fn take_interest(&self) -> Vec<(Bytes, Option<Bytes>, u32)> {
-        self.interest
-            .borrow_mut()
-            .drain()
-            .map(|((s, q), w)| (s, q, w))
-            .collect()
+    /// Everything the peer announced, as removals, when the link goes.
+    pub(crate) fn take_interest(&self) -> Vec<Delta> {
+        self.interest.borrow_mut().take()
     }
 }
 
@@ -114,7 +111,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, attach: RouteAttach) {
         id,
         peer,
         conn,
-        interest: RefCell::new(AHashMap::new()),
+        interest: RefCell::new(Learned::default()),
         stats: Arc::new(RouteStats::default()),
         pings_out: Cell::new(0),
     });

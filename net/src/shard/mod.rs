@@ -25,7 +25,7 @@ use shoal_core::auth::{ConnectContext, FastCheck};
 use shoal_core::index::{IndexError, Matches};
 use shoal_core::proto::{self as proto, headers::NO_RESPONDERS, write_msg, Publish};
 use shoal_core::route::{self as wire, InterestOp, MsgFrame, RouteMsg};
-use shoal_engine::{Announce, Interest, Origin, Peer, Router, Want};
+use shoal_engine::{Announce, Delta, Interest, Origin, Peer, Router, Want};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -138,10 +138,6 @@ pub(crate) struct BarrierWait {
     remaining: Cell<usize>,
     pub done: LocalEvent,
 }
-
-/// Most queue members one peer may announce for a group (bounds the index
-/// entries a peer can make this node hold).
-const MAX_ROUTE_WEIGHT: u32 = 1 << 16;
 
 impl Shard {
     pub(crate) fn new(id: ShardId, shared: Arc<Shared>, peers: Vec<PeerLink>) -> Self {
@@ -710,25 +706,14 @@ impl Shard {
     /// An interest change announced by the peer of one of this shard's links:
     /// applied here and broadcast to the other shards as a delta.
     pub(crate) fn route_interest(&self, link: &RouteLink, op: InterestOp) {
-        let subject = Bytes::from(op.subject);
-        let queue = op.queue.map(Bytes::from);
-        let weight = match queue {
-            None => op.weight.min(1),
-            Some(_) => op.weight.min(MAX_ROUTE_WEIGHT),
-        };
-        let old = {
-            let mut m = link.interest.borrow_mut();
-            let key = (subject.clone(), queue.clone());
-            if weight == 0 {
-                m.remove(&key).unwrap_or(0)
-            } else {
-                m.insert(key, weight).unwrap_or(0)
-            }
-        };
-        let delta = weight as i32 - old as i32;
-        if delta == 0 {
+        let Some(Delta {
+            subject,
+            queue,
+            delta,
+        }) = link.interest.borrow_mut().apply(op)
+        else {
             return;
-        }
+        };
         if delta > 0 {
             link.stats.subscriptions.fetch_add(delta as u64, Relaxed);
         } else {
@@ -776,9 +761,9 @@ impl Shard {
         }
     }
 
-    fn remove_route_entries(&self, route: RouteId, interest: &[(Bytes, Option<Bytes>, u32)]) {
-        for (subject, queue, weight) in interest {
-            self.apply_route_delta(route, subject, queue.as_ref(), -(*weight as i32));
+    fn remove_route_entries(&self, route: RouteId, removals: &[Delta]) {
+        for d in removals {
+            self.apply_route_delta(route, &d.subject, d.queue.as_ref(), d.delta);
         }
     }
 
