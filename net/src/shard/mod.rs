@@ -6,22 +6,27 @@
 //! `Cell`); other shards are reached through channels. Borrows of the
 //! `RefCell`s never live across an `.await`.
 
+mod fan;
+mod inbox;
 pub(crate) mod lifecycle;
 mod link;
+use fan::Fan;
+use sync::{BarrierWait, PendingSync};
+mod reload;
 mod snapshot;
+mod sync;
 mod trace;
 
 use link::RouteLink;
 
-use crate::bus::{Batch, Control, Fallback, Inbox, PeerLink, Remote, ShardId};
-use crate::outbound::{Client, CloseReason, LocalSub, QueueResult};
+use crate::bus::{Batch, Control, Fallback, PeerLink, Remote, ShardId};
+use crate::outbound::{Client, LocalSub, QueueResult};
 use crate::route::RouteId;
 use crate::runtime::{self, LocalEvent};
 use crate::shared::{Dynamic, Shared};
 use crate::stats::ShardStats;
 use ahash::AHashMap;
 use bytes::Bytes;
-use shoal_core::auth::{ConnectContext, FastCheck};
 use shoal_core::index::{IndexError, Matches};
 use shoal_core::proto::{self as proto, headers::NO_RESPONDERS, write_msg, Publish};
 use shoal_core::route::{self as wire, InterestOp, MsgFrame, RouteMsg};
@@ -123,20 +128,6 @@ pub(crate) struct Shard {
     next_token: Cell<u64>,
     /// This shard's copy of the reloadable configuration.
     dynamic: RefCell<Arc<Dynamic>>,
-}
-
-/// A `Sync` sent on every link of this shard for a barrier of shard `from`.
-struct PendingSync {
-    from: ShardId,
-    token: u64,
-    /// Slots of the links that have not acknowledged yet.
-    waiting: Vec<u32>,
-}
-
-/// A client's barrier: every shard answers once all its links acknowledged.
-pub(crate) struct BarrierWait {
-    remaining: Cell<usize>,
-    pub done: LocalEvent,
 }
 
 impl Shard {
@@ -778,132 +769,6 @@ impl Shard {
         self.dynamic.borrow().clone()
     }
 
-    /// A reloaded configuration: every client's credentials are checked
-    /// again (closed with `Authorization Violation` when they no longer
-    /// pass), its permissions replaced, and subscriptions the new permissions
-    /// forbid are removed with the subscription violation error; wildcard
-    /// subscriptions kept filter what the new deny list forbids. A client
-    /// that never sent CONNECT (allowed while no authentication was
-    /// required) is closed when the new configuration requires it. New
-    /// limits apply to new connections and new subscriptions.
-    ///
-    /// Checks that need bcrypt run on the auth pool, not here: a user whose
-    /// password did not change is known to the new authenticator already
-    /// (`Authenticator::keep_verified_from`), so only changed users cost one.
-    fn reload(self: &Rc<Self>, d: Arc<Dynamic>) {
-        let old = std::mem::replace(&mut *self.dynamic.borrow_mut(), d.clone());
-        let clients: Vec<_> = self.clients.borrow().values().cloned().collect();
-        for c in clients {
-            if c.is_closing() {
-                continue;
-            }
-            if !c.authenticated.get() {
-                if !old.auth.required() && d.auth.required() {
-                    self.apply_recheck(&c, Err(shoal_core::auth::AuthError));
-                } else {
-                    self.rebind_account(&c, d.auth.accounts().get(None));
-                }
-                continue;
-            }
-            let opts = c.meta.connect.borrow().clone().unwrap_or_default();
-            let ctx = ConnectContext::now(c.meta.nonce.borrow().clone(), Some(c.addr.ip()));
-            match d.auth.check_fast(&opts, &ctx) {
-                FastCheck::Done(verdict) => self.apply_recheck(&c, verdict),
-                FastCheck::NeedsSlowCheck => runtime::spawn_detached(recheck_off_shard(
-                    self.clone(),
-                    c,
-                    opts,
-                    ctx,
-                    d.clone(),
-                )),
-            }
-        }
-        self.flush_dirty();
-    }
-
-    /// A client's credentials checked against a reloaded configuration.
-    fn apply_recheck(
-        &self,
-        c: &Rc<Client>,
-        verdict: Result<shoal_core::auth::Session, shoal_core::auth::AuthError>,
-    ) {
-        match verdict {
-            Err(e) => {
-                tracing::error!(
-                    "{} - cid:{} - authentication error (configuration reloaded)",
-                    c.addr,
-                    c.id
-                );
-                let res = c.queue(|b| proto::write_err(b, e.err_text()));
-                self.mark_dirty(c, res);
-                c.close_after_flush(CloseReason::AuthenticationViolation);
-            }
-            Ok(session) => {
-                let account = self
-                    .current()
-                    .auth
-                    .accounts()
-                    .get(session.account.as_deref());
-                if !self.rebind_account(c, account) {
-                    return;
-                }
-                *c.perms.borrow_mut() = session
-                    .permissions
-                    .map(shoal_core::auth::ClientPermissions::new);
-                let restricted = c.perms.borrow().is_some();
-                let subs: Vec<Rc<LocalSub>> = c.subs.borrow().values().cloned().collect();
-                for s in subs {
-                    let allowed = c
-                        .perms
-                        .borrow_mut()
-                        .as_mut()
-                        .is_none_or(|p| p.may_subscribe(&s.subject[s.prefix_len..]));
-                    if !allowed {
-                        let text = format!(
-                            "Permissions Violation for Subscription to \"{}\"",
-                            String::from_utf8_lossy(&s.subject[s.prefix_len..])
-                        );
-                        let res = c.queue(|b| proto::write_err(b, &text));
-                        self.mark_dirty(c, res);
-                        self.unsubscribe(&s);
-                    } else {
-                        // The filter is decided by the permissions in force,
-                        // not those at SUB time.
-                        s.deny_filter
-                            .set(restricted && shoal_core::subject::has_wildcard(&s.subject));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Gives a client its account as the reloaded configuration defines it
-    /// (its imports and exports may have changed). A client whose account
-    /// is now another one (or whose space changed because accounts were
-    /// turned on or off) is closed instead: its subscriptions are indexed
-    /// in the old account's subject space, and a reconnect puts it in the
-    /// new one. Returns whether the client stays.
-    fn rebind_account(
-        &self,
-        c: &Rc<Client>,
-        account: Option<Arc<shoal_core::auth::Account>>,
-    ) -> bool {
-        let prefix = |a: &Option<Arc<shoal_core::auth::Account>>| {
-            a.as_ref().map(|a| a.prefix.clone()).unwrap_or_default()
-        };
-        if prefix(&c.account.borrow()) != prefix(&account) {
-            tracing::info!(
-                "{} - cid:{} - account changed by a configuration reload, closing the connection so the client reconnects into it",
-                c.addr,
-                c.id
-            );
-            c.close_after_flush(CloseReason::AccountChanged);
-            return false;
-        }
-        *c.account.borrow_mut() = account;
-        true
-    }
-
     /// Entries in the index and its cache figures (monitoring).
     pub(crate) fn index_stats(&self) -> (usize, shoal_core::index::CacheStats) {
         self.interest.borrow().stats()
@@ -912,102 +777,6 @@ impl Shard {
     /// The links this shard owns (lifecycle: closing them last).
     pub(crate) fn route_links(&self) -> Vec<Rc<RouteLink>> {
         self.routes.borrow().values().cloned().collect()
-    }
-
-    fn token(&self) -> u64 {
-        let t = self.next_token.get() + 1;
-        self.next_token.set(t);
-        t
-    }
-
-    /// Strict interest mode: a barrier for a client of this shard. Every
-    /// shard (this one included) sends a `Sync` on each of its links after
-    /// the interest already sent there, and answers once all acknowledged.
-    pub(crate) fn barrier(&self) -> (u64, Rc<BarrierWait>) {
-        let token = self.token();
-        let wait = Rc::new(BarrierWait {
-            remaining: Cell::new(self.shards),
-            done: LocalEvent::default(),
-        });
-        self.barriers.borrow_mut().insert(token, wait.clone());
-        let from = self.id;
-        self.broadcast(|| Control::Barrier { from, token });
-        self.start_sync(from, token);
-        (token, wait)
-    }
-
-    /// Forgets a barrier that timed out.
-    pub(crate) fn cancel_barrier(&self, token: u64) {
-        self.barriers.borrow_mut().remove(&token);
-    }
-
-    fn start_sync(&self, from: ShardId, token: u64) {
-        let slots: Vec<u32> = self.routes.borrow().keys().copied().collect();
-        if slots.is_empty() {
-            self.sync_complete(from, token);
-            return;
-        }
-        let local = self.token();
-        for link in self.routes.borrow().values() {
-            let res = link
-                .conn
-                .queue(|b| wire::write_token(b, wire::FrameKind::Sync, local));
-            self.mark_dirty(&link.conn, res);
-        }
-        self.syncs.borrow_mut().insert(
-            local,
-            PendingSync {
-                from,
-                token,
-                waiting: slots,
-            },
-        );
-        self.flush_dirty();
-    }
-
-    /// A link acknowledged a `Sync`.
-    pub(crate) fn sync_acked(&self, route: RouteId, local: u64) {
-        let done = {
-            let mut syncs = self.syncs.borrow_mut();
-            let Some(s) = syncs.get_mut(&local) else {
-                return;
-            };
-            s.waiting.retain(|slot| *slot != route.slot);
-            if s.waiting.is_empty() {
-                syncs.remove(&local).map(|s| (s.from, s.token))
-            } else {
-                None
-            }
-        };
-        if let Some((from, token)) = done {
-            self.sync_complete(from, token);
-        }
-    }
-
-    fn sync_complete(&self, from: ShardId, token: u64) {
-        if from == self.id {
-            self.barrier_done(token);
-        } else {
-            let _ = self.peers[from as usize].send_control(Control::BarrierDone { token });
-        }
-    }
-
-    fn barrier_done(&self, token: u64) {
-        let mut barriers = self.barriers.borrow_mut();
-        let Some(w) = barriers.get(&token) else {
-            return;
-        };
-        let Some(left) = w.remaining.get().checked_sub(1) else {
-            drop(barriers);
-            self.invariant_broken("a barrier acknowledged more often than it waits");
-            return;
-        };
-        w.remaining.set(left);
-        if left == 0 {
-            if let Some(w) = barriers.remove(&token) {
-                w.done.set();
-            }
-        }
     }
 
     /// The cluster's client URLs changed: every client gets a fresh INFO
@@ -1025,252 +794,6 @@ impl Shard {
             self.mark_dirty(c, res);
         }
         self.flush_dirty();
-    }
-
-    // ----- the inbox -----
-
-    /// Starts the tasks that apply what other shards send.
-    pub(crate) fn start_inbox(self: &Rc<Self>, inbox: Inbox) {
-        let _ = self
-            .control_rx
-            .set((inbox.control.clone(), inbox.pending.clone()));
-        let _ = self
-            .data_rx
-            .set((inbox.data.clone(), inbox.data_pending.clone()));
-        let me = self.clone();
-        let control = inbox.control;
-        let pending = inbox.pending;
-        let delay = self.shared.test_control_delay;
-        runtime::spawn_detached(async move {
-            let mut budget = runtime::TurnBudget::new();
-            loop {
-                if let Some(d) = delay {
-                    // Test hook: a lagging inbox (see `Shared::test_control_delay`).
-                    runtime::sleep(d).await;
-                }
-                let Ok(msg) = control.recv_async().await else {
-                    break;
-                };
-                budget.begin();
-                pending.fetch_sub(1, Relaxed);
-                me.stats.progress.fetch_add(1, Relaxed);
-                if !me.apply_control(msg) {
-                    break;
-                }
-                // Interest changes queue frames on route links.
-                if me.clustered {
-                    me.flush_dirty();
-                }
-                budget.spend().await;
-            }
-        });
-        let me = self.clone();
-        let (data, data_pending) = (inbox.data, inbox.data_pending);
-        runtime::spawn_detached(async move {
-            let mut budget = runtime::TurnBudget::new();
-            let mut out = Outgoing::new(me.shards);
-            loop {
-                let batch =
-                    futures_lite::future::or(async { data.recv_async().await.ok() }, async {
-                        me.stopped.wait().await;
-                        None
-                    })
-                    .await;
-                let Some(batch) = batch else { break };
-                data_pending.fetch_sub(1, Relaxed);
-                budget.begin();
-                me.apply_batch(&batch, &mut out);
-                me.flush_soon();
-                budget.spend().await;
-            }
-        });
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            runtime::spawn_detached(debug_report(self.clone()));
-        }
-    }
-
-    /// Delivers one batch another shard sent.
-    fn apply_batch(self: &Rc<Self>, batch: &Batch, out: &mut Outgoing) {
-        // Control sent before this batch applies first, as for a read
-        // buffer: a `CloseRoute` for a link replaced by a duplicate is sent
-        // before the new link is attached, so a message routed to both links
-        // by another shard is never written on the old one (the peer would
-        // get it twice).
-        self.apply_pending_control();
-        self.stats.batches_in.fetch_add(1, Relaxed);
-        self.stats.progress.fetch_add(1, Relaxed);
-        for r in batch {
-            self.deliver_remote(r, out);
-        }
-        self.pass_on(out);
-    }
-
-    /// Delivers the batches other shards have already sent here before this
-    /// shard handles a client's next read buffer. A publisher's PONG is
-    /// written only after its read buffer's batches are in the other shards'
-    /// channels, so once it has its PONG, an UNSUB or PING that a subscriber
-    /// sends afterwards must not overtake those messages (nats-server queues
-    /// a message to every subscriber while it handles the PUB; nats.py's
-    /// drain lost messages without this). One atomic load when nothing waits.
-    pub(crate) fn deliver_pending_data(self: &Rc<Self>) {
-        let Some((rx, pending)) = self.data_rx.get() else {
-            return;
-        };
-        if pending.load(std::sync::atomic::Ordering::Acquire) == 0 {
-            return;
-        }
-        // Reused: no allocation per client read buffer. Nothing below
-        // comes back here (`apply_batch` routes and passes on only).
-        let mut out = self.passed_on.borrow_mut();
-        while let Ok(batch) = rx.try_recv() {
-            pending.fetch_sub(1, Relaxed);
-            self.apply_batch(&batch, &mut out);
-        }
-    }
-
-    /// Applies interest changes already sent to this shard before routing a
-    /// read buffer. A subscription another shard has processed is then
-    /// visible here even when this shard's inbox task has not run yet, which
-    /// keeps the window in which a fresh subscription can miss a message as
-    /// small as in a single-threaded server (the time to read the SUB).
-    pub(crate) fn apply_pending_control(self: &Rc<Self>) {
-        let Some((rx, pending)) = self.control_rx.get() else {
-            return;
-        };
-        if pending.load(std::sync::atomic::Ordering::Acquire) == 0 {
-            return;
-        }
-        while let Ok(msg) = rx.try_recv() {
-            pending.fetch_sub(1, Relaxed);
-            self.stats.progress.fetch_add(1, Relaxed);
-            self.apply_control(msg);
-        }
-    }
-
-    /// Returns false when the shard must stop.
-    fn apply_control(self: &Rc<Self>, msg: Control) -> bool {
-        match msg {
-            Control::InterestAdd {
-                from,
-                subject,
-                queue,
-            } => self.apply_shard_delta(from, &subject, queue.as_ref(), 1),
-            Control::InterestRemove {
-                from,
-                subject,
-                queue,
-            } => self.apply_shard_delta(from, &subject, queue.as_ref(), -1),
-            Control::RouteInterest {
-                route,
-                subject,
-                queue,
-                delta,
-            } => self.apply_route_delta(route, &subject, queue.as_ref(), delta),
-            Control::RouteDown { route, interest } => self.remove_route_entries(route, &interest),
-            Control::AttachRoute(attach) => {
-                runtime::spawn_detached(link::serve(self.clone(), *attach));
-            }
-            Control::RouteFrame { route, frame } => {
-                if let Some(link) = self.routes.borrow().get(&route.slot) {
-                    let res = link.conn.queue(|b| b.extend_from_slice(&frame));
-                    self.mark_dirty(&link.conn, res);
-                }
-                self.flush_dirty();
-            }
-            Control::CloseRoute { route } => {
-                if let Some(link) = self.routes.borrow().get(&route.slot) {
-                    link.conn.close_after_flush(CloseReason::DuplicateRoute);
-                }
-            }
-            Control::Barrier { from, token } => self.start_sync(from, token),
-            Control::BarrierDone { token } => self.barrier_done(token),
-            Control::InfoChanged => self.send_info_to_clients(),
-            Control::Reload(d) => self.reload(d),
-            Control::Snapshot { subs, reply } => {
-                let _ = reply.send(snapshot::take(self, subs));
-            }
-            Control::TraceReport { id, entries, more } => {
-                self.trace_reported(id, entries, more);
-                self.flush_soon();
-            }
-            Control::LameDuck => lifecycle::enter_lame_duck(self.clone()),
-            Control::Wake => {}
-            Control::Shutdown => {
-                lifecycle::shutdown(self);
-                return false;
-            }
-        }
-        true
-    }
-
-    /// Delivers every batch already waiting in the data inbox (at shutdown,
-    /// so messages other shards routed here before it are not dropped).
-    pub(crate) fn drain_data(&self) {
-        let Some((rx, pending)) = self.data_rx.get() else {
-            return;
-        };
-        let mut out = Outgoing::new(self.shards);
-        while let Ok(batch) = rx.try_recv() {
-            pending.fetch_sub(1, Relaxed);
-            for r in &batch {
-                self.deliver_remote(r, &mut out);
-            }
-            self.pass_on(&mut out);
-        }
-        self.flush_dirty();
-    }
-
-    /// Delivers a message another shard sent: its plain subscribers here,
-    /// and one member here of each queue group this shard was picked for.
-    /// A group none of whose members here can take it is passed on (through
-    /// `out`) to another member the original rules allow, never to a shard
-    /// that already declined it.
-    fn deliver_remote(&self, r: &Remote, out: &mut Outgoing) {
-        match &r.trace {
-            None => self.deliver_remote_now(r, out),
-            Some(tag) => {
-                self.trace_enter(tag);
-                self.deliver_remote_now(r, out);
-                self.trace_report();
-            }
-        }
-    }
-
-    fn deliver_remote_now(&self, r: &Remote, out: &mut Outgoing) {
-        if let Some(slot) = r.route {
-            self.send_to_route(slot, &r.publish, r.plain, &r.queues);
-            return;
-        }
-        let want = Want {
-            plain: r.plain,
-            queues: Some(&r.queues),
-        };
-        self.fan_out(&r.publish, Origin::Shard(r.fallback), want, out);
-    }
-
-    /// Sends what delivering other shards' messages passed on, without
-    /// waiting: an inbox task must never wait on another shard's data
-    /// channel (two shards passing messages to each other could wait on each
-    /// other forever). A full channel gets the batch from a task of its own.
-    fn pass_on(&self, out: &mut Outgoing) {
-        for (j, batch) in out.batches.iter_mut().enumerate() {
-            if batch.is_empty() {
-                continue;
-            }
-            self.stats.batches_out.fetch_add(1, Relaxed);
-            match self.peers[j].try_send_data(std::mem::take(batch)) {
-                Ok(()) => {}
-                Err(flume::TrySendError::Full(b)) => {
-                    let peer = self.peers[j].clone();
-                    runtime::spawn_detached(async move {
-                        // Err: that shard has stopped.
-                        let _ = peer.send_data(b).await;
-                    });
-                }
-                // That shard has stopped (shutdown).
-                Err(flume::TrySendError::Disconnected(_)) => {}
-            }
-        }
     }
 }
 
@@ -1341,70 +864,6 @@ fn all_targets<T>(m: &Matches<T>) -> impl Iterator<Item = &T> {
         .chain(m.queues.iter().flat_map(|g| g.values()))
 }
 
-/// What the engine's fan-out decides for one message, carried out on this
-/// shard: a local delivery now, the sends to other shards and route links
-/// gathered for `fan_out` to hand to `out` (each shard and link once).
-struct Fan<'a> {
-    shard: &'a Shard,
-    p: &'a Publish,
-    /// Other shards with plain interest (a bit per shard).
-    shard_plain: u64,
-    /// Other shards picked for a queue group.
-    shard_queues: Vec<(ShardId, Bytes)>,
-    routes: RouteSends,
-}
-
-impl shoal_engine::Sink for Fan<'_> {
-    type Local = Rc<LocalSub>;
-
-    #[inline]
-    fn deliver(&mut self, sub: &Rc<LocalSub>) -> bool {
-        self.shard.deliver(sub, self.p)
-    }
-
-    #[inline]
-    fn can_take(&self, sub: &Rc<LocalSub>) -> bool {
-        can_take(sub, &self.p.subject)
-    }
-
-    #[inline]
-    fn connection(&self, sub: &Rc<LocalSub>) -> u64 {
-        sub.client.id
-    }
-
-    fn skipped_echo(&mut self, sub: &Rc<LocalSub>) {
-        if self.shard.tracing.get() {
-            self.shard
-                .trace_local(sub, Some(shoal_core::trace::NOT_DELIVERED_NO_ECHO));
-        }
-    }
-
-    #[inline]
-    fn to_shard(&mut self, shard: ShardId, plain: bool, queue: Option<&Bytes>) {
-        if plain {
-            self.shard_plain |= 1 << shard;
-        }
-        if let Some(q) = queue {
-            self.shard_queues.push((shard, q.clone()));
-        }
-    }
-
-    #[inline]
-    fn to_route(&mut self, route: RouteId, plain: bool, queue: Option<&Bytes>) {
-        if plain {
-            self.routes.plain(route);
-        }
-        if let Some(q) = queue {
-            self.routes.queue(route, q.clone());
-        }
-    }
-
-    #[inline]
-    fn draw(&self, n: u64) -> u64 {
-        fastrand::u64(..n)
-    }
-}
-
 /// With `-D`: once a second, a line per shard with its traffic and anything
 /// waiting (channel depth, connections whose socket is full, bytes queued),
 /// so a stall is visible in the log.
@@ -1436,41 +895,4 @@ async fn debug_report(shard: Rc<Shard>) {
         }
         last = now;
     }
-}
-
-/// A reload's re-check of one client that needs bcrypt, on the auth pool.
-/// Dropped when a newer reload came meanwhile (it re-checks on its own) or
-/// the client is gone.
-async fn recheck_off_shard(
-    shard: Rc<Shard>,
-    c: Rc<Client>,
-    opts: shoal_core::proto::ConnectOptions,
-    ctx: ConnectContext,
-    d: Arc<Dynamic>,
-) {
-    // A connected client whose credentials were valid must not be cut
-    // because the pool is busy: wait for room (a reload of many clients
-    // whose user changed can fill the queue).
-    let verdict = loop {
-        let checked_by = d.clone();
-        let given = opts.clone();
-        let ctx = ctx.clone();
-        match shard
-            .shared
-            .auth_pool
-            .run(move || checked_by.auth.authenticate(&given, &ctx))
-            .await
-        {
-            Some(v) => break v,
-            None => runtime::sleep(std::time::Duration::from_millis(50)).await,
-        }
-        if c.is_closing() || !Arc::ptr_eq(&shard.current(), &d) {
-            return;
-        }
-    };
-    if c.is_closing() || !Arc::ptr_eq(&shard.current(), &d) {
-        return;
-    }
-    shard.apply_recheck(&c, verdict);
-    shard.flush_dirty();
 }
