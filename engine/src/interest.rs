@@ -55,6 +55,8 @@ pub struct Announce {
 /// A shard's subject index and interest counts.
 #[derive(Debug)]
 pub struct Interest<L: SubHandle + Clone> {
+    /// The shard this is.
+    me: ShardId,
     index: SubjectIndex<Target<L>>,
     plain_refs: AHashMap<Bytes, u32>,
     node: NodeInterest,
@@ -64,8 +66,9 @@ pub struct Interest<L: SubHandle + Clone> {
 }
 
 impl<L: SubHandle + Clone> Interest<L> {
-    pub fn new(clustered: bool) -> Self {
+    pub fn new(me: ShardId, clustered: bool) -> Self {
         Interest {
+            me,
             index: SubjectIndex::new(),
             plain_refs: AHashMap::new(),
             node: NodeInterest::default(),
@@ -212,6 +215,90 @@ impl<L: SubHandle + Clone> Interest<L> {
         }
     }
 
+    /// Checks what must hold between the index and the counts after every
+    /// call (it walks the whole index: debug builds and the simulator):
+    /// the plain refcounts are exactly this shard's plain subscriptions; no
+    /// entry names this shard as another; another shard's plain subject is
+    /// mirrored once, a route's plain subject once and a route's queue
+    /// weight within the cap; and the node's interest is exactly this
+    /// shard's own plus the other shards' (never a route's).
+    pub fn check_invariants(&self) -> Result<(), Broken> {
+        type Key = (Bytes, Option<Bytes>);
+        let mut local_plain: AHashMap<Bytes, u32> = AHashMap::new();
+        let mut shard_plain: AHashMap<Bytes, u32> = AHashMap::new();
+        let mut members: AHashMap<Key, u32> = AHashMap::new();
+        let mut broken = None;
+        self.index.for_each(|pattern, queue, target, n| {
+            let n = n as u32;
+            let key = || {
+                (
+                    Bytes::copy_from_slice(pattern),
+                    queue.map(Bytes::copy_from_slice),
+                )
+            };
+            match (target, queue) {
+                (Target::Local(_), None) => {
+                    *local_plain
+                        .entry(Bytes::copy_from_slice(pattern))
+                        .or_insert(0) += n
+                }
+                (Target::Local(_), Some(_)) => *members.entry(key()).or_insert(0) += n,
+                (Target::Shard(j), _) if *j == self.me => {
+                    broken = Some(Broken("an entry names this shard as another"))
+                }
+                (Target::Shard(_), None) if n > 1 => {
+                    broken = Some(Broken("another shard's plain subject mirrored twice"))
+                }
+                (Target::Shard(_), None) => {
+                    *shard_plain
+                        .entry(Bytes::copy_from_slice(pattern))
+                        .or_insert(0) += 1
+                }
+                (Target::Shard(_), Some(_)) => *members.entry(key()).or_insert(0) += n,
+                (Target::Route(_), None) if n > 1 => {
+                    broken = Some(Broken("a route's plain subject mirrored twice"))
+                }
+                (Target::Route(_), Some(_)) if n > crate::link::MAX_ROUTE_WEIGHT => {
+                    broken = Some(Broken("a route's queue weight over the cap"))
+                }
+                (Target::Route(_), _) => {}
+            }
+        });
+        if let Some(b) = broken {
+            return Err(b);
+        }
+        if local_plain
+            != self
+                .plain_refs
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect()
+        {
+            return Err(Broken(
+                "the plain refcounts differ from the plain subscriptions",
+            ));
+        }
+        if self.clustered {
+            let mut node_plain = shard_plain;
+            for s in self.plain_refs.keys() {
+                *node_plain.entry(s.clone()).or_insert(0) += 1;
+            }
+            if node_plain != self.node.plain {
+                return Err(Broken("the node's plain interest differs from the shards'"));
+            }
+            let node_queues: AHashMap<Key, u32> = self
+                .node
+                .queues
+                .iter()
+                .map(|((s, q), n)| ((s.clone(), Some(q.clone())), *n))
+                .collect();
+            if node_queues != members {
+                return Err(Broken("the node's queue members differ from the shards'"));
+            }
+        }
+        Ok(())
+    }
+
     /// Every index entry for `subject`/`queue` held for `peer` (the
     /// simulator's mirror check).
     pub fn count_for(&self, peer: Peer, subject: &[u8], queue: Option<&[u8]>) -> usize {
@@ -345,7 +432,7 @@ mod tests {
 
     #[test]
     fn local_plain_subscribers_announce_once_per_subject() {
-        let mut i: Interest<S> = Interest::new(true);
+        let mut i: Interest<S> = Interest::new(0, true);
         let a = i.subscribe(&b("x"), None, S(1)).unwrap();
         assert!(a.shards && a.routes.is_some());
         let a = i.subscribe(&b("x"), None, S(2)).unwrap();
@@ -359,11 +446,12 @@ mod tests {
         assert_eq!(last.routes.map(|o| o.weight), Some(0));
         // Gone already: nothing to tell.
         assert_eq!(i.unsubscribe(&b("x"), None, &S(2)), Ok(None));
+        assert_eq!(i.check_invariants(), Ok(()));
     }
 
     #[test]
     fn peer_deltas_mirror_exactly_and_route_interest_is_never_sent_on() {
-        let mut i: Interest<S> = Interest::new(true);
+        let mut i: Interest<S> = Interest::new(0, true);
         let r = RouteId { shard: 0, slot: 3 };
         assert_eq!(
             i.apply_peer_delta(Peer::Route(r), &b("x"), Some(&b("q")), 3),

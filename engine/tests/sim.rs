@@ -159,7 +159,11 @@ impl World {
         w.prefer_local = w.rng.bool();
         let clustered = w.nodes > 1;
         w.interest = (0..w.nodes)
-            .map(|_| (0..w.shards).map(|_| Interest::new(clustered)).collect())
+            .map(|_| {
+                (0..w.shards)
+                    .map(|j| Interest::new(j as ShardId, clustered))
+                    .collect()
+            })
             .collect();
         w.control = (0..w.nodes)
             .map(|_| (0..w.shards).map(|_| VecDeque::new()).collect())
@@ -525,12 +529,25 @@ impl World {
         true
     }
 
-    fn quiesce(&mut self, seed: u64) -> Result<(), String> {
+    fn quiesce(&mut self) -> Result<(), String> {
         let mut steps = 0;
         while self.step() {
+            self.check_invariants()?;
             steps += 1;
             if steps > 1_000_000 {
-                return Err(format!("seed {seed}: no quiescence after 1,000,000 steps"));
+                return Err("no quiescence after 1,000,000 steps".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Every shard's `check_invariants`: after every event and step.
+    fn check_invariants(&self) -> Result<(), String> {
+        for n in 0..self.nodes {
+            for j in 0..self.shards {
+                self.interest[n][j]
+                    .check_invariants()
+                    .map_err(|b| format!("node {n} shard {j}: {}", b.0))?;
             }
         }
         Ok(())
@@ -649,6 +666,12 @@ struct Published {
 
 fn run(seed: u64) -> Result<(String, usize), String> {
     let mut w = World::new(seed);
+    let describe = |w: &World, e: String| {
+        format!(
+            "seed {seed} ({} nodes × {} shards, prefer_local {}): {e}\nevents: {:#?}",
+            w.nodes, w.shards, w.prefer_local, w.log
+        )
+    };
     // Phase 1: interest comes and goes, links bounce.
     for _ in 0..w.rng.usize(2..=30) {
         match w.rng.u8(0..10) {
@@ -661,17 +684,13 @@ fn run(seed: u64) -> Result<(String, usize), String> {
             }
             _ => w.subscribe(),
         }
+        w.check_invariants().map_err(|e| describe(&w, e))?;
         for _ in 0..w.rng.usize(0..6) {
             w.step();
+            w.check_invariants().map_err(|e| describe(&w, e))?;
         }
     }
-    w.quiesce(seed)?;
-    let describe = |w: &World, e: String| {
-        format!(
-            "seed {seed} ({} nodes × {} shards, prefer_local {}): {e}\nevents: {:#?}",
-            w.nodes, w.shards, w.prefer_local, w.log
-        )
-    };
+    w.quiesce().map_err(|e| describe(&w, e))?;
     w.check_mirrors().map_err(|e| describe(&w, e))?;
 
     // Phase 2: messages.
@@ -706,7 +725,7 @@ fn run(seed: u64) -> Result<(String, usize), String> {
             w.step();
         }
     }
-    w.quiesce(seed)?;
+    w.quiesce().map_err(|e| describe(&w, e))?;
     check_deliveries(&w, &published).map_err(|e| describe(&w, e))?;
     Ok((
         format!(

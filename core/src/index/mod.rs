@@ -358,6 +358,39 @@ impl<T: Clone + Eq + Hash> SubjectIndex<T> {
         Ok(())
     }
 
+    /// Every entry: its pattern, queue, value and how many times the value
+    /// is held there. For invariant checks (it walks the whole trie).
+    pub fn for_each(&self, mut f: impl FnMut(&[u8], Option<&[u8]>, &T, usize)) {
+        fn walk<T: Clone + Eq + Hash>(
+            level: &Level<T>,
+            prefix: &mut Vec<u8>,
+            f: &mut dyn FnMut(&[u8], Option<&[u8]>, &T, usize),
+        ) {
+            let children = level
+                .literals
+                .iter()
+                .map(|(k, n)| (&k[..], n))
+                .chain(level.star.as_deref().map(|n| (&b"*"[..], n)))
+                .chain(level.full.as_deref().map(|n| (&b">"[..], n)));
+            for (tok, node) in children {
+                let len = prefix.len();
+                if !prefix.is_empty() {
+                    prefix.push(b'.');
+                }
+                prefix.extend_from_slice(tok);
+                node.plain.for_each_counted(|v, c| f(prefix, None, v, c));
+                for (q, set) in &node.queues {
+                    set.for_each_counted(|v, c| f(prefix, Some(q), v, c));
+                }
+                if let Some(next) = node.next.as_deref() {
+                    walk(next, prefix, f);
+                }
+                prefix.truncate(len);
+            }
+        }
+        walk(&self.root, &mut Vec::new(), &mut f);
+    }
+
     /// How many subscriptions of `value` to exactly `pattern` (in `queue`)
     /// it holds: what a checker compares a mirror with.
     pub fn count(&self, pattern: &[u8], queue: Option<&[u8]>, value: &T) -> usize {

@@ -67,6 +67,25 @@ impl<T: Clone + Eq + Hash> SubSet<T> {
         }
     }
 
+    /// Each distinct value with its count.
+    pub(super) fn for_each_counted(&self, mut f: impl FnMut(&T, usize)) {
+        match self {
+            SubSet::Few(v) => {
+                for (i, x) in v.iter().enumerate() {
+                    // Count each distinct value once, at its first place.
+                    if v[..i].iter().all(|y| y != x) {
+                        f(x, v.iter().filter(|y| *y == x).count());
+                    }
+                }
+            }
+            SubSet::Many { counts, .. } => {
+                for (x, &c) in counts {
+                    f(x, c as usize);
+                }
+            }
+        }
+    }
+
     /// How many occurrences of `value` it holds.
     pub(super) fn count(&self, value: &T) -> usize {
         match self {

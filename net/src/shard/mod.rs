@@ -141,7 +141,7 @@ impl Shard {
             shards,
             shared,
             stats,
-            interest: RefCell::new(Interest::new(clustered)),
+            interest: RefCell::new(Interest::new(id, clustered)),
             peers,
             dirty: RefCell::new(Vec::new()),
             flushing: RefCell::new(Vec::new()),
@@ -187,6 +187,16 @@ impl Shard {
         tracing::error!("shard {}: invariant broken: {what}", self.id);
     }
 
+    /// Debug builds: the engine's `check_invariants` after every change of
+    /// the interest (it walks the whole index, so not in release builds).
+    #[inline]
+    fn check_interest(&self) {
+        #[cfg(debug_assertions)]
+        if let Err(b) = self.interest.borrow().check_invariants() {
+            self.invariant_broken(b.0);
+        }
+    }
+
     fn broadcast(&self, make: impl Fn() -> Control) {
         for (_, peer) in self.other_shards() {
             // Unbounded: never blocks. A closed channel means that shard has
@@ -208,6 +218,7 @@ impl Shard {
         let client = sub.client.clone();
         client.subs.borrow_mut().insert(sub.sid.clone(), sub);
         self.stats.subscriptions.fetch_add(1, Relaxed);
+        self.check_interest();
         self.announce(true, announce, &subject, queue.as_ref());
         Ok(())
     }
@@ -235,6 +246,7 @@ impl Shard {
             }
         }
         self.stats.subscriptions.fetch_sub(1, Relaxed);
+        self.check_interest();
         self.announce(false, announce, &sub.subject, sub.queue.as_ref());
     }
 
@@ -736,6 +748,7 @@ impl Shard {
         if let Err(broken) = applied {
             self.invariant_broken(broken.0);
         }
+        self.check_interest();
     }
 
     /// Another shard's interest change: mirrored here, and this node's
@@ -750,6 +763,7 @@ impl Shard {
             Ok(None) => {}
             Err(broken) => self.invariant_broken(broken.0),
         }
+        self.check_interest();
     }
 
     fn remove_route_entries(&self, route: RouteId, removals: &[Delta]) {
