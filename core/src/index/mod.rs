@@ -361,10 +361,12 @@ impl<T: Clone + Eq + Hash> SubjectIndex<T> {
     /// Every entry: its pattern, queue, value and how many times the value
     /// is held there. For invariant checks (it walks the whole trie).
     pub fn for_each(&self, mut f: impl FnMut(&[u8], Option<&[u8]>, &T, usize)) {
+        /// What is told each entry: pattern, queue, value, multiplicity.
+        type Visit<'a, T> = dyn FnMut(&[u8], Option<&[u8]>, &T, usize) + 'a;
         fn walk<T: Clone + Eq + Hash>(
             level: &Level<T>,
             prefix: &mut Vec<u8>,
-            f: &mut dyn FnMut(&[u8], Option<&[u8]>, &T, usize),
+            f: &mut Visit<'_, T>,
         ) {
             let children = level
                 .literals
