@@ -14,13 +14,17 @@
 //!   links announce to peers. Interest learned from routes never enters it,
 //!   so it is never sent on (one hop).
 //!
-//! Shards and routes reach it through one entry point,
-//! [`Interest::apply_peer_delta`]. Each call returns what must be told to
-//! whom; the glue sends it. A state that cannot happen (a removal of an
-//! entry that is not there, a count gone below zero) is returned as
-//! [`Broken`] so the glue can assert and count it.
+//! Every change goes through a method here and leaves what others must be
+//! told in an [`Outbox`] the glue carries out: changes of this node's
+//! interest for this shard's route links, then [`ShardEvent`]s for every
+//! other shard of the node. A shard receiving an event applies it with
+//! [`Interest::apply_event`], the one entry point for what shards and
+//! routes announce. A state that cannot happen (a removal of an entry that
+//! is not there, a count gone below zero) is returned as [`Broken`] so the
+//! glue can assert and count it.
 
 use crate::ids::{RouteId, ShardId, SubHandle, Target};
+use crate::link::{Delta, Learned};
 use ahash::AHashMap;
 use bytes::Bytes;
 use shoal_core::index::{CacheStats, IndexError, Matches, SubjectIndex};
@@ -42,14 +46,39 @@ pub enum Peer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Broken(pub &'static str);
 
-/// What a local subscription change must be told.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Announce {
-    /// Tell the other shards (the first plain subscriber of the subject
-    /// here, or a queue member, came or went).
-    pub shards: bool,
-    /// Tell the route links this (the node's interest changed).
-    pub routes: Option<InterestOp>,
+/// What one shard tells the other shards of its node about interest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardEvent {
+    /// This shard's first plain subscriber of the subject came (or its last
+    /// went), or one queue member came (or went).
+    Interest {
+        subject: Bytes,
+        queue: Option<Bytes>,
+        add: bool,
+    },
+    /// The peer of a route link this shard owns changed what it announced.
+    RouteDelta { route: RouteId, delta: Delta },
+    /// A route link this shard owns went: everything its peer announced
+    /// goes.
+    RouteDown {
+        route: RouteId,
+        removals: Arc<Vec<Delta>>,
+    },
+}
+
+/// What the glue must carry out after an interest call, in this order:
+/// `to_links` on every route link this shard owns, then `to_shards` to every
+/// other shard of the node. Reused: the glue drains both after each call.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    pub to_links: Vec<InterestOp>,
+    pub to_shards: Vec<ShardEvent>,
+}
+
+impl Outbox {
+    pub fn is_empty(&self) -> bool {
+        self.to_links.is_empty() && self.to_shards.is_empty()
+    }
 }
 
 /// A shard's subject index and interest counts.
@@ -63,16 +92,20 @@ pub struct Interest<L: SubHandle + Clone> {
     /// Whether this node has route links at all (without, `node` stays
     /// empty: nobody to announce to).
     clustered: bool,
+    /// Whether the node has other shards to tell.
+    other_shards: bool,
 }
 
 impl<L: SubHandle + Clone> Interest<L> {
-    pub fn new(me: ShardId, clustered: bool) -> Self {
+    /// Shard `me` of a node of `shards` shards.
+    pub fn new(me: ShardId, shards: usize, clustered: bool) -> Self {
         Interest {
             me,
             index: SubjectIndex::new(),
             plain_refs: AHashMap::new(),
             node: NodeInterest::default(),
             clustered,
+            other_shards: shards > 1,
         }
     }
 
@@ -98,10 +131,11 @@ impl<L: SubHandle + Clone> Interest<L> {
         subject: &Bytes,
         queue: Option<&Bytes>,
         sub: L,
-    ) -> Result<Announce, IndexError> {
+        out: &mut Outbox,
+    ) -> Result<(), IndexError> {
         self.index
             .insert(subject, queue.map(|q| &q[..]), Target::Local(sub))?;
-        let shards = match queue {
+        let tell = match queue {
             Some(_) => true,
             None => {
                 let n = self.plain_refs.entry(subject.clone()).or_insert(0);
@@ -109,29 +143,28 @@ impl<L: SubHandle + Clone> Interest<L> {
                 *n == 1
             }
         };
-        let routes = if shards {
-            self.node_change(true, subject, queue)
-        } else {
-            None
-        };
-        Ok(Announce { shards, routes })
+        if tell {
+            self.tell(true, subject, queue, out);
+        }
+        Ok(())
     }
 
-    /// The end of a subscription of a client of this shard. `Ok(None)`
+    /// The end of a subscription of a client of this shard. `Ok(false)`
     /// when it was not in the index (already removed).
     pub fn unsubscribe(
         &mut self,
         subject: &Bytes,
         queue: Option<&Bytes>,
         sub: &L,
-    ) -> Result<Option<Announce>, Broken> {
+        out: &mut Outbox,
+    ) -> Result<bool, Broken> {
         if !self
             .index
             .remove(subject, queue.map(|q| &q[..]), &Target::Local(sub.clone()))
         {
-            return Ok(None);
+            return Ok(false);
         }
-        let shards = match queue {
+        let tell = match queue {
             Some(_) => true,
             None => match self.plain_refs.get_mut(subject) {
                 Some(n) if *n > 1 => {
@@ -145,25 +178,118 @@ impl<L: SubHandle + Clone> Interest<L> {
                 None => return Err(Broken("a plain subscription without a refcount")),
             },
         };
-        let routes = if shards {
-            self.node_change(false, subject, queue)
-        } else {
-            None
-        };
-        Ok(Some(Announce { shards, routes }))
+        if tell {
+            self.tell(false, subject, queue, out);
+        }
+        Ok(true)
     }
 
-    /// The one entry point for what another shard or a route link
-    /// announced: `delta` entries added (or removed when negative). A
-    /// shard's change also changes this node's interest: the returned op
-    /// is for this shard's route links.
-    pub fn apply_peer_delta(
+    /// This shard's own interest changed: the node's interest for the
+    /// links, the event for the other shards.
+    fn tell(&mut self, add: bool, subject: &Bytes, queue: Option<&Bytes>, out: &mut Outbox) {
+        if let Some(op) = self.node_change(add, subject, queue) {
+            out.to_links.push(op);
+        }
+        if self.other_shards {
+            out.to_shards.push(ShardEvent::Interest {
+                subject: subject.clone(),
+                queue: queue.cloned(),
+                add,
+            });
+        }
+    }
+
+    /// The peer of route link `route` (owned by this shard) announced
+    /// `op`: applied here, and the delta for the other shards. Returns the
+    /// delta (`None`: nothing changed).
+    pub fn route_announced(
+        &mut self,
+        route: RouteId,
+        learned: &mut Learned,
+        op: InterestOp,
+        out: &mut Outbox,
+    ) -> Result<Option<i32>, Broken> {
+        let Some(delta) = learned.apply(op) else {
+            return Ok(None);
+        };
+        let d = delta.delta;
+        let applied =
+            self.apply_peer_delta(Peer::Route(route), &delta.subject, delta.queue.as_ref(), d);
+        if self.other_shards {
+            out.to_shards.push(ShardEvent::RouteDelta { route, delta });
+        }
+        applied.map(|()| Some(d))
+    }
+
+    /// Route link `route` (owned by this shard) went: everything its peer
+    /// announced goes, here and on the other shards.
+    pub fn route_down(
+        &mut self,
+        route: RouteId,
+        learned: &mut Learned,
+        out: &mut Outbox,
+    ) -> Result<(), Broken> {
+        let removals = Arc::new(learned.take());
+        let applied = self.remove_all(route, &removals);
+        if self.other_shards {
+            out.to_shards
+                .push(ShardEvent::RouteDown { route, removals });
+        }
+        applied
+    }
+
+    fn remove_all(&mut self, route: RouteId, removals: &[Delta]) -> Result<(), Broken> {
+        let mut applied = Ok(());
+        for d in removals {
+            let r =
+                self.apply_peer_delta(Peer::Route(route), &d.subject, d.queue.as_ref(), d.delta);
+            if r.is_err() {
+                applied = r;
+            }
+        }
+        applied
+    }
+
+    /// The one entry point for what another shard of this node sent: its
+    /// own interest, or a route link's it owns. A change of the node's
+    /// interest goes to `out.to_links`.
+    pub fn apply_event(
+        &mut self,
+        from: ShardId,
+        ev: &ShardEvent,
+        out: &mut Outbox,
+    ) -> Result<(), Broken> {
+        match ev {
+            ShardEvent::Interest {
+                subject,
+                queue,
+                add,
+            } => {
+                let delta = if *add { 1 } else { -1 };
+                self.apply_peer_delta(Peer::Shard(from), subject, queue.as_ref(), delta)?;
+                if let Some(op) = self.node_change(*add, subject, queue.as_ref()) {
+                    out.to_links.push(op);
+                }
+                Ok(())
+            }
+            ShardEvent::RouteDelta { route, delta } => self.apply_peer_delta(
+                Peer::Route(*route),
+                &delta.subject,
+                delta.queue.as_ref(),
+                delta.delta,
+            ),
+            ShardEvent::RouteDown { route, removals } => self.remove_all(*route, removals),
+        }
+    }
+
+    /// `delta` index entries for `peer` (added, or removed when negative).
+    fn apply_peer_delta(
         &mut self,
         peer: Peer,
         subject: &Bytes,
         queue: Option<&Bytes>,
         delta: i32,
-    ) -> Result<Option<InterestOp>, Broken> {
+    ) -> Result<(), Broken> {
         let target = match peer {
             Peer::Shard(j) => Target::Shard(j),
             Peer::Route(r) => Target::Route(r),
@@ -183,20 +309,10 @@ impl<L: SubHandle + Clone> Interest<L> {
                 });
             }
         }
-        if let Some(b) = broken {
-            return Err(b);
+        match broken {
+            Some(b) => Err(b),
+            None => Ok(()),
         }
-        Ok(match peer {
-            Peer::Shard(_) => {
-                let mut op = None;
-                for _ in 0..delta.unsigned_abs() {
-                    op = self.node_change(delta > 0, subject, queue).or(op);
-                }
-                op
-            }
-            // Never sent on: one hop.
-            Peer::Route(_) => None,
-        })
     }
 
     fn node_change(
@@ -432,43 +548,80 @@ mod tests {
 
     #[test]
     fn local_plain_subscribers_announce_once_per_subject() {
-        let mut i: Interest<S> = Interest::new(0, true);
-        let a = i.subscribe(&b("x"), None, S(1)).unwrap();
-        assert!(a.shards && a.routes.is_some());
-        let a = i.subscribe(&b("x"), None, S(2)).unwrap();
-        assert_eq!(a, Announce::default());
+        let mut i: Interest<S> = Interest::new(0, 2, true);
+        let mut out = Outbox::default();
+        i.subscribe(&b("x"), None, S(1), &mut out).unwrap();
+        assert_eq!(out.to_links.len(), 1);
+        assert_eq!(out.to_shards.len(), 1);
+        let mut out = Outbox::default();
+        i.subscribe(&b("x"), None, S(2), &mut out).unwrap();
+        assert!(out.is_empty(), "the second plain subscriber tells nobody");
+        assert_eq!(i.unsubscribe(&b("x"), None, &S(1), &mut out), Ok(true));
+        assert!(out.is_empty());
+        assert_eq!(i.unsubscribe(&b("x"), None, &S(2), &mut out), Ok(true));
+        assert_eq!(out.to_links.pop().map(|o| o.weight), Some(0));
         assert_eq!(
-            i.unsubscribe(&b("x"), None, &S(1)),
-            Ok(Some(Announce::default()))
+            out.to_shards.pop(),
+            Some(ShardEvent::Interest {
+                subject: b("x"),
+                queue: None,
+                add: false
+            })
         );
-        let last = i.unsubscribe(&b("x"), None, &S(2)).unwrap().unwrap();
-        assert!(last.shards);
-        assert_eq!(last.routes.map(|o| o.weight), Some(0));
         // Gone already: nothing to tell.
-        assert_eq!(i.unsubscribe(&b("x"), None, &S(2)), Ok(None));
+        assert_eq!(i.unsubscribe(&b("x"), None, &S(2), &mut out), Ok(false));
+        assert!(out.is_empty());
         assert_eq!(i.check_invariants(), Ok(()));
     }
 
     #[test]
-    fn peer_deltas_mirror_exactly_and_route_interest_is_never_sent_on() {
-        let mut i: Interest<S> = Interest::new(0, true);
+    fn peer_events_mirror_exactly_and_route_interest_is_never_sent_on() {
+        let mut i: Interest<S> = Interest::new(0, 2, true);
+        let mut out = Outbox::default();
         let r = RouteId { shard: 0, slot: 3 };
-        assert_eq!(
-            i.apply_peer_delta(Peer::Route(r), &b("x"), Some(&b("q")), 3),
-            Ok(None)
-        );
+        let mut learned = Learned::default();
+        let op = |s: &str, q: Option<&str>, weight| InterestOp {
+            subject: s.as_bytes().to_vec(),
+            queue: q.map(|q| q.as_bytes().to_vec()),
+            weight,
+        };
+        let announced = i.route_announced(r, &mut learned, op("x", Some("q"), 3), &mut out);
+        assert_eq!(announced, Ok(Some(3)));
         assert_eq!(i.count_for(Peer::Route(r), b"x", Some(b"q")), 3);
-        let op = i
-            .apply_peer_delta(Peer::Shard(1), &b("x"), None, 1)
-            .unwrap();
-        assert_eq!(op.map(|o| o.weight), Some(1), "the node gained interest");
-        assert_eq!(
-            i.apply_peer_delta(Peer::Route(r), &b("x"), Some(&b("q")), -4),
-            Err(Broken("a route's interest removed that was not there"))
+        assert!(
+            out.to_links.is_empty(),
+            "a route's interest is never sent on"
         );
+        assert_eq!(out.to_shards.len(), 1, "the other shards mirror it");
+        out.to_shards.clear();
+        let add = ShardEvent::Interest {
+            subject: b("x"),
+            queue: None,
+            add: true,
+        };
+        i.apply_event(1, &add, &mut out).unwrap();
         assert_eq!(
-            i.apply_peer_delta(Peer::Shard(2), &b("y"), None, -1),
+            out.to_links.pop().map(|o| o.weight),
+            Some(1),
+            "the node gained interest"
+        );
+        assert_eq!(i.check_invariants(), Ok(()));
+        i.route_down(r, &mut learned, &mut out).unwrap();
+        assert_eq!(i.count_for(Peer::Route(r), b"x", Some(b"q")), 0);
+        let remove = ShardEvent::Interest {
+            subject: b("y"),
+            queue: None,
+            add: false,
+        };
+        assert_eq!(
+            i.apply_event(2, &remove, &mut out),
             Err(Broken("a shard retracted interest it never announced"))
+        );
+        // A shard naming this one as another is caught by the check.
+        i.apply_event(0, &add, &mut out).unwrap();
+        assert_eq!(
+            i.check_invariants(),
+            Err(Broken("an entry names this shard as another"))
         );
     }
 }

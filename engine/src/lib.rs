@@ -22,5 +22,5 @@ pub mod link;
 
 pub use fanout::{Fallback, Origin, Router, Sink, Want};
 pub use ids::{RouteId, ShardId, SubHandle, Target};
-pub use interest::{Announce, Broken, Interest, NodeInterest, Peer};
+pub use interest::{Broken, Interest, NodeInterest, Outbox, Peer, ShardEvent};
 pub use link::{Delta, Learned};

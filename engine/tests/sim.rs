@@ -34,7 +34,7 @@ use shoal_core::route::{
 };
 use shoal_core::subject::pattern_matches;
 use shoal_engine::{
-    Announce, Delta, Fallback, Interest, Learned, Origin, Peer, RouteId, Router, ShardId, Sink,
+    Fallback, Interest, Learned, Origin, Outbox, Peer, RouteId, Router, ShardEvent, ShardId, Sink,
     SubHandle, Want,
 };
 use std::collections::{BTreeMap, VecDeque};
@@ -61,13 +61,11 @@ struct SubSpec {
     live: bool,
 }
 
-/// An interest delta on a shard's control channel.
+/// An interest event on a shard's control channel, from shard `from`.
 #[derive(Debug, Clone)]
 struct Ctl {
-    peer: Peer,
-    subject: Bytes,
-    queue: Option<Bytes>,
-    delta: i32,
+    from: ShardId,
+    event: ShardEvent,
 }
 
 /// A message on its way between shards of one node.
@@ -161,7 +159,7 @@ impl World {
         w.interest = (0..w.nodes)
             .map(|_| {
                 (0..w.shards)
-                    .map(|j| Interest::new(j as ShardId, clustered))
+                    .map(|j| Interest::new(j as ShardId, w.shards, clustered))
                     .collect()
             })
             .collect();
@@ -180,7 +178,7 @@ impl World {
         w
     }
 
-    // ----- interest, as the glue carries it out -----
+    // ----- interest: the engine's calls; the transport is the simulator's -----
 
     fn subscribe(&mut self) {
         let node = self.rng.usize(..self.nodes);
@@ -203,12 +201,12 @@ impl World {
             "sub {id} on {node}/{shard} {:?} {:?}",
             spec.pattern, spec.queue
         ));
-        let a = self.interest[node][shard]
-            .subscribe(&spec.pattern, spec.queue.as_ref(), Sub(id))
+        let mut out = Outbox::default();
+        self.interest[node][shard]
+            .subscribe(&spec.pattern, spec.queue.as_ref(), Sub(id), &mut out)
             .expect("a valid pattern");
-        let (pattern, queue) = (spec.pattern.clone(), spec.queue.clone());
         self.subs.push(spec);
-        self.announce(node, shard, true, a, &pattern, queue.as_ref());
+        self.carry_out(node, shard, out);
     }
 
     fn unsubscribe(&mut self) {
@@ -222,33 +220,25 @@ impl World {
         let s = self.subs[id].clone();
         self.log.push(format!("unsub {id}"));
         self.subs[id].live = false;
-        let a = self.interest[s.node][s.shard]
-            .unsubscribe(&s.pattern, s.queue.as_ref(), &Sub(id))
-            .expect("no impossible state")
-            .expect("it was in the index");
-        self.announce(s.node, s.shard, false, a, &s.pattern, s.queue.as_ref());
+        let mut out = Outbox::default();
+        let was = self.interest[s.node][s.shard]
+            .unsubscribe(&s.pattern, s.queue.as_ref(), &Sub(id), &mut out)
+            .expect("no impossible state");
+        assert!(was, "it was in the index");
+        self.carry_out(s.node, s.shard, out);
     }
 
-    /// `Shard::announce`: the links this shard owns, then the other shards.
-    fn announce(
-        &mut self,
-        node: usize,
-        shard: usize,
-        add: bool,
-        a: Announce,
-        subject: &Bytes,
-        queue: Option<&Bytes>,
-    ) {
-        if let Some(op) = a.routes {
+    /// `Shard::carry_out`: the links this shard owns, then the other
+    /// shards' control channels.
+    fn carry_out(&mut self, node: usize, shard: usize, out: Outbox) {
+        for op in out.to_links {
             self.tell_links(node, shard, op);
         }
-        if a.shards {
+        for event in out.to_shards {
             for j in (0..self.shards).filter(|&j| j != shard) {
                 self.control[node][j].push_back(Ctl {
-                    peer: Peer::Shard(shard as ShardId),
-                    subject: subject.clone(),
-                    queue: queue.cloned(),
-                    delta: if add { 1 } else { -1 },
+                    from: shard as ShardId,
+                    event: event.clone(),
                 });
             }
         }
@@ -271,16 +261,15 @@ impl World {
     }
 
     fn apply_control(&mut self, node: usize, shard: usize, c: Ctl) {
-        let op = self.interest[node][shard]
-            .apply_peer_delta(c.peer, &c.subject, c.queue.as_ref(), c.delta)
+        let mut out = Outbox::default();
+        self.interest[node][shard]
+            .apply_event(c.from, &c.event, &mut out)
             .unwrap_or_else(|b| panic!("{}: {c:?} on {node}/{shard}", b.0));
-        if let Some(op) = op {
-            assert!(
-                matches!(c.peer, Peer::Shard(_)),
-                "route interest is never sent on"
-            );
-            self.tell_links(node, shard, op);
-        }
+        assert!(
+            out.to_shards.is_empty(),
+            "an applied event is not passed on"
+        );
+        self.carry_out(node, shard, out);
     }
 
     /// `Shard::route_interest` on the owner of `node`'s link to `peer`.
@@ -290,33 +279,13 @@ impl World {
             shard: owner as ShardId,
             slot: peer as u32,
         };
+        let mut out = Outbox::default();
         let learned = self.learned.get_mut(&(node, peer)).expect("learned");
-        let Some(Delta {
-            subject,
-            queue,
-            delta,
-        }) = learned.apply(op)
-        else {
-            return;
-        };
-        self.apply_control(
-            node,
-            owner,
-            Ctl {
-                peer: Peer::Route(route),
-                subject: subject.clone(),
-                queue: queue.clone(),
-                delta,
-            },
-        );
-        for j in (0..self.shards).filter(|&j| j != owner) {
-            self.control[node][j].push_back(Ctl {
-                peer: Peer::Route(route),
-                subject: subject.clone(),
-                queue: queue.clone(),
-                delta,
-            });
-        }
+        self.interest[node][owner]
+            .route_announced(route, learned, op, &mut out)
+            .unwrap_or_else(|b| panic!("{} on {node}/{owner}", b.0));
+        assert!(out.to_links.is_empty(), "route interest is never sent on");
+        self.carry_out(node, owner, out);
     }
 
     /// The link between `a` and `b` drops (what is in flight is lost; each
@@ -331,19 +300,12 @@ impl World {
                 shard: owner as ShardId,
                 slot: p as u32,
             };
-            let removals = self.learned.get_mut(&(n, p)).expect("learned").take();
-            for d in removals {
-                let c = Ctl {
-                    peer: Peer::Route(route),
-                    subject: d.subject,
-                    queue: d.queue,
-                    delta: d.delta,
-                };
-                self.apply_control(n, owner, c.clone());
-                for j in (0..self.shards).filter(|&j| j != owner) {
-                    self.control[n][j].push_back(c.clone());
-                }
-            }
+            let mut out = Outbox::default();
+            let learned = self.learned.get_mut(&(n, p)).expect("learned");
+            self.interest[n][owner]
+                .route_down(route, learned, &mut out)
+                .unwrap_or_else(|b| panic!("{} on {n}/{owner}", b.0));
+            self.carry_out(n, owner, out);
         }
         for (n, p) in [(a, b), (b, a)] {
             let owner = link_owner(p, self.shards);

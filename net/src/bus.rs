@@ -15,32 +15,11 @@ pub(crate) use shoal_engine::ShardId;
 /// A control message between shards.
 #[derive(Debug)]
 pub(crate) enum Control {
-    /// A subscription on shard `from`: the first plain subscriber of a
-    /// subject there, or one more member of a queue group (its weight).
-    InterestAdd {
+    /// An interest change on shard `from` (its own, or a route link's it
+    /// owns), applied by `shoal_engine::Interest::apply_event`.
+    Interest {
         from: ShardId,
-        subject: Bytes,
-        queue: Option<Bytes>,
-    },
-    InterestRemove {
-        from: ShardId,
-        subject: Bytes,
-        queue: Option<Bytes>,
-    },
-    /// Interest of a route (a peer node's clients), announced by the shard
-    /// that owns the link: `delta` entries added (or removed when negative)
-    /// for `route` (1 for a plain subject, member counts for queue groups).
-    RouteInterest {
-        route: RouteId,
-        subject: Bytes,
-        queue: Option<Bytes>,
-        delta: i32,
-    },
-    /// A route link closed: remove everything it had announced.
-    RouteDown {
-        route: RouteId,
-        /// The removals (`shoal_engine::Learned::take`).
-        interest: Arc<Vec<shoal_engine::Delta>>,
+        event: shoal_engine::ShardEvent,
     },
     /// Take over an authenticated route connection (to the owning shard).
     AttachRoute(Box<RouteAttach>),

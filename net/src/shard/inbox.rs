@@ -133,23 +133,7 @@ impl Shard {
     /// Returns false when the shard must stop.
     pub(super) fn apply_control(self: &Rc<Self>, msg: Control) -> bool {
         match msg {
-            Control::InterestAdd {
-                from,
-                subject,
-                queue,
-            } => self.apply_shard_delta(from, &subject, queue.as_ref(), 1),
-            Control::InterestRemove {
-                from,
-                subject,
-                queue,
-            } => self.apply_shard_delta(from, &subject, queue.as_ref(), -1),
-            Control::RouteInterest {
-                route,
-                subject,
-                queue,
-                delta,
-            } => self.apply_route_delta(route, &subject, queue.as_ref(), delta),
-            Control::RouteDown { route, interest } => self.remove_route_entries(route, &interest),
+            Control::Interest { from, event } => self.apply_interest_event(from, &event),
             Control::AttachRoute(attach) => {
                 runtime::spawn_detached(link::serve(self.clone(), *attach));
             }

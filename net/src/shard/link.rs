@@ -15,7 +15,7 @@ use crate::route::{PeerMeta, RouteAttach, RouteEvent, RouteId, RouteStats, Route
 use crate::runtime::{self, TcpStream};
 use bytes::BytesMut;
 use shoal_core::route::{self as wire, Frame, FrameKind, InterestBatch, InterestOp};
-use shoal_engine::{Delta, Learned};
+use shoal_engine::Learned;
 use std::cell::{Cell, RefCell};
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
@@ -62,11 +62,6 @@ impl RouteLink {
             return crate::outbound::QueueResult::Queued;
         }
         self.conn.queue(|b| wire::write_interest(b, &batch))
-    }
-
-    /// Everything the peer announced, as removals, when the link goes.
-    pub(crate) fn take_interest(&self) -> Vec<Delta> {
-        self.interest.borrow_mut().take()
     }
 }
 

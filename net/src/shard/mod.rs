@@ -30,7 +30,7 @@ use bytes::Bytes;
 use shoal_core::index::{IndexError, Matches};
 use shoal_core::proto::{self as proto, headers::NO_RESPONDERS, write_msg, Publish};
 use shoal_core::route::{self as wire, InterestOp, MsgFrame, RouteMsg};
-use shoal_engine::{Announce, Delta, Interest, Origin, Peer, Router, Want};
+use shoal_engine::{Interest, Origin, Outbox, Router, ShardEvent, Want};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -81,6 +81,9 @@ pub(crate) struct Shard {
     /// engine's `Interest`: own subscriptions, mirrors of the other shards
     /// and of route links, this node's interest for its links).
     interest: RefCell<Interest<Rc<LocalSub>>>,
+    /// What interest calls leave for the links and the other shards
+    /// (reused; emptied by `carry_out` after each call).
+    outbox: RefCell<Outbox>,
     peers: Vec<PeerLink>,
     dirty: RefCell<Vec<Rc<Client>>>,
     /// The other half of `dirty` while it is being flushed.
@@ -141,7 +144,8 @@ impl Shard {
             shards,
             shared,
             stats,
-            interest: RefCell::new(Interest::new(id, clustered)),
+            interest: RefCell::new(Interest::new(id, peers.len(), clustered)),
+            outbox: RefCell::new(Outbox::default()),
             peers,
             dirty: RefCell::new(Vec::new()),
             flushing: RefCell::new(Vec::new()),
@@ -209,36 +213,35 @@ impl Shard {
 
     /// Adds a client's subscription and announces the interest.
     pub(crate) fn subscribe(&self, sub: Rc<LocalSub>) -> Result<(), IndexError> {
-        let announce =
-            self.interest
-                .borrow_mut()
-                .subscribe(&sub.subject, sub.queue.as_ref(), sub.clone())?;
-        let subject = sub.subject.clone();
-        let queue = sub.queue.clone();
+        self.interest.borrow_mut().subscribe(
+            &sub.subject,
+            sub.queue.as_ref(),
+            sub.clone(),
+            &mut self.outbox.borrow_mut(),
+        )?;
         let client = sub.client.clone();
         client.subs.borrow_mut().insert(sub.sid.clone(), sub);
         self.stats.subscriptions.fetch_add(1, Relaxed);
         self.check_interest();
-        self.announce(true, announce, &subject, queue.as_ref());
+        self.carry_out();
         Ok(())
     }
 
     /// Removes a subscription (from the index and its client) and retracts
     /// the interest when it was the last of its kind here.
     pub(crate) fn unsubscribe(&self, sub: &Rc<LocalSub>) {
-        let removed = self
-            .interest
-            .borrow_mut()
-            .unsubscribe(&sub.subject, sub.queue.as_ref(), sub);
-        let announce = match removed {
-            Ok(None) => return,
-            Ok(Some(a)) => a,
-            Err(broken) => {
-                // Out of the index all the same.
-                self.invariant_broken(broken.0);
-                Announce::default()
-            }
-        };
+        let removed = self.interest.borrow_mut().unsubscribe(
+            &sub.subject,
+            sub.queue.as_ref(),
+            sub,
+            &mut self.outbox.borrow_mut(),
+        );
+        match removed {
+            Ok(false) => return,
+            Ok(true) => {}
+            // Out of the index all the same.
+            Err(broken) => self.invariant_broken(broken.0),
+        }
         {
             let mut subs = sub.client.subs.borrow_mut();
             if subs.get(&sub.sid).is_some_and(|s| Rc::ptr_eq(s, sub)) {
@@ -247,30 +250,23 @@ impl Shard {
         }
         self.stats.subscriptions.fetch_sub(1, Relaxed);
         self.check_interest();
-        self.announce(false, announce, &sub.subject, sub.queue.as_ref());
+        self.carry_out();
     }
 
-    /// Tells what a local subscription change changed: this shard's route
-    /// links (the node's interest), then the other shards.
-    fn announce(&self, add: bool, a: Announce, subject: &Bytes, queue: Option<&Bytes>) {
-        if let Some(op) = a.routes {
+    /// Carries out what the last interest call left in the outbox: the
+    /// node's interest changes on this shard's route links, then the
+    /// events for the other shards.
+    pub(super) fn carry_out(&self) {
+        let mut out = self.outbox.borrow_mut();
+        for op in out.to_links.drain(..) {
             self.tell_links(op);
         }
-        if a.shards && self.shards > 1 {
-            let from = self.id;
-            if add {
-                self.broadcast(|| Control::InterestAdd {
-                    from,
-                    subject: subject.clone(),
-                    queue: queue.cloned(),
-                });
-            } else {
-                self.broadcast(|| Control::InterestRemove {
-                    from,
-                    subject: subject.clone(),
-                    queue: queue.cloned(),
-                });
-            }
+        let from = self.id;
+        for event in out.to_shards.drain(..) {
+            self.broadcast(|| Control::Interest {
+                from,
+                event: event.clone(),
+            });
         }
     }
 
@@ -682,13 +678,17 @@ impl Shard {
     /// shard, and syncs no longer wait for it.
     pub(crate) fn remove_route(&self, link: &Rc<RouteLink>) {
         self.routes.borrow_mut().remove(&link.id.slot);
-        let interest = Arc::new(link.take_interest());
-        self.remove_route_entries(link.id, &interest);
         let route = link.id;
-        self.broadcast(|| Control::RouteDown {
+        let removed = self.interest.borrow_mut().route_down(
             route,
-            interest: interest.clone(),
-        });
+            &mut link.interest.borrow_mut(),
+            &mut self.outbox.borrow_mut(),
+        );
+        if let Err(broken) = removed {
+            self.invariant_broken(broken.0);
+        }
+        self.check_interest();
+        self.carry_out();
         let done: Vec<(ShardId, u64)> = {
             let mut syncs = self.syncs.borrow_mut();
             let mut done = Vec::new();
@@ -709,67 +709,40 @@ impl Shard {
     /// An interest change announced by the peer of one of this shard's links:
     /// applied here and broadcast to the other shards as a delta.
     pub(crate) fn route_interest(&self, link: &RouteLink, op: InterestOp) {
-        let Some(Delta {
-            subject,
-            queue,
-            delta,
-        }) = link.interest.borrow_mut().apply(op)
-        else {
-            return;
-        };
-        if delta > 0 {
-            link.stats.subscriptions.fetch_add(delta as u64, Relaxed);
-        } else {
-            link.stats
-                .subscriptions
-                .fetch_sub(delta.unsigned_abs() as u64, Relaxed);
+        let announced = self.interest.borrow_mut().route_announced(
+            link.id,
+            &mut link.interest.borrow_mut(),
+            op,
+            &mut self.outbox.borrow_mut(),
+        );
+        match announced {
+            Ok(None) => return,
+            Ok(Some(delta)) if delta > 0 => {
+                link.stats.subscriptions.fetch_add(delta as u64, Relaxed);
+            }
+            Ok(Some(delta)) => {
+                link.stats
+                    .subscriptions
+                    .fetch_sub(delta.unsigned_abs() as u64, Relaxed);
+            }
+            Err(broken) => self.invariant_broken(broken.0),
         }
-        self.apply_route_delta(link.id, &subject, queue.as_ref(), delta);
-        let route = link.id;
-        self.broadcast(|| Control::RouteInterest {
-            route,
-            subject: subject.clone(),
-            queue: queue.clone(),
-            delta,
-        });
+        self.check_interest();
+        self.carry_out();
     }
 
-    fn apply_route_delta(
-        &self,
-        route: RouteId,
-        subject: &Bytes,
-        queue: Option<&Bytes>,
-        delta: i32,
-    ) {
+    /// Another shard's interest event: mirrored here, and this node's
+    /// interest told to this shard's links when it changed.
+    pub(super) fn apply_interest_event(&self, from: ShardId, event: &ShardEvent) {
         let applied =
             self.interest
                 .borrow_mut()
-                .apply_peer_delta(Peer::Route(route), subject, queue, delta);
+                .apply_event(from, event, &mut self.outbox.borrow_mut());
         if let Err(broken) = applied {
             self.invariant_broken(broken.0);
         }
         self.check_interest();
-    }
-
-    /// Another shard's interest change: mirrored here, and this node's
-    /// interest told to this shard's links when it changed.
-    fn apply_shard_delta(&self, from: ShardId, subject: &Bytes, queue: Option<&Bytes>, delta: i32) {
-        let applied =
-            self.interest
-                .borrow_mut()
-                .apply_peer_delta(Peer::Shard(from), subject, queue, delta);
-        match applied {
-            Ok(Some(op)) => self.tell_links(op),
-            Ok(None) => {}
-            Err(broken) => self.invariant_broken(broken.0),
-        }
-        self.check_interest();
-    }
-
-    fn remove_route_entries(&self, route: RouteId, removals: &[Delta]) {
-        for d in removals {
-            self.apply_route_delta(route, &d.subject, d.queue.as_ref(), d.delta);
-        }
+        self.carry_out();
     }
 
     /// Whether accounts are configured (without cloning the configuration:
