@@ -9,27 +9,10 @@ use bytes::Bytes;
 use common::*;
 use std::time::Duration;
 
-const ACCOUNTS: &str = r#"
-accounts {
-  A: {
-    users: [ {user: a, password: a} ]
-    exports: [ {stream: "events.>"}, {service: "svc.echo"} ]
-  }
-  B: {
-    users: [ {user: b, password: b} ]
-    imports: [
-      {stream: {account: A, subject: "events.>"}, prefix: "from_a"}
-      {service: {account: A, subject: "svc.echo"}, to: "echo"}
-    ]
-  }
-  C: { users: [ {user: c, password: c} ] }
-}
-"#;
-
 #[tokio::test]
 async fn accounts_are_isolated_and_share_only_what_they_export() {
     for shards in SHARDS {
-        let s = Shoal::start(shards, &[], Some(ACCOUNTS));
+        let s = Shoal::start(shards, &[], Some(SHARING_ACCOUNTS));
         let (a, b, c) = (
             login_same(&s.url(), "a").await,
             login_same(&s.url(), "b").await,
@@ -102,7 +85,7 @@ async fn accounts_are_isolated_and_share_only_what_they_export() {
 /// account reaches nobody outside the forger's own space.
 #[tokio::test]
 async fn a_forged_service_reply_does_not_cross_accounts() {
-    let s = Shoal::start(1, &[], Some(ACCOUNTS));
+    let s = Shoal::start(1, &[], Some(SHARING_ACCOUNTS));
     let b = login_same(&s.url(), "b").await;
     let c = login_same(&s.url(), "c").await;
     let mut inbox = b.subscribe("_INBOX.target").await.unwrap();
@@ -160,7 +143,7 @@ no_auth_user = "foo"
 /// isolation holds across the route.
 #[tokio::test]
 async fn accounts_across_a_cluster() {
-    let (n1, n2) = linked_pair(Some(ACCOUNTS), |_| vec![]);
+    let (n1, n2) = linked_pair(Some(SHARING_ACCOUNTS), |_| vec![]);
     let a = login_same(&n1.url(), "a").await;
     let b = login_same(&n2.url(), "b").await;
     let c = login_same(&n2.url(), "c").await;

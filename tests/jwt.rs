@@ -102,6 +102,15 @@ async fn raw_with_nonce(s: &Shoal) -> (Raw, Option<String>) {
     (raw, nonce)
 }
 
+/// Sends CONNECT with `fields` and `signer`'s signature of `signed` (the
+/// nonce, or other bytes for a forgery), then PING.
+async fn connect_signed(raw: &mut Raw, mut fields: Value, signer: &KeyPair, signed: &[u8]) {
+    fields["sig"] = json!(URL_SAFE_NO_PAD.encode(signer.sign(signed).unwrap()));
+    fields["verbose"] = json!(false);
+    raw.send(format!("CONNECT {fields}\r\nPING\r\n").as_bytes())
+        .await;
+}
+
 /// Reads the INFO line; its nonce.
 async fn nonce_of(raw: &mut Raw) -> Option<String> {
     let info = raw.line().await.expect("INFO");
@@ -194,29 +203,13 @@ async fn operator_mode_refuses_what_the_chain_does_not_vouch_for() {
     // A valid JWT whose signature is of another nonce: refused, closed.
     let user = KeyPair::new_user();
     let jwt = user_jwt(&o.app, &user, json!({}));
-    let sig = URL_SAFE_NO_PAD.encode(user.sign(b"another nonce").unwrap());
-    raw.send(
-        format!(
-            "CONNECT {}\r\nPING\r\n",
-            json!({"jwt": jwt, "sig": sig, "verbose": false})
-        )
-        .as_bytes(),
-    )
-    .await;
+    connect_signed(&mut raw, json!({"jwt": jwt}), &user, b"another nonce").await;
     raw.expect_closed_after("-ERR 'Authorization Violation'")
         .await;
     // The same with the right nonce: in.
     let (mut raw, nonce) = raw_with_nonce(&s).await;
     let nonce = nonce.unwrap();
-    let sig = URL_SAFE_NO_PAD.encode(user.sign(nonce.as_bytes()).unwrap());
-    raw.send(
-        format!(
-            "CONNECT {}\r\nPING\r\n",
-            json!({"jwt": jwt, "sig": sig, "verbose": false})
-        )
-        .as_bytes(),
-    )
-    .await;
+    connect_signed(&mut raw, json!({"jwt": jwt}), &user, nonce.as_bytes()).await;
     assert_eq!(raw.line().await.as_deref(), Some("PONG"));
 
     // A user of an account the server does not have.
@@ -235,7 +228,9 @@ async fn operator_mode_refuses_what_the_chain_does_not_vouch_for() {
         .await;
     raw.expect_closed_after("-ERR 'Authorization Violation'")
         .await;
-    assert!(s.log_contains("authentication error"));
+    eventually(Duration::from_secs(5), "the failure in the log", || {
+        s.log_contains("authentication error")
+    });
 }
 
 #[tokio::test]
@@ -246,15 +241,7 @@ async fn a_user_jwt_that_expires_closes_its_connection() {
     let jwt = user_jwt(&o.app, &user, json!({"exp": unix_now() + 2}));
     let (mut raw, nonce) = raw_with_nonce(&s).await;
     let nonce = nonce.unwrap();
-    let sig = URL_SAFE_NO_PAD.encode(user.sign(nonce.as_bytes()).unwrap());
-    raw.send(
-        format!(
-            "CONNECT {}\r\nPING\r\n",
-            json!({"jwt": jwt, "sig": sig, "verbose": false})
-        )
-        .as_bytes(),
-    )
-    .await;
+    connect_signed(&mut raw, json!({"jwt": jwt}), &user, nonce.as_bytes()).await;
     assert_eq!(raw.line().await.as_deref(), Some("PONG"));
     // Server PINGs may come first; the expiry error within 10 s, then close.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -318,19 +305,20 @@ async fn nkey_users_connect_by_signing_the_nonce() {
         );
         let (mut raw, nonce) = raw_with_nonce(&s).await;
         let nonce = nonce.unwrap();
-        let sig = URL_SAFE_NO_PAD.encode(stranger.sign(nonce.as_bytes()).unwrap());
-        raw.send(
-            format!(
-                "CONNECT {}\r\nPING\r\n",
-                json!({"nkey": alice.public_key(), "sig": sig, "verbose": false})
-            )
-            .as_bytes(),
+        connect_signed(
+            &mut raw,
+            json!({"nkey": alice.public_key()}),
+            &stranger,
+            nonce.as_bytes(),
         )
         .await;
         raw.expect_closed_after("-ERR 'Authorization Violation'")
             .await;
+        // The log is read by another thread: give it a moment.
         let logged = format!("authentication error - Nkey {:?}", alice.public_key());
-        assert!(s.log_contains(&logged), "no {logged:?} in the log");
+        eventually(Duration::from_secs(5), "the nkey in the log", || {
+            s.log_contains(&logged)
+        });
     }
 }
 

@@ -298,22 +298,6 @@ async fn refused_publish_is_traced_in_its_account() {
     }
 }
 
-const SHARING: &str = r#"
-accounts {
-  A: {
-    users: [ {user: a, password: a} ]
-    exports: [ {stream: "events.>"}, {service: "svc.echo"} ]
-  }
-  B: {
-    users: [ {user: b, password: b} ]
-    imports: [
-      {stream: {account: A, subject: "events.>"}, prefix: "from_a"}
-      {service: {account: A, subject: "svc.echo"}, to: "echo"}
-    ]
-  }
-}
-"#;
-
 /// Crossing accounts is traced as nats-server does: a service import is an
 /// `si` entry (the exporting account, the subject as published and as the
 /// exporter sees it), a stream export an `se` entry (the importing account
@@ -321,7 +305,7 @@ accounts {
 #[tokio::test]
 async fn service_imports_and_stream_exports_are_traced() {
     for shards in SHARDS {
-        let s = Shoal::start(shards, &[], Some(SHARING));
+        let s = Shoal::start(shards, &[], Some(SHARING_ACCOUNTS));
         let a = login_same(&s.url(), "a").await;
         let b = login_same(&s.url(), "b").await;
         let mut b_trace = b.subscribe("trace.b").await.unwrap();

@@ -177,10 +177,20 @@ async fn auth_timer(shard: Rc<Shard>, client: Rc<Client>, timeout: Duration) {
             "{} - cid:{} - Authentication Timeout",
             client.addr, client.id
         );
-        let res = client.queue(|b| proto::write_err(b, "Authentication Timeout"));
-        shard.mark_dirty(&client, res);
-        client.close_after_flush(CloseReason::AuthenticationTimeout);
+        close_with_err(
+            &shard,
+            &client,
+            "Authentication Timeout",
+            CloseReason::AuthenticationTimeout,
+        );
     }
+}
+
+/// Sends `-ERR '<text>'` and closes once it is flushed.
+fn close_with_err(shard: &Shard, client: &Rc<Client>, text: &str, reason: CloseReason) {
+    let res = client.queue(|b| proto::write_err(b, text));
+    shard.mark_dirty(client, res);
+    client.close_after_flush(reason);
 }
 
 /// A nonce for a client to sign (nkey users, operator mode): 11 random
@@ -214,9 +224,12 @@ async fn expiry_timer(shard: Rc<Shard>, client: std::rc::Weak<Client>, at: i64) 
         "{} - cid:{} - User Authentication Expired",
         client.addr, client.id
     );
-    let res = client.queue(|b| proto::write_err(b, "User Authentication Expired"));
-    shard.mark_dirty(&client, res);
-    client.close_after_flush(CloseReason::AuthenticationExpired);
+    close_with_err(
+        &shard,
+        &client,
+        "User Authentication Expired",
+        CloseReason::AuthenticationExpired,
+    );
     shard.flush_dirty();
 }
 

@@ -441,3 +441,23 @@ pub fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool)
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Three accounts: A exports a stream (`events.>`) and a service
+/// (`svc.echo`), B imports both (the stream under `from_a`, the service as
+/// `echo`), C shares nothing. Each user's password is its name.
+pub const SHARING_ACCOUNTS: &str = r#"
+accounts {
+  A: {
+    users: [ {user: a, password: a} ]
+    exports: [ {stream: "events.>"}, {service: "svc.echo"} ]
+  }
+  B: {
+    users: [ {user: b, password: b} ]
+    imports: [
+      {stream: {account: A, subject: "events.>"}, prefix: "from_a"}
+      {service: {account: A, subject: "svc.echo"}, to: "echo"}
+    ]
+  }
+  C: { users: [ {user: c, password: c} ] }
+}
+"#;

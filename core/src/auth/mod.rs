@@ -325,20 +325,7 @@ impl Authenticator {
         }
         let mut users = AHashMap::new();
         for u in &config.users {
-            let permissions = match &u.permissions {
-                None => None,
-                Some(p) => Some(Arc::new(CompiledPermissions::compile(p).map_err(
-                    |source| AuthConfigError::Permission {
-                        user: u.name.clone(),
-                        source,
-                    },
-                )?)),
-            };
-            if let Some(a) = &u.account {
-                if !config.accounts.iter().any(|c| &c.name == a) && a != GLOBAL_ACCOUNT {
-                    return Err(AuthConfigError::UnknownAccount(a.clone()));
-                }
-            }
+            let permissions = user_rules(config, &u.name, &u.permissions, &u.account)?;
             let entry = UserEntry {
                 account: u.account.clone(),
                 password: Checked::new(u.password.clone()),
@@ -353,20 +340,7 @@ impl Authenticator {
             if jwt::key_kind(&n.key) != Some('U') {
                 return Err(AuthConfigError::BadNkey(n.key.clone()));
             }
-            let permissions = match &n.permissions {
-                None => None,
-                Some(p) => Some(Arc::new(CompiledPermissions::compile(p).map_err(
-                    |source| AuthConfigError::Permission {
-                        user: n.key.clone(),
-                        source,
-                    },
-                )?)),
-            };
-            if let Some(a) = &n.account {
-                if !config.accounts.iter().any(|c| &c.name == a) && a != GLOBAL_ACCOUNT {
-                    return Err(AuthConfigError::UnknownAccount(a.clone()));
-                }
-            }
+            let permissions = user_rules(config, &n.key, &n.permissions, &n.account)?;
             let entry = NkeyEntry {
                 account: n.account.clone(),
                 permissions,
@@ -578,6 +552,33 @@ impl Authenticator {
             expires: None,
         })
     }
+}
+
+/// A configured user's (or nkey's) permissions compiled, and its account
+/// checked to exist.
+fn user_rules(
+    config: &AuthConfig,
+    name: &str,
+    permissions: &Option<Permissions>,
+    account: &Option<String>,
+) -> Result<Option<Arc<CompiledPermissions>>, AuthConfigError> {
+    let compiled = permissions
+        .as_ref()
+        .map(|p| {
+            CompiledPermissions::compile(p)
+                .map(Arc::new)
+                .map_err(|source| AuthConfigError::Permission {
+                    user: name.to_owned(),
+                    source,
+                })
+        })
+        .transpose()?;
+    if let Some(a) = account {
+        if !config.accounts.iter().any(|c| &c.name == a) && a != GLOBAL_ACCOUNT {
+            return Err(AuthConfigError::UnknownAccount(a.clone()));
+        }
+    }
+    Ok(compiled)
 }
 
 #[cfg(test)]
