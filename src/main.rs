@@ -247,10 +247,19 @@ fn configure(flags: &Flags) -> Result<ServerConfig, String> {
     // start error).
     let auth = shoal_core::auth::Authenticator::new(&c.auth).map_err(|e| e.to_string())?;
     c.notices.extend(auth.notices().iter().cloned());
-    if c.auth.operator.enabled()
-        && c.cluster.enabled()
-        && (c.cluster.user.is_none() || c.cluster.password.is_none())
+    let no_route_credentials = c.cluster.user.is_none() || c.cluster.password.is_none();
+    if c.cluster.enabled()
+        && no_route_credentials
+        && !c.auth.operator.enabled()
+        && !c.auth.accounts.is_empty()
+        && c.auth.users.is_empty()
+        && c.auth.token.is_none()
     {
+        c.notices.push(
+            "accounts in a cluster with nkey users only and no route credentials: the service-reply key is derived from public keys; set cluster authorization".into(),
+        );
+    }
+    if c.auth.operator.enabled() && c.cluster.enabled() && no_route_credentials {
         c.notices.push(
             "operator mode in a cluster without route credentials: a reply to a service import is accepted only on the node the request entered (set cluster authorization to share the reply key)".into(),
         );

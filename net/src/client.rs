@@ -851,6 +851,9 @@ impl Connection {
             opts.user.clone_from(&first.user);
             opts.pass.clone_from(&first.pass);
             opts.auth_token.clone_from(&first.auth_token);
+            opts.jwt.clone_from(&first.jwt);
+            opts.nkey.clone_from(&first.nkey);
+            opts.sig.clone_from(&first.sig);
         }
         *self.client.meta.connect.borrow_mut() = Some(opts);
         self.ok();

@@ -75,22 +75,32 @@ fn server_id() -> String {
 /// check there (a start notice says so).
 fn auth_config(config: &ServerConfig) -> shoal_core::auth::AuthConfig {
     static PROCESS_KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    let process_key = || {
+        PROCESS_KEY
+            .get_or_init(|| {
+                use ring::rand::SecureRandom;
+                let mut k = [0u8; 32];
+                ring::rand::SystemRandom::new()
+                    .fill(&mut k)
+                    .expect("the system random generator failed");
+                k
+            })
+            .to_vec()
+    };
     let mut auth = config.auth.clone();
-    if auth.operator.enabled() {
-        auth.reply_secret = match (&config.cluster.user, &config.cluster.password) {
-            (Some(u), Some(p)) => [u.as_bytes(), b"\0", p.as_bytes()].concat(),
-            _ => PROCESS_KEY
-                .get_or_init(|| {
-                    use ring::rand::SecureRandom;
-                    let mut k = [0u8; 32];
-                    ring::rand::SystemRandom::new()
-                        .fill(&mut k)
-                        .expect("the system random generator failed");
-                    k
-                })
-                .to_vec(),
-        };
-    }
+    let secret = match (&config.cluster.user, &config.cluster.password) {
+        // Every node has these and no client does.
+        (Some(u), Some(p)) => [u.as_bytes(), b"\0", p.as_bytes()].concat(),
+        // One node: nobody else needs the key.
+        _ if !config.cluster.enabled() => process_key(),
+        // A cluster without route credentials: in operator mode nothing in
+        // the configuration is secret, so the key is this process's (a
+        // start notice says what that costs); otherwise the configured
+        // passwords key it, the same on every node.
+        _ if auth.operator.enabled() => process_key(),
+        _ => Vec::new(),
+    };
+    auth.reply_secret = shoal_core::auth::ReplySecret(secret);
     auth
 }
 

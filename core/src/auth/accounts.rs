@@ -140,7 +140,6 @@ pub enum Via {
 }
 
 /// Every account, or none (`enabled` false: no prefixes at all).
-#[derive(Debug)]
 pub struct Accounts {
     by_name: AHashMap<String, Arc<Account>>,
     key: [u8; 32],
@@ -172,6 +171,16 @@ pub enum AccountError {
         from: String,
         subject: String,
     },
+}
+
+impl std::fmt::Debug for Accounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the reply MAC key.
+        f.debug_struct("Accounts")
+            .field("names", &self.by_name.keys().collect::<Vec<_>>())
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
 }
 
 const REPLY_PREFIX: &[u8] = b"_R_.";

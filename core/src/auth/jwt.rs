@@ -262,8 +262,12 @@ pub struct TimeRange {
     pub end: String,
 }
 
+fn unlimited() -> i64 {
+    -1
+}
+
 /// What restricts a user (its own JWT, or a scoped signing key's template).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct UserLimits {
     #[serde(flatten)]
     pub permissions: JwtPermissions,
@@ -277,6 +281,39 @@ pub struct UserLimits {
     pub bearer_token: bool,
     #[serde(default)]
     pub allowed_connection_types: Vec<String>,
+    /// Most subscriptions, bytes in flight and payload size (-1: no
+    /// limit).
+    #[serde(default = "unlimited")]
+    pub subs: i64,
+    #[serde(default = "unlimited")]
+    pub data: i64,
+    #[serde(default = "unlimited")]
+    pub payload: i64,
+}
+
+impl Default for UserLimits {
+    fn default() -> Self {
+        UserLimits {
+            permissions: JwtPermissions::default(),
+            src: CidrList::default(),
+            times: Vec::new(),
+            times_location: String::new(),
+            bearer_token: false,
+            allowed_connection_types: Vec::new(),
+            subs: -1,
+            data: -1,
+            payload: -1,
+        }
+    }
+}
+
+impl UserLimits {
+    /// Whether it sets a subscription, data or payload limit (which Shoal
+    /// does not enforce per user: such a user is refused, not let in
+    /// unlimited).
+    pub fn has_counted_limits(&self) -> bool {
+        self.subs >= 0 || self.data >= 0 || self.payload >= 0
+    }
 }
 
 /// A user JWT's `nats` section.

@@ -102,6 +102,20 @@ pub struct User {
     pub permissions: Option<Permissions>,
 }
 
+/// Secret bytes for the reply MAC key; `Debug` shows only whether any.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ReplySecret(pub Vec<u8>);
+
+impl std::fmt::Debug for ReplySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "ReplySecret(none)"
+        } else {
+            "ReplySecret(..)"
+        })
+    }
+}
+
 /// One configured nkey user (`users: [{nkey: U...}]`): authenticates by
 /// signing the server's nonce with the key's seed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,9 +136,9 @@ pub struct AuthConfig {
     pub operator: OperatorConfig,
     /// Extra secret material for the service-reply MAC key, set by the
     /// server (the cluster's route credentials, or a per-process random
-    /// key): in operator mode every JWT is public, so the configuration
-    /// alone holds no secret.
-    pub reply_secret: Vec<u8>,
+    /// key): with JWTs or nkeys only, everything in the configuration is
+    /// public. Never printed.
+    pub reply_secret: ReplySecret,
     pub token: Option<Secret>,
     /// A client that gives no user name is this user (nats-server's
     /// `no_auth_user`), with its permissions and without its password.
@@ -370,7 +384,7 @@ impl Authenticator {
             secret.extend_from_slice(n.key.as_bytes());
             secret.push(0);
         }
-        secret.extend_from_slice(&config.reply_secret);
+        secret.extend_from_slice(&config.reply_secret.0);
         let mut notices = Vec::new();
         let (trust, accounts) = if config.operator.enabled() {
             if !config.accounts.is_empty() {

@@ -176,6 +176,16 @@ impl Trust {
                     },
                 )?)),
             };
+            if let Some(k) = nats
+                .signing_keys
+                .iter()
+                .find(|k| jwt::key_kind(k.key()) != Some('A'))
+            {
+                return Err(account_error(
+                    key,
+                    format!("signing key {:?} is not an account key", k.key()),
+                ));
+            }
             let signing = nats
                 .signing_keys
                 .iter()
@@ -309,6 +319,15 @@ impl Trust {
     /// the subject it activates.
     fn activation(&self, token: &str, exporter: &str, importer: &str) -> Result<String, String> {
         let claims: Claims<ActivationNats> = jwt::decode(token).map_err(|e| e.to_string())?;
+        jwt::expect_kind(claims.kind(&claims.nats.kind), "activation")
+            .map_err(|e| e.to_string())?;
+        // Checked when the configuration is loaded (and again at reload).
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if !claims.valid_at(now) {
+            return Err("has expired or is not valid yet".into());
+        }
         let Some(acc) = self.accounts.get(exporter) else {
             return Err("names an unknown exporter".into());
         };
@@ -339,7 +358,10 @@ impl Trust {
     ) -> Result<Session, AuthError> {
         let token = opts.jwt.as_deref().ok_or(AuthError)?;
         let claims: Claims<UserNats> = jwt::decode(token).map_err(|_| AuthError)?;
-        if claims.kind(&claims.nats.kind) != "user" || !claims.valid_at(ctx.now) {
+        if claims.kind(&claims.nats.kind) != "user"
+            || !claims.valid_at(ctx.now)
+            || jwt::key_kind(&claims.sub) != Some('U')
+        {
             return Err(AuthError);
         }
         let account_key = if claims.nats.issuer_account.is_empty() {
@@ -357,12 +379,24 @@ impl Trust {
             match account.signing.get(&claims.iss) {
                 None => return Err(AuthError),
                 Some(None) => &claims.nats.limits,
-                // A scoped key's users get its template, whatever they say.
-                Some(Some(template)) => template,
+                // A scoped key's users get its template; a user of a
+                // scoped key that sets anything itself is refused (as
+                // nats-server: "scoped users require no permissions or
+                // limits set").
+                Some(Some(template)) => {
+                    if claims.nats.limits != UserLimits::default() {
+                        return Err(AuthError);
+                    }
+                    template
+                }
             }
         };
-        // The claims' bearer flag is the user's own even under a scope.
-        let bearer = claims.nats.limits.bearer_token || limits.bearer_token;
+        // Limits Shoal does not enforce per user refuse the user rather
+        // than let it in unlimited.
+        if limits.has_counted_limits() {
+            return Err(AuthError);
+        }
+        let bearer = limits.bearer_token;
         if bearer && account.disallow_bearer {
             return Err(AuthError);
         }
@@ -382,11 +416,12 @@ impl Trust {
                 return Err(AuthError);
             }
         }
-        let revoked_at = account
-            .revocations
-            .get(&claims.sub)
-            .or_else(|| account.revocations.get("*"));
-        if revoked_at.is_some_and(|&t| claims.iat <= t) {
+        // Revoked by name or all at once (`*`): either entry counts.
+        let revoked = [claims.sub.as_str(), "*"]
+            .iter()
+            .filter_map(|k| account.revocations.get(*k))
+            .any(|&t| claims.iat <= t);
+        if revoked {
             return Err(AuthError);
         }
         let src = limits.src.entries();
@@ -413,7 +448,11 @@ impl Trust {
             user: Some(claims.sub.clone()),
             account: Some(account_key.to_owned()),
             permissions,
-            expires: claims.expires(),
+            // The user's or its account's, whichever comes first.
+            expires: match (claims.expires(), account.expires) {
+                (Some(u), Some(a)) => Some(u.min(a)),
+                (u, a) => u.or(a),
+            },
         })
     }
 }

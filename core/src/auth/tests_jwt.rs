@@ -399,7 +399,7 @@ fn jwt_exports_and_imports_become_account_sharing() {
     let other = KeyPair::new_account();
     let activation = sign(
         &svc,
-        json!({"sub": app.public_key(), "nats": {"subject": "private.>", "type": "stream"}}),
+        json!({"sub": app.public_key(), "nats": {"subject": "private.>", "kind": "stream", "type": "activation", "version": 2}}),
     );
     let cfg = AuthConfig {
         operator: OperatorConfig {
@@ -715,4 +715,106 @@ fn version_1_jwts_are_read_as_nats_server_2_9_reads_them() {
     assert!(a
         .authenticate(&jwt_connect(&wrong, Some(&user), "n"), &ctx_at("n", NOW))
         .is_err());
+}
+
+#[test]
+fn scoped_users_set_nothing_and_revocations_count_by_name_or_all() {
+    let w = World::new();
+    let scoped = KeyPair::new_account();
+    let a = w.auth(json!({
+        "signing_keys": [{"kind": "user_scope", "key": scoped.public_key(), "template": {}}],
+        // Named at NOW-50, everyone at NOW+50 (after the re-issue).
+        "revocations": {"*": NOW + 50}
+    }));
+    let user = KeyPair::new_user();
+    let ok = |jwt: &str, signer: Option<&KeyPair>| {
+        a.authenticate(&jwt_connect(jwt, signer, "n"), &ctx_at("n", NOW))
+            .is_ok()
+    };
+    let issued_by_scope = |nats: Value| {
+        let mut n = json!({"issuer_account": w.acc.public_key()});
+        merge(&mut n, nats);
+        user_jwt(&scoped, &user, n)
+    };
+    // Revoked by `*` (issued at NOW-100, all revoked up to NOW+50).
+    assert!(!ok(&issued_by_scope(json!({})), Some(&user)));
+    let fresh = sign(
+        &scoped,
+        json!({"sub": user.public_key(), "iat": NOW + 60,
+            "nats": {"type": "user", "version": 2, "issuer_account": w.acc.public_key()}}),
+    );
+    assert!(ok(&fresh, Some(&user)));
+    // A scoped user may not carry its own settings: not permissions, not
+    // a bearer flag (which would let it in without the seed).
+    let own = |nats: Value| {
+        let mut n = json!({"type": "user", "version": 2, "issuer_account": w.acc.public_key()});
+        merge(&mut n, nats);
+        sign(
+            &scoped,
+            json!({"sub": user.public_key(), "iat": NOW + 60, "nats": n}),
+        )
+    };
+    assert!(!ok(&own(json!({"bearer_token": true})), None));
+    assert!(!ok(&own(json!({"pub": {"allow": [">"]}})), Some(&user)));
+    assert!(ok(
+        &own(json!({"subs": -1, "data": -1, "payload": -1})),
+        Some(&user)
+    ));
+
+    // Revoked by name though `*` is older.
+    let named = KeyPair::new_user();
+    let a = w.auth(json!({"revocations": {named.public_key(): NOW, "*": NOW - 1000}}));
+    let jwt = user_jwt(&w.acc, &named, json!({}));
+    assert!(a
+        .authenticate(&jwt_connect(&jwt, Some(&named), "n"), &ctx_at("n", NOW))
+        .is_err());
+}
+
+#[test]
+fn what_shoal_cannot_enforce_or_check_is_refused() {
+    let w = World::new();
+    let a = w.auth(json!({}));
+    let user = KeyPair::new_user();
+    let ok = |jwt: &str, signer: Option<&KeyPair>| {
+        a.authenticate(&jwt_connect(jwt, signer, "n"), &ctx_at("n", NOW))
+            .is_ok()
+    };
+    // Limits per user are not enforced: a user with any is refused, not
+    // let in unlimited (a publish-only user has `subs: 0`).
+    assert!(!ok(
+        &user_jwt(&w.acc, &user, json!({"subs": 0})),
+        Some(&user)
+    ));
+    assert!(!ok(
+        &user_jwt(&w.acc, &user, json!({"payload": 1024})),
+        Some(&user)
+    ));
+    assert!(ok(
+        &user_jwt(&w.acc, &user, json!({"subs": -1})),
+        Some(&user)
+    ));
+    // The subject must be a user key.
+    let account_as_user = KeyPair::new_account();
+    let jwt = sign(
+        &w.acc,
+        json!({"sub": account_as_user.public_key(), "nats": {"type": "user", "version": 2}}),
+    );
+    assert!(!ok(&jwt, Some(&account_as_user)));
+    // An account signing key must be an account key.
+    let mut cfg = w.config(json!({"signing_keys": [KeyPair::new_user().public_key()]}));
+    assert!(Authenticator::new(&cfg).is_err());
+    // A session ends with its account when the account expires first.
+    cfg.operator.preload[0].1 = sign(
+        &w.op,
+        json!({"sub": w.acc.public_key(), "exp": NOW + 10, "nats": {"type": "account", "version": 2}}),
+    );
+    let a = Authenticator::new(&cfg).unwrap();
+    let jwt = sign(
+        &w.acc,
+        json!({"sub": user.public_key(), "exp": NOW + 100, "nats": {"type": "user", "version": 2}}),
+    );
+    let s = a
+        .authenticate(&jwt_connect(&jwt, Some(&user), "n"), &ctx_at("n", NOW))
+        .unwrap();
+    assert_eq!(s.expires, Some(NOW + 10));
 }
