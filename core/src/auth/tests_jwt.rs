@@ -818,3 +818,33 @@ fn what_shoal_cannot_enforce_or_check_is_refused() {
         .unwrap();
     assert_eq!(s.expires, Some(NOW + 10));
 }
+
+#[test]
+fn the_reply_key_and_its_secret_are_never_printed() {
+    let cfg = AuthConfig {
+        users: vec![User {
+            name: "a".into(),
+            account: Some("A".into()),
+            password: Secret::new("pw-not-shown"),
+            permissions: None,
+        }],
+        accounts: vec![AccountConfig {
+            name: "A".into(),
+            ..Default::default()
+        }],
+        reply_secret: ReplySecret(b"route-password".to_vec()),
+        ..Default::default()
+    };
+    let shown = format!("{cfg:?}");
+    assert!(
+        !shown.contains("route-password") && !shown.contains("pw-not-shown"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains(&format!("{:?}", b"route-password".to_vec())),
+        "{shown}"
+    );
+    let a = Authenticator::new(&cfg).unwrap();
+    let shown = format!("{:?}", a.accounts());
+    assert!(!shown.contains("key"), "the MAC key in Debug: {shown}");
+}
