@@ -344,11 +344,6 @@ impl Trust {
         Ok(claims.nats.subject)
     }
 
-    /// Whether `account` is one of the trusted accounts.
-    pub fn knows(&self, account: &str) -> bool {
-        self.accounts.contains_key(account)
-    }
-
     /// Authenticates a CONNECT carrying a user JWT (and, unless the JWT is
     /// a bearer token, the user's signature of the nonce).
     pub fn authenticate(
