@@ -115,6 +115,24 @@ impl<L: SubHandle + Clone> Interest<L> {
         self.index.matches(subject)
     }
 
+    /// The first local subscription matching `subject` that `mine` picks
+    /// (a requester's own reply subscription, for a no-responders status).
+    pub fn local_match(&mut self, subject: &[u8], mut mine: impl FnMut(&L) -> bool) -> Option<L>
+    where
+        L: Clone,
+    {
+        let m = self.index.matches(subject);
+        let found = m
+            .plain
+            .iter()
+            .chain(m.queues.iter().flat_map(|g| g.values()))
+            .find_map(|t| match t {
+                Target::Local(l) if mine(l) => Some(l.clone()),
+                _ => None,
+            });
+        found
+    }
+
     /// Entries in the index, and its cache's figures (monitoring).
     pub fn stats(&self) -> (usize, CacheStats) {
         (self.index.len(), self.index.cache_stats())

@@ -8,15 +8,16 @@
 //! connection that got data and sends the batches: one write per connection
 //! and one channel send per shard per read.
 
-use crate::outbound::{self, Client, ClientFlags, CloseReason, ConnMeta, LocalSub, MAX_READ};
+use crate::outbound::{self, CloseReason, Conn, MAX_READ};
 use crate::runtime::{self, LocalEvent, TcpListener, TcpStream};
+use crate::session::{Client, ConnMeta, LocalSub};
 use crate::shard::{Outgoing, Shard};
 use bytes::{Bytes, BytesMut};
-use shoal_core::auth::{AuthError, ClientPermissions, ConnectContext, FastCheck, Session};
-use shoal_core::proto::{
-    self, ClientOp, ClientParser, ConnectOptions, Limits, ProtoError, Publish,
+use shoal_core::auth::{AuthError, FastCheck, Session};
+use shoal_core::proto::{self, ClientOp, ClientParser, ConnectOptions, Limits, Publish};
+use shoal_engine::client::{
+    Answer, ClientState, PingTick, PubCheck, Refusal, SubCheck, Unsub, Verdict,
 };
-use shoal_core::subject::{has_wildcard, is_valid_pattern, is_valid_publish, is_valid_queue};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -78,7 +79,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let dynamic = shard.current();
     let cfg = &dynamic.config;
     let stream = Rc::new(RefCell::new(stream));
-    let client = Rc::new(Client::new(
+    let conn = Rc::new(Conn::new(
         id,
         addr,
         stream,
@@ -86,36 +87,26 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         cfg.write_deadline,
         shard.stats.clone(),
     ));
-    client.flags.set(ClientFlags {
-        // nats-server's defaults before CONNECT.
-        verbose: true,
-        pedantic: true,
-        ..ClientFlags::default()
-    });
     debug!("{addr} - cid:{id} - Client connection created");
     // TLS first (`handshake_first`): the INFO waits for the handshake and
     // goes out encrypted.
-    let tls_first = tls_comes_first(&shard, &client).await;
-    if dynamic.auth.nonce_required() {
-        *client.meta.nonce.borrow_mut() = Some(new_nonce());
-    }
+    let tls_first = tls_comes_first(&shard, &conn).await;
+    let nonce = dynamic.auth.nonce_required().then(new_nonce);
+    // nats-server's flags before CONNECT; the default account until (and
+    // unless) authentication names another.
+    let state = ClientState::new(dynamic.auth.accounts().get(None), nonce);
+    let client = Rc::new(Client::new(conn, state));
     if !tls_first {
-        let info = shared.info_for(id, addr, client.meta.nonce.borrow().as_deref());
-        let res = client.queue(|b| proto::write_info(b, &info));
-        shard.mark_dirty(&client, res);
+        write_info(&shard, &client);
     }
 
     let total = shared.connections.fetch_add(1, Relaxed) + 1;
     if total > cfg.max_connections {
         shared.connections.fetch_sub(1, Relaxed);
-        let _ = client.queue(|b| proto::write_err(b, "maximum connections exceeded"));
-        client.close_after_flush(CloseReason::MaxConnectionsExceeded);
+        refuse(&shard, &client, &ClientState::too_many_connections());
         shard.flush_dirty();
-        error!("{addr} - cid:{id} - maximum connections exceeded");
         return;
     }
-    // The default account until (and unless) authentication names another.
-    *client.account.borrow_mut() = dynamic.auth.accounts().get(None);
     shard.stats.connections.fetch_add(1, Relaxed);
     shard.stats.total_connections.fetch_add(1, Relaxed);
     shard.clients.borrow_mut().insert(id, client.clone());
@@ -129,17 +120,15 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let reason = match start_tls(&shard, &client).await {
         Ok(()) => {
             if tls_first {
-                let info = shared.info_for(id, addr, client.meta.nonce.borrow().as_deref());
-                let res = client.queue(|b| proto::write_info(b, &info));
-                shard.mark_dirty(&client, res);
+                write_info(&shard, &client);
                 shard.flush_dirty();
             }
             Connection::new(shard.clone(), client.clone()).run().await
         }
         Err(reason) => reason,
     };
-    client.close(reason);
-    let reason = client.close_reason().unwrap_or(reason);
+    client.conn.close(reason);
+    let reason = client.conn.close_reason().unwrap_or(reason);
 
     // Clean up: every subscription goes, with its interest.
     let subs: Vec<Rc<LocalSub>> = client.subs.borrow().values().cloned().collect();
@@ -158,11 +147,11 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         match reason {
             CloseReason::SlowConsumerPendingBytes => info!(
                 "{addr} - cid:{id} - Slow Consumer Detected: MaxPending of {} Exceeded",
-                client.max_pending()
+                client.conn.max_pending()
             ),
             _ => info!(
                 "{addr} - cid:{id} - Slow Consumer Detected: WriteDeadline of {:?} exceeded",
-                client.write_deadline()
+                client.conn.write_deadline()
             ),
         }
     }
@@ -172,25 +161,34 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
 /// Closes a connection that did not authenticate in time.
 async fn auth_timer(shard: Rc<Shard>, client: Rc<Client>, timeout: Duration) {
     runtime::sleep(timeout).await;
-    if !client.authenticated.get() && !client.is_closing() {
-        error!(
-            "{} - cid:{} - Authentication Timeout",
-            client.addr, client.id
-        );
-        close_with_err(
-            &shard,
-            &client,
-            "Authentication Timeout",
-            CloseReason::AuthenticationTimeout,
-        );
+    if client.conn.is_closing() {
+        return;
+    }
+    let refusal = client.state.borrow().auth_timeout();
+    if let Some(refusal) = refusal {
+        refuse(&shard, &client, &refusal);
     }
 }
 
-/// Sends `-ERR '<text>'` and closes once it is flushed.
-fn close_with_err(shard: &Shard, client: &Rc<Client>, text: &str, reason: CloseReason) {
-    let res = client.queue(|b| proto::write_err(b, text));
-    shard.mark_dirty(client, res);
-    client.close_after_flush(reason);
+/// Carries out a refusal the engine decided (`Shard::refuse`).
+fn refuse(shard: &Shard, client: &Client, r: &Refusal) {
+    shard.refuse(client, r);
+}
+
+/// Queues the INFO for this client (with its nonce, when it must sign one).
+fn write_info(shard: &Shard, client: &Client) {
+    let info = shard
+        .shared
+        .info_for(client.id, client.addr, client.state.borrow().nonce());
+    let res = client.conn.queue(|b| proto::write_info(b, &info));
+    shard.mark_dirty(&client.conn, res);
+}
+
+/// Unix seconds now (JWT validity is judged in them).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// A nonce for a client to sign (nkey users, operator mode): 11 random
@@ -210,26 +208,17 @@ fn new_nonce() -> String {
 /// Closes a connection when its user JWT expires (nats-server's
 /// `User Authentication Expired`). Holds the client weakly.
 async fn expiry_timer(shard: Rc<Shard>, client: std::rc::Weak<Client>, at: i64) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    runtime::sleep(Duration::from_secs(at.saturating_sub(now).max(0) as u64)).await;
+    runtime::sleep(Duration::from_secs(
+        at.saturating_sub(unix_now()).max(0) as u64
+    ))
+    .await;
     let Some(client) = client.upgrade() else {
         return;
     };
-    if client.is_closing() {
+    if client.conn.is_closing() {
         return;
     }
-    info!(
-        "{} - cid:{} - User Authentication Expired",
-        client.addr, client.id
-    );
-    close_with_err(
-        &shard,
-        &client,
-        "User Authentication Expired",
-        CloseReason::AuthenticationExpired,
-    );
+    refuse(&shard, &client, &ClientState::expired());
     shard.flush_dirty();
 }
 
@@ -259,25 +248,23 @@ async fn ping_timer(shard: Rc<Shard>, client: std::rc::Weak<Client>) {
         let Some(client) = client.upgrade() else {
             return;
         };
-        if client.is_closing() {
+        if client.conn.is_closing() {
             return;
         }
-        if !client.authenticated.get() && shard.current().auth.required() {
-            // Not logged in yet (its bcrypt check may be under way): the
-            // auth timer, not keep-alive, decides its fate, and a PING must
-            // not come before the verdict on its CONNECT.
-            continue;
+        let required = shard.current().auth.required();
+        let tick = client.state.borrow_mut().ping_tick(required, max);
+        match tick {
+            // Not logged in yet (its bcrypt check may be under way).
+            PingTick::Wait => continue,
+            PingTick::Stale(refusal) => {
+                refuse(&shard, &client, &refusal);
+                return;
+            }
+            PingTick::Ping => {}
         }
-        if client.pings_out.get() >= max {
-            let res = client.queue(|b| proto::write_err(b, "Stale Connection"));
-            shard.mark_dirty(&client, res);
-            client.close_after_flush(CloseReason::StaleConnection);
-            return;
-        }
-        client.pings_out.set(client.pings_out.get() + 1);
         client.meta.ping_sent.set(Some(std::time::Instant::now()));
-        let res = client.queue(|b| b.extend_from_slice(proto::PING));
-        shard.mark_dirty(&client, res);
+        let res = client.conn.queue(|b| b.extend_from_slice(proto::PING));
+        shard.mark_dirty(&client.conn, res);
         shard.flush_dirty();
     }
 }
@@ -286,7 +273,7 @@ async fn ping_timer(shard: Rc<Shard>, client: std::rc::Weak<Client>) {
 /// (`tls { handshake_first }`): always, or (`auto`/a delay) when the
 /// client's first bytes, within the delay, are a TLS record (0x16). Waiting
 /// peeks at the socket without taking anything from it.
-async fn tls_comes_first(shard: &Rc<Shard>, client: &Rc<Client>) -> bool {
+async fn tls_comes_first(shard: &Rc<Shard>, conn: &Conn) -> bool {
     use shoal_core::config::HandshakeFirst;
     let Some(t) = shard.shared.config.tls.as_ref() else {
         return false;
@@ -302,7 +289,7 @@ async fn tls_comes_first(shard: &Rc<Shard>, client: &Rc<Client>) -> bool {
         // SAFETY: a non-blocking peek of one byte into a local.
         let n = unsafe {
             libc::recv(
-                client.fd(),
+                conn.fd(),
                 (&mut first as *mut u8).cast(),
                 1,
                 libc::MSG_PEEK | libc::MSG_DONTWAIT,
@@ -331,9 +318,9 @@ async fn start_tls(shard: &Rc<Shard>, client: &Rc<Client>) -> Result<(), CloseRe
         .tls
         .as_ref()
         .map_or(Duration::from_secs(2), |t| t.timeout);
-    match crate::tls::accept(client.stream(), config, timeout).await {
-        Ok(conn) => {
-            *client.tls.borrow_mut() = Some(conn.into());
+    match crate::tls::accept(client.conn.stream(), config, timeout).await {
+        Ok(session) => {
+            *client.conn.tls.borrow_mut() = Some(session.into());
             Ok(())
         }
         Err(e) => {
@@ -342,9 +329,11 @@ async fn start_tls(shard: &Rc<Shard>, client: &Rc<Client>) -> Result<(), CloseRe
                 client.addr, client.id
             );
             if matches!(e, crate::tls::HandshakeError::Plaintext) {
-                let res = client.queue(|b| proto::write_err(b, crate::tls::TLS_REQUIRED));
-                shard.mark_dirty(client, res);
-                client.close_after_flush(CloseReason::TlsError);
+                let res = client
+                    .conn
+                    .queue(|b| proto::write_err(b, crate::tls::TLS_REQUIRED));
+                shard.mark_dirty(&client.conn, res);
+                client.conn.close_after_flush(CloseReason::TlsError);
                 shard.flush_dirty();
             }
             Err(CloseReason::TlsError)
@@ -403,8 +392,8 @@ async fn write_pong_after(
     if let Some(before) = before {
         before.wait().await;
     }
-    let res = client.queue(|b| b.extend_from_slice(proto::PONG));
-    shard.mark_dirty(client, res);
+    let res = client.conn.queue(|b| b.extend_from_slice(proto::PONG));
+    shard.mark_dirty(&client.conn, res);
     shard.flush_dirty();
     done.set();
 }
@@ -461,11 +450,11 @@ impl Connection {
         let mut cipher = BytesMut::new();
         // After a TLS handshake the client's first records may already be
         // decrypted (TLS 1.3 sends application data right after Finished).
-        let mut held = self.client.tls.borrow().is_some();
+        let mut held = self.client.conn.tls.borrow().is_some();
         let mut budget = runtime::TurnBudget::new();
         loop {
             if let Err(reason) = outbound::read_conn(
-                &self.client,
+                &self.client.conn,
                 &mut buf,
                 &mut cipher,
                 &self.read_size,
@@ -486,7 +475,7 @@ impl Connection {
                 return reason;
             }
             self.finish_batch().await;
-            if let Some(reason) = self.client.close_reason() {
+            if let Some(reason) = self.client.conn.close_reason() {
                 return reason;
             }
             // `process` stops early for a CONNECT waiting for bcrypt, and
@@ -496,7 +485,7 @@ impl Connection {
             loop {
                 let step = if let Some(opts) = self.pending_auth.take() {
                     let verdict = self.check_off_shard(&opts).await;
-                    if let Some(reason) = self.client.close_reason() {
+                    if let Some(reason) = self.client.conn.close_reason() {
                         // The auth timer (or a shutdown) closed it meanwhile.
                         return reason;
                     }
@@ -531,7 +520,7 @@ impl Connection {
             let op = match self.parser.next(buf) {
                 Ok(Some(op)) => op,
                 Ok(None) => return Ok(()),
-                Err(e) => return Err(self.protocol_error(&e, buf)),
+                Err(e) => return Err(self.refuse(&ClientState::protocol_error(&e, buf))),
             };
             if matches!(op, ClientOp::Ping) && !self.out.is_empty() {
                 // Once the client has its PONG, everything it published
@@ -544,7 +533,7 @@ impl Connection {
                 return Ok(());
             }
             self.handle(op)?;
-            if let Some(reason) = self.client.close_reason() {
+            if let Some(reason) = self.client.conn.close_reason() {
                 return Err(reason);
             }
             if self.pending_auth.is_some() {
@@ -553,102 +542,79 @@ impl Connection {
         }
     }
 
-    /// `line` is what the parser could not take (the front of the read
-    /// buffer), shown in the log line as nats-server shows a snippet.
-    fn protocol_error(&self, e: &ProtoError, line: &[u8]) -> CloseReason {
-        error!(
-            "{} - cid:{} - {}",
-            self.client.addr,
-            self.client.id,
-            e.log_text(line)
-        );
-        let reason = match e {
-            ProtoError::MaxPayload { .. } => CloseReason::MaxPayloadExceeded,
-            _ => CloseReason::ParseError,
-        };
-        self.send_err(e.err_text());
-        self.client.close_after_flush(reason);
-        reason
+    /// Carries out a refusal; a fatal one ends the connection's loop.
+    fn refuse(&self, r: &Refusal) -> CloseReason {
+        refuse(&self.shard, &self.client, r);
+        r.close.unwrap_or(CloseReason::ClientClosed)
     }
 
-    /// Who the client authenticated as, for log lines (nats-server's
-    /// `User "name"`; never a password or token).
-    fn auth_user(&self) -> String {
-        match self.client.meta.auth_user.borrow().as_deref() {
-            Some(user) => format!("User {user:?}"),
-            None => "User \"N/A\"".to_string(),
+    /// A refusal that may keep the connection.
+    fn refused(&self, r: &Refusal) -> Step {
+        refuse(&self.shard, &self.client, r);
+        match r.close {
+            Some(reason) => Err(reason),
+            None => Ok(()),
         }
     }
 
-    fn send_err(&self, text: &str) {
-        let res = self.client.queue(|b| proto::write_err(b, text));
-        self.shard.mark_dirty(&self.client, res);
+    fn answer(&self, a: Answer) {
+        if a == Answer::Ok {
+            let res = self.client.conn.queue(|b| b.extend_from_slice(proto::OK));
+            self.shard.mark_dirty(&self.client.conn, res);
+        }
     }
 
     fn ok(&self) {
-        if self.client.flags.get().verbose {
-            let res = self.client.queue(|b| b.extend_from_slice(proto::OK));
-            self.shard.mark_dirty(&self.client, res);
+        let a = self.client.state.borrow().ok();
+        self.answer(a);
+    }
+
+    fn trace_op(&self, op: &ClientOp) {
+        let (addr, id) = (self.client.addr, self.client.id);
+        match op {
+            // Never log credentials, as nats-server's trace does not.
+            ClientOp::Connect(json) => {
+                trace!(
+                    "{addr} - cid:{id} - <<- CONNECT {}",
+                    ClientState::redacted_connect(json)
+                );
+            }
+            // nats-server's shape: the operation, then the payload,
+            // cut at `max_traced_msg_len` when set.
+            ClientOp::Pub(p) => {
+                let max = self.shard.current().config.max_traced_msg_len;
+                let shown = if max > 0 && p.payload.len() > max {
+                    format!("{:?}...", String::from_utf8_lossy(&p.payload[..max]))
+                } else {
+                    format!("{:?}", String::from_utf8_lossy(&p.payload))
+                };
+                trace!(
+                    "{addr} - cid:{id} - <<- [{} {} {}{}]",
+                    if p.headers.is_some() { "HPUB" } else { "PUB" },
+                    String::from_utf8_lossy(&p.subject),
+                    p.reply
+                        .as_ref()
+                        .map(|r| format!("{} ", String::from_utf8_lossy(r)))
+                        .unwrap_or_default(),
+                    p.payload.len() + p.headers.as_ref().map_or(0, |h| h.len())
+                );
+                trace!("{addr} - cid:{id} - <<- MSG_PAYLOAD: [{shown}]");
+            }
+            _ => trace!("{addr} - cid:{id} - <<- {op:?}"),
         }
     }
 
     fn handle(&mut self, op: ClientOp) -> Step {
         if tracing::enabled!(tracing::Level::TRACE) {
-            match &op {
-                // Never log credentials, as nats-server's trace does not.
-                ClientOp::Connect(json) => {
-                    let redacted = ConnectOptions::from_json(json).map(|mut o| {
-                        for secret in [&mut o.pass, &mut o.auth_token] {
-                            if secret.is_some() {
-                                *secret = Some("[REDACTED]".into());
-                            }
-                        }
-                        o
-                    });
-                    trace!(
-                        "{} - cid:{} - <<- CONNECT {redacted:?}",
-                        self.client.addr,
-                        self.client.id
-                    );
-                }
-                // nats-server's shape: the operation, then the payload,
-                // cut at `max_traced_msg_len` when set.
-                ClientOp::Pub(p) => {
-                    let max = self.shard.current().config.max_traced_msg_len;
-                    let shown = if max > 0 && p.payload.len() > max {
-                        format!("{:?}...", String::from_utf8_lossy(&p.payload[..max]))
-                    } else {
-                        format!("{:?}", String::from_utf8_lossy(&p.payload))
-                    };
-                    trace!(
-                        "{} - cid:{} - <<- [{} {} {}{}]",
-                        self.client.addr,
-                        self.client.id,
-                        if p.headers.is_some() { "HPUB" } else { "PUB" },
-                        String::from_utf8_lossy(&p.subject),
-                        p.reply
-                            .as_ref()
-                            .map(|r| format!("{} ", String::from_utf8_lossy(r)))
-                            .unwrap_or_default(),
-                        p.payload.len() + p.headers.as_ref().map_or(0, |h| h.len())
-                    );
-                    trace!(
-                        "{} - cid:{} - <<- MSG_PAYLOAD: [{shown}]",
-                        self.client.addr,
-                        self.client.id
-                    );
-                }
-                _ => trace!("{} - cid:{} - <<- {op:?}", self.client.addr, self.client.id),
-            }
+            self.trace_op(&op);
         }
-        if !self.client.authenticated.get()
-            && self.shard.current().auth.required()
-            && !matches!(op, ClientOp::Connect(_))
-        {
-            self.send_err(shoal_core::auth::AUTHORIZATION_VIOLATION);
-            self.client
-                .close_after_flush(CloseReason::AuthenticationViolation);
-            return Err(CloseReason::AuthenticationViolation);
+        let admitted = self
+            .client
+            .state
+            .borrow()
+            .admit(&op, self.shard.current().auth.required());
+        if let Err(r) = admitted {
+            return self.refused(&r);
         }
         match op {
             ClientOp::Pub(p) => {
@@ -686,12 +652,12 @@ impl Connection {
                     });
                     return Ok(());
                 }
-                let res = self.client.queue(|b| b.extend_from_slice(proto::PONG));
-                self.shard.mark_dirty(&self.client, res);
+                let res = self.client.conn.queue(|b| b.extend_from_slice(proto::PONG));
+                self.shard.mark_dirty(&self.client.conn, res);
                 Ok(())
             }
             ClientOp::Pong => {
-                self.client.pings_out.set(0);
+                self.client.state.borrow_mut().pong();
                 let meta = &self.client.meta;
                 if let Some(sent) = meta.ping_sent.take() {
                     meta.rtt.set(Some(sent.elapsed()));
@@ -703,12 +669,7 @@ impl Connection {
                 queue,
                 sid,
             } => {
-                // The parser hands out slices of the 64 KiB read buffer; a
-                // subscription outlives that buffer (and is mirrored into
-                // other shards), so it keeps compact copies, never a pin on
-                // the whole buffer.
-                let own = |b: Bytes| Bytes::copy_from_slice(&b);
-                self.subscribe(own(subject), queue.map(own), own(sid));
+                self.subscribe(&subject, queue.as_deref(), &sid);
                 Ok(())
             }
             ClientOp::Unsub { sid, max } => {
@@ -720,22 +681,20 @@ impl Connection {
     }
 
     fn connect(&mut self, json: &[u8]) -> Step {
-        let opts = match ConnectOptions::from_json(json) {
+        let opts = match ClientState::parse_connect(json) {
             Ok(o) => o,
-            Err(e) => {
-                error!(
-                    "{} - cid:{} - processConnect: bad CONNECT: {e}",
-                    self.client.addr, self.client.id
-                );
-                self.send_err("Unknown Protocol Operation");
-                self.client.close_after_flush(CloseReason::ParseError);
-                return Err(CloseReason::ParseError);
-            }
+            Err(r) => return self.refused(&r),
         };
-        if self.client.authenticated.get() {
-            return self.accept_connect(opts);
+        if self.client.state.borrow().is_authenticated() {
+            let a = self.client.state.borrow_mut().accept_connect(opts);
+            self.answer(a);
+            return Ok(());
         }
-        let ctx = self.connect_context();
+        let ctx = self
+            .client
+            .state
+            .borrow()
+            .connect_context(Some(self.client.addr.ip()), unix_now());
         match self.shard.current().auth.check_fast(&opts, &ctx) {
             FastCheck::Done(verdict) => self.finish_connect(opts, verdict),
             FastCheck::NeedsSlowCheck => {
@@ -743,14 +702,6 @@ impl Connection {
                 Ok(())
             }
         }
-    }
-
-    /// What the server knows of this connection for checking its CONNECT.
-    fn connect_context(&self) -> ConnectContext {
-        ConnectContext::now(
-            self.client.meta.nonce.borrow().clone(),
-            Some(self.client.addr.ip()),
-        )
     }
 
     /// Runs the bcrypt or signature check on the auth pool (never on this shard); a full
@@ -761,7 +712,11 @@ impl Connection {
             let dynamic = self.shard.current();
             let checked_by = dynamic.clone();
             let given = opts.clone();
-            let ctx = self.connect_context();
+            let ctx = self
+                .client
+                .state
+                .borrow()
+                .connect_context(Some(self.client.addr.ip()), unix_now());
             let verdict = self
                 .shard
                 .shared
@@ -781,90 +736,37 @@ impl Connection {
         opts: ConnectOptions,
         verdict: Result<Session, AuthError>,
     ) -> Step {
-        {
-            match verdict {
-                Ok(session) => {
-                    if let Some(at) = session.expires {
-                        runtime::spawn_detached(expiry_timer(
-                            self.shard.clone(),
-                            Rc::downgrade(&self.client),
-                            at,
-                        ));
-                    }
-                    self.client.meta.auth_user.replace(session.user);
-                    *self.client.perms.borrow_mut() =
-                        session.permissions.map(ClientPermissions::new);
-                    *self.client.account.borrow_mut() = self
-                        .shard
-                        .current()
-                        .auth
-                        .accounts()
-                        .get(session.account.as_deref());
-                    self.client.authenticated.set(true);
+        let dynamic = self.shard.current();
+        let verdict =
+            self.client
+                .state
+                .borrow_mut()
+                .authenticate(&opts, verdict, dynamic.auth.accounts());
+        match verdict {
+            Verdict::Accepted { expires } => {
+                if let Some(at) = expires {
+                    runtime::spawn_detached(expiry_timer(
+                        self.shard.clone(),
+                        Rc::downgrade(&self.client),
+                        at,
+                    ));
                 }
-                Err(e) => {
-                    // nats-server: "authentication error - User \"bob\"" (never
-                    // the password, token or JWT).
-                    match (&opts.user, &opts.nkey) {
-                        (Some(user), _) => error!(
-                            "{} - cid:{} - authentication error - User {user:?}",
-                            self.client.addr, self.client.id
-                        ),
-                        // nats-server names the key of an nkey user (a
-                        // public key, no secret).
-                        (None, Some(nkey)) => error!(
-                            "{} - cid:{} - authentication error - Nkey {nkey:?}",
-                            self.client.addr, self.client.id
-                        ),
-                        (None, None) => error!(
-                            "{} - cid:{} - authentication error",
-                            self.client.addr, self.client.id
-                        ),
-                    }
-                    self.send_err(e.err_text());
-                    self.client
-                        .close_after_flush(CloseReason::AuthenticationViolation);
-                    return Err(CloseReason::AuthenticationViolation);
-                }
+                let a = self.client.state.borrow_mut().accept_connect(opts);
+                self.answer(a);
+                Ok(())
             }
+            Verdict::Refused(r) => self.refused(&r),
         }
-        self.accept_connect(opts)
-    }
-
-    /// An accepted CONNECT: its options take effect.
-    fn accept_connect(&mut self, opts: ConnectOptions) -> Step {
-        self.client.flags.set(ClientFlags {
-            verbose: opts.verbose,
-            pedantic: opts.pedantic,
-            echo: opts.echo,
-            headers: opts.headers,
-            no_responders: opts.no_responders,
-        });
-        *self.client.name.borrow_mut() = opts.name.clone();
-        // Kept for monitoring (lang, version, user) and for re-checking the
-        // credentials when the configuration is reloaded. A later CONNECT may
-        // change the options but not who the client is: the credentials stay
-        // those that were checked (else a client could show, and be
-        // re-checked at reload as, a user it never proved to be).
-        let mut opts = opts;
-        if let Some(first) = self.client.meta.connect.borrow().as_ref() {
-            opts.user.clone_from(&first.user);
-            opts.pass.clone_from(&first.pass);
-            opts.auth_token.clone_from(&first.auth_token);
-            opts.jwt.clone_from(&first.jwt);
-            opts.nkey.clone_from(&first.nkey);
-            opts.sig.clone_from(&first.sig);
-        }
-        *self.client.meta.connect.borrow_mut() = Some(opts);
-        self.ok();
-        Ok(())
     }
 
     fn publish(&mut self, p: Publish) {
-        let flags = self.client.flags.get();
-        if flags.pedantic && !is_valid_publish(&p.subject) {
-            self.send_err("Invalid Publish Subject");
-            return;
+        let checked = self
+            .client
+            .state
+            .borrow_mut()
+            .check_publish(&p.subject, std::time::Instant::now());
+        if let PubCheck::Invalid(r) = &checked {
+            return refuse(&self.shard, &self.client, r);
         }
         // A message asking for a trace (nats-server 2.11 `Nats-Trace-Dest`):
         // `Some(only)` while its path is recorded (shard/trace.rs).
@@ -874,29 +776,16 @@ impl Connection {
             }
             _ => None,
         };
-        let allowed = match self.client.perms.borrow_mut().as_mut() {
-            Some(perms) => perms.may_publish(&p.subject, std::time::Instant::now()),
-            None => true,
-        };
-        if !allowed {
-            let text = format!(
-                "Permissions Violation for Publish to \"{}\"",
-                String::from_utf8_lossy(&p.subject)
-            );
-            error!(
-                "{} - cid:{} - Publish Violation - {}, Subject {:?}",
-                self.client.addr,
-                self.client.id,
-                self.auth_user(),
-                String::from_utf8_lossy(&p.subject)
-            );
-            if trace.is_some() {
-                self.shard.trace_refused(text.clone());
+        match checked {
+            PubCheck::Allowed(a) => self.answer(a),
+            PubCheck::Invalid(r) | PubCheck::Denied(r) => {
+                if trace.is_some() {
+                    self.shard.trace_refused(r.err.to_string());
+                }
+                refuse(&self.shard, &self.client, &r);
+                return;
             }
-            self.send_err(&text);
-            return;
         }
-        self.ok();
         let trace_only = trace == Some(true);
         let meta = &self.client.meta;
         ConnMeta::add(&meta.in_msgs, 1);
@@ -907,7 +796,7 @@ impl Connection {
         // Without accounts (the common case) the hot path takes no reference
         // counts and copies nothing.
         let account = if self.shard.accounts_enabled() {
-            self.client.account.borrow().clone()
+            self.client.state.borrow().account().cloned()
         } else {
             None
         };
@@ -953,84 +842,45 @@ impl Connection {
         }
     }
 
-    fn subscribe(&mut self, subject: Bytes, queue: Option<Bytes>, sid: Bytes) {
-        if !is_valid_pattern(&subject) || queue.as_deref().is_some_and(|q| !is_valid_queue(q)) {
-            self.send_err("Invalid Subject");
-            return;
-        }
-        let deny_filter = {
-            let perms = self.client.perms.borrow();
-            if let Some(perms) = perms.as_ref() {
-                if !perms.may_subscribe(&subject) {
-                    let subject = String::from_utf8_lossy(&subject);
-                    let text = match &queue {
-                        Some(q) => format!(
-                            "Permissions Violation for Subscription to \"{subject}\" using queue \"{}\"",
-                            String::from_utf8_lossy(q)
-                        ),
-                        None => format!("Permissions Violation for Subscription to \"{subject}\""),
-                    };
-                    let queue = match &queue {
-                        Some(q) => format!(", Queue: {:?}", String::from_utf8_lossy(q)),
-                        None => String::new(),
-                    };
-                    error!(
-                        "{} - cid:{} - Subscription Violation - {}, Subject {subject:?}{queue}, SID {}",
-                        self.client.addr,
-                        self.client.id,
-                        self.auth_user(),
-                        String::from_utf8_lossy(&sid)
-                    );
-                    self.send_err(&text);
-                    return;
-                }
-                has_wildcard(&subject)
-            } else {
-                false
-            }
+    /// The parser hands out slices of the 64 KiB read buffer; a
+    /// subscription outlives that buffer (and is mirrored into other
+    /// shards), so it keeps compact copies (`check_subscribe` makes the
+    /// subject's), never a pin on the whole buffer.
+    fn subscribe(&mut self, subject: &[u8], queue: Option<&[u8]>, sid: &[u8]) {
+        let check = {
+            let subs = self.client.subs.borrow();
+            self.client.state.borrow().check_subscribe(
+                subject,
+                queue,
+                sid,
+                subs.contains_key(sid),
+                subs.len(),
+                self.shard.current().config.max_subscriptions,
+            )
         };
-        if self.client.subs.borrow().contains_key(&sid) {
-            // nats-server ignores a SUB whose sid is already in use.
-            self.ok();
-            return;
-        }
-        let max = self.shard.current().config.max_subscriptions;
-        if max > 0 && self.client.subs.borrow().len() >= max {
-            error!(
-                "{} - cid:{} - maximum subscriptions exceeded",
-                self.client.addr, self.client.id
-            );
-            self.send_err("maximum subscriptions exceeded");
-            return;
-        }
-        // Indexed (and announced to other shards and nodes) in its
-        // account's space.
-        let prefix = self
-            .client
-            .account
-            .borrow()
-            .as_ref()
-            .map(|a| a.prefix.clone())
-            .unwrap_or_default();
-        let prefix_len = prefix.len();
-        let subject = if prefix.is_empty() {
-            subject
-        } else {
-            Bytes::from([&prefix[..], &subject[..]].concat())
+        let (subject, prefix_len, deny_filter) = match check {
+            SubCheck::New {
+                subject,
+                prefix_len,
+                deny_filter,
+            } => (subject, prefix_len, deny_filter),
+            SubCheck::Duplicate => return self.ok(),
+            SubCheck::Refused(r) => return refuse(&self.shard, &self.client, &r),
         };
         let sub = Rc::new(LocalSub {
             client: self.client.clone(),
             prefix_len,
             subject,
-            queue,
-            sid,
+            queue: queue.map(Bytes::copy_from_slice),
+            sid: Bytes::copy_from_slice(sid),
             max: Cell::new(None),
             delivered: Cell::new(0),
             deny_filter: Cell::new(deny_filter),
         });
         if self.shard.subscribe(sub).is_err() {
-            self.send_err("Invalid Subject");
-            return;
+            // The index's rules and the engine's subject check agree; a
+            // refusal here is reported as nats-server reports a bad subject.
+            return refuse(&self.shard, &self.client, &ClientState::invalid_subject());
         }
         self.unsynced = true;
         self.ok();
@@ -1039,9 +889,9 @@ impl Connection {
     fn unsubscribe(&mut self, sid: &[u8], max: Option<u64>) {
         let sub = self.client.subs.borrow().get(sid).cloned();
         if let Some(sub) = sub {
-            match max {
-                Some(max) if sub.delivered.get() < max => sub.max.set(Some(max)),
-                _ => self.shard.unsubscribe(&sub),
+            match ClientState::unsubscribe(max, sub.delivered.get()) {
+                Unsub::AtMax(max) => sub.max.set(Some(max)),
+                Unsub::Now => self.shard.unsubscribe(&sub),
             }
         }
         self.ok();

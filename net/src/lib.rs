@@ -35,6 +35,7 @@ mod outbound;
 pub mod route;
 pub mod runtime;
 mod server;
+mod session;
 mod shard;
 mod shared;
 pub mod snapshot;

@@ -1,5 +1,6 @@
-//! A client connection's shared half: its outbound buffer and how it gets
-//! written, and how the connection is closed from anywhere on the shard.
+//! A connection's I/O (`Conn`, a client's or a route link's): its outbound
+//! buffer and how it gets written, and how the connection is closed from
+//! anywhere on the shard. No protocol state and no decision lives here.
 //!
 //! Every frame for a connection is appended to ONE contiguous buffer (glommio's
 //! `TcpStream` has no real vectored write). The shard flushes each connection
@@ -16,9 +17,7 @@
 
 use crate::runtime::{self, TcpStream};
 use crate::stats::ShardStats;
-use ahash::AHashMap;
-use bytes::{Buf, Bytes, BytesMut};
-use shoal_core::auth::ClientPermissions;
+use bytes::{Buf, BytesMut};
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -27,100 +26,16 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Why a connection was closed (logged; nats-server's wording).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    ClientClosed,
-    ReadError,
-    WriteError,
-    SlowConsumerPendingBytes,
-    SlowConsumerWriteDeadline,
-    StaleConnection,
-    AuthenticationTimeout,
-    AuthenticationViolation,
-    /// The user JWT expired while connected.
-    AuthenticationExpired,
-    ParseError,
-    MaxPayloadExceeded,
-    MaxConnectionsExceeded,
-    ServerShutdown,
-    LameDuck,
-    DuplicateRoute,
-    TlsError,
-    /// A reload moved the client's user to another account (or turned
-    /// accounts on or off): its subscriptions live in the old account's
-    /// subject space, so it reconnects into the new one.
-    AccountChanged,
-}
+/// Why a connection was closed: the engine decides it (most reasons are
+/// protocol decisions); the I/O here closes for write errors and slow
+/// consumers.
+pub use shoal_engine::CloseReason;
 
-impl std::fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            CloseReason::ClientClosed => "Client Closed",
-            CloseReason::ReadError => "Read Error",
-            CloseReason::WriteError => "Write Error",
-            CloseReason::SlowConsumerPendingBytes => "Slow Consumer (Pending Bytes)",
-            CloseReason::SlowConsumerWriteDeadline => "Slow Consumer (Write Deadline)",
-            CloseReason::StaleConnection => "Stale Connection",
-            CloseReason::AuthenticationTimeout => "Authentication Timeout",
-            CloseReason::AuthenticationViolation => "Authentication Failure",
-            CloseReason::AuthenticationExpired => "Authentication Expired",
-            CloseReason::ParseError => "Parse Error",
-            CloseReason::MaxPayloadExceeded => "Maximum Payload Exceeded",
-            CloseReason::MaxConnectionsExceeded => "Maximum Connections Exceeded",
-            CloseReason::ServerShutdown => "Server Shutdown",
-            CloseReason::LameDuck => "Lame Duck Mode",
-            CloseReason::DuplicateRoute => "Duplicate Route",
-            CloseReason::TlsError => "TLS Handshake Failure",
-            CloseReason::AccountChanged => "Account Changed",
-        })
-    }
-}
-
-/// Options a client set in CONNECT that the delivery path needs.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ClientFlags {
-    pub verbose: bool,
-    pub pedantic: bool,
-    pub echo: bool,
-    pub headers: bool,
-    pub no_responders: bool,
-}
-
-impl Default for ClientFlags {
-    fn default() -> Self {
-        ClientFlags {
-            verbose: false,
-            pedantic: false,
-            echo: true,
-            headers: false,
-            no_responders: false,
-        }
-    }
-}
-
-/// One subscription of a local client.
-#[derive(Debug)]
-pub(crate) struct LocalSub {
-    pub client: Rc<Client>,
-    pub subject: Bytes,
-    pub queue: Option<Bytes>,
-    pub sid: Bytes,
-    /// Auto-unsubscribe after this many deliveries.
-    pub max: Cell<Option<u64>>,
-    pub delivered: Cell<u64>,
-    /// Length of the account prefix at the front of `subject` (0 without
-    /// accounts): what is taken off when a message is written.
-    pub prefix_len: usize,
-    /// A wildcard subscription of a client with permissions: denied
-    /// subjects are filtered at delivery. Reset when a reload changes the
-    /// client's permissions.
-    pub deny_filter: Cell<bool>,
-}
-
-/// The shared half of a client connection (the connection task owns the
-/// other half: the read buffer and the parser).
-pub(crate) struct Client {
+/// A connection's I/O, shared by the tasks of its shard: the outbound
+/// buffer, its flushing and closing. A client connection
+/// (`session::Client`) and a route link (`shard::link::RouteLink`) each hold
+/// one; neither's protocol state is here.
+pub(crate) struct Conn {
     pub id: u64,
     pub addr: SocketAddr,
     fd: RawFd,
@@ -140,73 +55,15 @@ pub(crate) struct Client {
     write_deadline: Duration,
     /// The owning shard's counters (blocked writers, for the watchdog).
     shard_stats: Arc<ShardStats>,
-    pub flags: Cell<ClientFlags>,
-    pub perms: RefCell<Option<ClientPermissions>>,
-    /// The client's account (set when it authenticates; the default account
-    /// before). Its prefix is put before every subject it uses.
-    pub account: RefCell<Option<Arc<shoal_core::auth::Account>>>,
-    pub subs: RefCell<AHashMap<Bytes, Rc<LocalSub>>>,
-    pub pings_out: Cell<u32>,
-    pub authenticated: Cell<bool>,
-    pub name: RefCell<Option<String>>,
-    /// Monitoring (`/connz`): shard-local, never atomics.
-    pub meta: ConnMeta,
 }
 
-/// What monitoring reports about a connection, kept in `Cell`s by its shard.
-#[derive(Debug)]
-pub(crate) struct ConnMeta {
-    pub start: std::time::SystemTime,
-    pub last_activity: Cell<std::time::Instant>,
-    pub in_msgs: Cell<u64>,
-    pub in_bytes: Cell<u64>,
-    pub out_msgs: Cell<u64>,
-    pub out_bytes: Cell<u64>,
-    /// When the last server PING was sent, and the round trip of the last
-    /// answered one.
-    pub ping_sent: Cell<Option<std::time::Instant>>,
-    pub rtt: Cell<Option<Duration>>,
-    /// The client's CONNECT options.
-    pub connect: RefCell<Option<shoal_core::proto::ConnectOptions>>,
-    /// The nonce its INFO carried (nkey users and operator mode): what its
-    /// CONNECT signs, kept to re-check the signature at a reload.
-    pub nonce: RefCell<Option<String>>,
-    /// Who it authenticated as: the user name, the nkey, or the user JWT's
-    /// subject (`/connz` `authorized_user`, log lines).
-    pub auth_user: RefCell<Option<String>>,
-}
-
-impl Default for ConnMeta {
-    fn default() -> Self {
-        ConnMeta {
-            start: std::time::SystemTime::now(),
-            last_activity: Cell::new(std::time::Instant::now()),
-            in_msgs: Cell::new(0),
-            in_bytes: Cell::new(0),
-            out_msgs: Cell::new(0),
-            out_bytes: Cell::new(0),
-            ping_sent: Cell::new(None),
-            rtt: Cell::new(None),
-            connect: RefCell::new(None),
-            nonce: RefCell::new(None),
-            auth_user: RefCell::new(None),
-        }
-    }
-}
-
-impl ConnMeta {
-    pub(crate) fn add(cell: &Cell<u64>, n: u64) {
-        cell.set(cell.get() + n);
-    }
-}
-
-impl std::fmt::Debug for Client {
+impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Client(cid:{} {})", self.id, self.addr)
+        write!(f, "Conn(cid:{} {})", self.id, self.addr)
     }
 }
 
-impl Client {
+impl Conn {
     pub(crate) fn new(
         id: u64,
         addr: SocketAddr,
@@ -216,7 +73,7 @@ impl Client {
         shard_stats: Arc<ShardStats>,
     ) -> Self {
         let fd = stream.borrow().as_raw_fd();
-        Client {
+        Conn {
             id,
             addr,
             fd,
@@ -231,14 +88,6 @@ impl Client {
             max_pending,
             write_deadline,
             shard_stats,
-            flags: Cell::new(ClientFlags::default()),
-            perms: RefCell::new(None),
-            subs: RefCell::new(AHashMap::new()),
-            pings_out: Cell::new(0),
-            account: RefCell::new(None),
-            authenticated: Cell::new(false),
-            name: RefCell::new(None),
-            meta: ConnMeta::default(),
         }
     }
 
@@ -417,7 +266,7 @@ pub(crate) enum QueueResult {
 /// The slow path: wait for writability and write, until the buffer drains.
 /// A write that makes no progress for `write_deadline` closes the connection
 /// as a slow consumer.
-async fn writer(client: Rc<Client>) {
+async fn writer(client: Rc<Conn>) {
     let deadline = client.write_deadline;
     loop {
         let buf = client.sendable();
@@ -469,7 +318,7 @@ pub(crate) const MAX_READ: usize = 64 * 1024;
 /// first takes what rustls already decrypted without reading the socket.
 /// At end of stream or on an error, the reason to close.
 pub(crate) async fn read_conn(
-    conn: &Rc<Client>,
+    conn: &Rc<Conn>,
     plain: &mut BytesMut,
     cipher: &mut BytesMut,
     read_size: &Cell<usize>,

@@ -4,8 +4,8 @@
 
 use super::{can_take, RouteSends, Shard};
 use crate::bus::ShardId;
-use crate::outbound::LocalSub;
 use crate::route::RouteId;
+use crate::session::LocalSub;
 use bytes::Bytes;
 use shoal_core::proto::Publish;
 use std::rc::Rc;

@@ -28,9 +28,9 @@ pub(crate) fn enter_lame_duck(shard: Rc<Shard>) {
     for c in &clients {
         let info = shard
             .shared
-            .info_for(c.id, c.addr, c.meta.nonce.borrow().as_deref());
-        let res = c.queue(|b| proto::write_info(b, &info));
-        shard.mark_dirty(c, res);
+            .info_for(c.id, c.addr, c.state.borrow().nonce());
+        let res = c.conn.queue(|b| proto::write_info(b, &info));
+        shard.mark_dirty(&c.conn, res);
     }
     shard.flush_dirty();
     runtime::spawn_detached(async move {
@@ -45,7 +45,7 @@ pub(crate) fn enter_lame_duck(shard: Rc<Shard>) {
                 // A shutdown overtook lame duck and closes everyone now.
                 return;
             }
-            c.close_after_flush(CloseReason::LameDuck);
+            c.conn.close_after_flush(CloseReason::LameDuck);
             shard.flush_dirty();
             runtime::sleep(close_interval(spread, clients.len())).await;
         }
@@ -73,7 +73,7 @@ pub(crate) fn shutdown(shard: &Rc<Shard>) {
     shard.drain_data();
     let clients: Vec<_> = shard.clients.borrow().values().cloned().collect();
     for c in clients {
-        c.close_after_flush(CloseReason::ServerShutdown);
+        c.conn.close_after_flush(CloseReason::ServerShutdown);
     }
     shard.flush_dirty();
     let budget = shutdown_flush_budget(shard.shared.config.write_deadline);
@@ -128,7 +128,7 @@ async fn finish(shard: Rc<Shard>, others_by: std::time::Instant, budget: Duratio
     wait_until(|| shard.clients.borrow().is_empty(), now() + budget).await;
     let stuck: Vec<_> = shard.clients.borrow().values().cloned().collect();
     for c in &stuck {
-        c.close(CloseReason::ServerShutdown);
+        c.conn.close(CloseReason::ServerShutdown);
     }
     wait_until(|| shard.clients.borrow().is_empty(), now() + CUT_GRACE).await;
     let deadline = now() + budget;

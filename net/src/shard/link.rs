@@ -10,7 +10,7 @@
 //! stats) are in `crate::route`, below the shard.
 
 use super::{Outgoing, Shard};
-use crate::outbound::{read_conn, Client, CloseReason};
+use crate::outbound::{read_conn, CloseReason, Conn};
 use crate::route::{PeerMeta, RouteAttach, RouteEvent, RouteId, RouteStats, RouteView};
 use crate::runtime::{self, TcpStream};
 use bytes::BytesMut;
@@ -33,7 +33,7 @@ pub(crate) struct RouteLink {
     pub peer: PeerMeta,
     /// The connection's outbound half (buffering, flushing, closing are the
     /// same as a client's).
-    pub conn: Rc<Client>,
+    pub conn: Rc<Conn>,
     /// What the peer announced (the engine's rule turns announcements
     /// into deltas).
     pub interest: RefCell<Learned>,
@@ -88,7 +88,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, attach: RouteAttach) {
         return;
     };
     let cfg = &shard.shared.config;
-    let conn = Rc::new(Client::new(
+    let conn = Rc::new(Conn::new(
         shard.shared.next_client_id.fetch_add(1, Relaxed),
         addr,
         Rc::new(RefCell::new(stream)),

@@ -20,26 +20,24 @@ mod trace;
 use link::RouteLink;
 
 use crate::bus::{Batch, Control, Fallback, PeerLink, Remote, ShardId};
-use crate::outbound::{Client, LocalSub, QueueResult};
+use crate::outbound::{Conn, QueueResult};
 use crate::route::RouteId;
 use crate::runtime::{self, LocalEvent};
+use crate::session::{Client, LocalSub};
 use crate::shared::{Dynamic, Shared};
 use crate::stats::ShardStats;
 use ahash::AHashMap;
 use bytes::Bytes;
-use shoal_core::index::{IndexError, Matches};
+use shoal_core::index::IndexError;
 use shoal_core::proto::{self as proto, headers::NO_RESPONDERS, write_msg, Publish};
 use shoal_core::route::{self as wire, InterestOp, MsgFrame, RouteMsg};
+use shoal_engine::client::{Level, Refusal};
 use shoal_engine::{Interest, Origin, Outbox, Router, ShardEvent, Want};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// What a subscription in a shard's index points at (the engine's type;
-/// a local subscription is held by its `Rc`, compared by address).
-pub(crate) type Target = shoal_engine::Target<Rc<LocalSub>>;
 
 /// Counters kept in `Cell`s on the hot path and published to the shared
 /// atomics once per processed batch.
@@ -85,9 +83,9 @@ pub(crate) struct Shard {
     /// (reused; emptied by `carry_out` after each call).
     outbox: RefCell<Outbox>,
     peers: Vec<PeerLink>,
-    dirty: RefCell<Vec<Rc<Client>>>,
+    dirty: RefCell<Vec<Rc<Conn>>>,
     /// The other half of `dirty` while it is being flushed.
-    flushing: RefCell<Vec<Rc<Client>>>,
+    flushing: RefCell<Vec<Rc<Conn>>>,
     /// A `flush_soon` task is queued.
     flush_scheduled: Cell<bool>,
     pub clients: RefCell<AHashMap<u64, Rc<Client>>>,
@@ -291,7 +289,9 @@ impl Shard {
         out: &mut Outgoing,
     ) -> bool {
         self.count_in(p);
-        let no_echo = from.filter(|f| !f.flags.get().echo).map(|f| f.id);
+        let no_echo = from
+            .filter(|f| !f.state.borrow().flags().echo)
+            .map(|f| f.id);
         self.fan_out(p, Origin::Client { no_echo }, Want::ALL, out)
     }
 
@@ -503,8 +503,7 @@ impl Shard {
     /// `503` status on its reply subject, as nats-server does. `prefix` is
     /// the client's account prefix (its subscriptions are indexed under it).
     pub(crate) fn no_responders(&self, from: &Rc<Client>, reply: &[u8], prefix: &[u8]) {
-        let flags = from.flags.get();
-        if !(flags.no_responders && flags.headers) {
+        if !from.state.borrow().wants_no_responders() {
             return;
         }
         let indexed;
@@ -514,17 +513,15 @@ impl Shard {
             indexed = [prefix, reply].concat();
             &indexed[..]
         };
-        let m = self.interest.borrow_mut().matches(key);
-        let own = all_targets(&m).find_map(|t| match t {
-            Target::Local(s) if Rc::ptr_eq(&s.client, from) => Some(s.clone()),
-            _ => None,
-        });
+        let own = self
+            .interest
+            .borrow_mut()
+            .local_match(key, |s| Rc::ptr_eq(&s.client, from));
         if let Some(sub) = own {
-            let res =
-                from.queue(|buf| write_msg(buf, reply, &sub.sid, None, Some(NO_RESPONDERS), b""));
-            if res == QueueResult::NewlyDirty {
-                self.dirty.borrow_mut().push(from.clone());
-            }
+            let res = from
+                .conn
+                .queue(|buf| write_msg(buf, reply, &sub.sid, None, Some(NO_RESPONDERS), b""));
+            self.mark_dirty(&from.conn, res);
         }
     }
 
@@ -544,12 +541,12 @@ impl Shard {
         }
         // A client that did not announce header support gets the payload
         // only, as from nats-server.
-        let headers = if c.flags.get().headers {
+        let headers = if c.state.borrow().flags().headers {
             p.headers.as_deref()
         } else {
             None
         };
-        let res = c.queue(|buf| {
+        let res = c.conn.queue(|buf| {
             write_msg(
                 buf,
                 &p.subject[s.prefix_len..],
@@ -560,7 +557,7 @@ impl Shard {
             )
         });
         match res {
-            QueueResult::NewlyDirty => self.dirty.borrow_mut().push(c.clone()),
+            QueueResult::NewlyDirty => self.dirty.borrow_mut().push(c.conn.clone()),
             QueueResult::Queued => {}
             QueueResult::SlowConsumer | QueueResult::Closed => return false,
         }
@@ -572,11 +569,9 @@ impl Shard {
         c.meta.out_msgs.set(c.meta.out_msgs.get() + 1);
         c.meta.out_bytes.set(c.meta.out_bytes.get() + bytes);
         if let Some(reply) = &p.reply {
-            if let Some(perms) = c.perms.borrow_mut().as_mut() {
-                if perms.compiled().allows_responses().is_some() {
-                    perms.note_request(reply, Instant::now());
-                }
-            }
+            c.state
+                .borrow_mut()
+                .delivered_request(reply, Instant::now());
         }
         let n = s.delivered.get() + 1;
         s.delivered.set(n);
@@ -640,9 +635,29 @@ impl Shard {
         }
     }
 
+    /// Carries out a refusal the engine decided for a client: the log line
+    /// as nats-server logs it (`<addr> - cid:<id> - ` in front),
+    /// `-ERR '<text>'`, and the close once that is flushed when the
+    /// refusal is fatal.
+    pub(crate) fn refuse(&self, client: &Client, r: &Refusal) {
+        if let Some(log) = &r.log {
+            let (addr, id, text) = (client.addr, client.id, &log.text);
+            match log.level {
+                Level::Error => tracing::error!("{addr} - cid:{id} - {text}"),
+                Level::Warn => tracing::warn!("{addr} - cid:{id} - {text}"),
+                Level::Info => tracing::info!("{addr} - cid:{id} - {text}"),
+            }
+        }
+        let res = client.conn.queue(|b| proto::write_err(b, &r.err));
+        self.mark_dirty(&client.conn, res);
+        if let Some(reason) = r.close {
+            client.conn.close_after_flush(reason);
+        }
+    }
+
     /// Marks a client as needing a flush (for frames queued outside the
     /// delivery path: PONG, +OK, -ERR, INFO).
-    pub(crate) fn mark_dirty(&self, c: &Rc<Client>, res: QueueResult) {
+    pub(crate) fn mark_dirty(&self, c: &Rc<Conn>, res: QueueResult) {
         if res == QueueResult::NewlyDirty {
             self.dirty.borrow_mut().push(c.clone());
         }
@@ -771,14 +786,13 @@ impl Shard {
     fn send_info_to_clients(&self) {
         let clients: Vec<_> = self.clients.borrow().values().cloned().collect();
         for c in &clients {
-            if !c.authenticated.get() && self.current().auth.required() {
+            let state = c.state.borrow();
+            if !state.is_authenticated() && self.current().auth.required() {
                 continue;
             }
-            let info = self
-                .shared
-                .info_for(c.id, c.addr, c.meta.nonce.borrow().as_deref());
-            let res = c.queue(|b| proto::write_info(b, &info));
-            self.mark_dirty(c, res);
+            let info = self.shared.info_for(c.id, c.addr, state.nonce());
+            let res = c.conn.queue(|b| proto::write_info(b, &info));
+            self.mark_dirty(&c.conn, res);
         }
         self.flush_dirty();
     }
@@ -804,15 +818,14 @@ fn refusal(s: &LocalSub, subject: &[u8]) -> Option<&'static str> {
     };
     let c = &s.client;
     let subject = &subject[s.prefix_len.min(subject.len())..];
-    if c.is_closing() {
+    if c.conn.is_closing() {
         Some(NOT_DELIVERED_CLIENT_CLOSED)
     } else if s.max.get().is_some_and(|max| s.delivered.get() >= max) {
         Some(NOT_DELIVERED_AUTO_UNSUB)
-    } else if s.deny_filter.get()
-        && c.perms
-            .borrow()
-            .as_ref()
-            .is_some_and(|perms| perms.compiled().deny_delivery(subject))
+    } else if c
+        .state
+        .borrow()
+        .denies_delivery(subject, s.deny_filter.get())
     {
         Some(NOT_DELIVERED_SUB_DENY)
     } else {
@@ -845,12 +858,6 @@ impl RouteSends {
     }
 }
 
-fn all_targets<T>(m: &Matches<T>) -> impl Iterator<Item = &T> {
-    m.plain
-        .iter()
-        .chain(m.queues.iter().flat_map(|g| g.values()))
-}
-
 /// With `-D`: once a second, a line per shard with its traffic and anything
 /// waiting (channel depth, connections whose socket is full, bytes queued),
 /// so a stall is visible in the log.
@@ -866,7 +873,7 @@ async fn debug_report(shard: Rc<Shard>) {
             st.batches_out.load(Relaxed),
         );
         let (blocked, queued) = shard.clients.borrow().values().fold((0, 0), |(b, q), c| {
-            let (is_blocked, bytes) = c.pending();
+            let (is_blocked, bytes) = c.conn.pending();
             (b + usize::from(is_blocked), q + bytes)
         });
         let depth = shard.data_rx.get().map_or(0, |(r, _)| r.len());

@@ -3,23 +3,23 @@
 //! accounts replaced, what the new rules forbid removed.
 
 use super::Shard;
-use crate::outbound::{Client, CloseReason, LocalSub};
+use crate::outbound::CloseReason;
 use crate::runtime;
+use crate::session::{Client, LocalSub};
 use crate::shared::Dynamic;
 use shoal_core::auth::{ConnectContext, FastCheck};
-use shoal_core::proto;
+use shoal_engine::client::Recheck;
 use std::rc::Rc;
 use std::sync::Arc;
 
 impl Shard {
     /// A reloaded configuration: every client's credentials are checked
-    /// again (closed with `Authorization Violation` when they no longer
-    /// pass), its permissions replaced, and subscriptions the new permissions
-    /// forbid are removed with the subscription violation error; wildcard
-    /// subscriptions kept filter what the new deny list forbids. A client
-    /// that never sent CONNECT (allowed while no authentication was
-    /// required) is closed when the new configuration requires it. New
-    /// limits apply to new connections and new subscriptions.
+    /// again, its account and permissions replaced, and subscriptions the
+    /// new permissions forbid are removed with the subscription violation
+    /// error; wildcard subscriptions kept filter what the new deny list
+    /// forbids. The rules are the engine's (`ClientState::recheck`,
+    /// `keeps_subscription`); this carries them out. New limits apply to
+    /// new connections and new subscriptions.
     ///
     /// Checks that need bcrypt run on the auth pool, not here: a user whose
     /// password did not change is known to the new authenticator already
@@ -27,115 +27,81 @@ impl Shard {
     pub(super) fn reload(self: &Rc<Self>, d: Arc<Dynamic>) {
         let old = std::mem::replace(&mut *self.dynamic.borrow_mut(), d.clone());
         let clients: Vec<_> = self.clients.borrow().values().cloned().collect();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |t| t.as_secs() as i64);
         for c in clients {
-            if c.is_closing() {
+            if c.conn.is_closing() {
                 continue;
             }
-            if !c.authenticated.get() {
-                if !old.auth.required() && d.auth.required() {
-                    self.apply_recheck(&c, Err(shoal_core::auth::AuthError));
-                } else {
-                    self.rebind_account(&c, d.auth.accounts().get(None));
+            let (opts, ctx) = {
+                let state = c.state.borrow();
+                if !state.is_authenticated() {
+                    drop(state);
+                    self.apply_recheck(&c, old.auth.required(), None);
+                    continue;
                 }
-                continue;
-            }
-            let opts = c.meta.connect.borrow().clone().unwrap_or_default();
-            let ctx = ConnectContext::now(c.meta.nonce.borrow().clone(), Some(c.addr.ip()));
+                (
+                    state.connect_options().cloned().unwrap_or_default(),
+                    state.connect_context(Some(c.addr.ip()), now),
+                )
+            };
             match d.auth.check_fast(&opts, &ctx) {
-                FastCheck::Done(verdict) => self.apply_recheck(&c, verdict),
+                FastCheck::Done(verdict) => {
+                    self.apply_recheck(&c, old.auth.required(), Some(verdict))
+                }
                 FastCheck::NeedsSlowCheck => runtime::spawn_detached(recheck_off_shard(
                     self.clone(),
                     c,
                     opts,
                     ctx,
                     d.clone(),
+                    old.auth.required(),
                 )),
             }
         }
         self.flush_dirty();
     }
 
-    /// A client's credentials checked against a reloaded configuration.
-    pub(super) fn apply_recheck(
+    /// Carries out the engine's verdict on a client after a reload
+    /// (`verdict`: its credentials checked again; None for a client that
+    /// never authenticated).
+    fn apply_recheck(
         &self,
         c: &Rc<Client>,
-        verdict: Result<shoal_core::auth::Session, shoal_core::auth::AuthError>,
+        was_required: bool,
+        verdict: Option<Result<shoal_core::auth::Session, shoal_core::auth::AuthError>>,
     ) {
-        match verdict {
-            Err(e) => {
-                tracing::error!(
-                    "{} - cid:{} - authentication error (configuration reloaded)",
-                    c.addr,
-                    c.id
-                );
-                let res = c.queue(|b| proto::write_err(b, e.err_text()));
-                self.mark_dirty(c, res);
-                c.close_after_flush(CloseReason::AuthenticationViolation);
+        let d = self.current();
+        let outcome = c.state.borrow_mut().recheck(
+            was_required,
+            d.auth.required(),
+            verdict,
+            d.auth.accounts(),
+        );
+        match outcome {
+            Recheck::Refused(r) => self.refuse(c, &r),
+            Recheck::AccountChanged(log) => {
+                tracing::info!("{} - cid:{} - {}", c.addr, c.id, log.text);
+                c.conn.close_after_flush(CloseReason::AccountChanged);
             }
-            Ok(session) => {
-                let account = self
-                    .current()
-                    .auth
-                    .accounts()
-                    .get(session.account.as_deref());
-                if !self.rebind_account(c, account) {
-                    return;
-                }
-                *c.perms.borrow_mut() = session
-                    .permissions
-                    .map(shoal_core::auth::ClientPermissions::new);
-                let restricted = c.perms.borrow().is_some();
+            Recheck::Stays => {
                 let subs: Vec<Rc<LocalSub>> = c.subs.borrow().values().cloned().collect();
                 for s in subs {
-                    let allowed = c
-                        .perms
-                        .borrow_mut()
-                        .as_mut()
-                        .is_none_or(|p| p.may_subscribe(&s.subject[s.prefix_len..]));
-                    if !allowed {
-                        let text = format!(
-                            "Permissions Violation for Subscription to \"{}\"",
-                            String::from_utf8_lossy(&s.subject[s.prefix_len..])
-                        );
-                        let res = c.queue(|b| proto::write_err(b, &text));
-                        self.mark_dirty(c, res);
-                        self.unsubscribe(&s);
-                    } else {
-                        // The filter is decided by the permissions in force,
-                        // not those at SUB time.
-                        s.deny_filter
-                            .set(restricted && shoal_core::subject::has_wildcard(&s.subject));
+                    let kept = c
+                        .state
+                        .borrow()
+                        .keeps_subscription(&s.subject[s.prefix_len..]);
+                    match kept {
+                        Ok(deny_filter) => s.deny_filter.set(deny_filter),
+                        Err(r) => {
+                            self.refuse(c, &r);
+                            self.unsubscribe(&s);
+                        }
                     }
                 }
             }
         }
-    }
-
-    /// Gives a client its account as the reloaded configuration defines it
-    /// (its imports and exports may have changed). A client whose account
-    /// is now another one (or whose space changed because accounts were
-    /// turned on or off) is closed instead: its subscriptions are indexed
-    /// in the old account's subject space, and a reconnect puts it in the
-    /// new one. Returns whether the client stays.
-    pub(super) fn rebind_account(
-        &self,
-        c: &Rc<Client>,
-        account: Option<Arc<shoal_core::auth::Account>>,
-    ) -> bool {
-        let prefix = |a: &Option<Arc<shoal_core::auth::Account>>| {
-            a.as_ref().map(|a| a.prefix.clone()).unwrap_or_default()
-        };
-        if prefix(&c.account.borrow()) != prefix(&account) {
-            tracing::info!(
-                "{} - cid:{} - account changed by a configuration reload, closing the connection so the client reconnects into it",
-                c.addr,
-                c.id
-            );
-            c.close_after_flush(CloseReason::AccountChanged);
-            return false;
-        }
-        *c.account.borrow_mut() = account;
-        true
     }
 }
 
@@ -148,6 +114,7 @@ async fn recheck_off_shard(
     opts: shoal_core::proto::ConnectOptions,
     ctx: ConnectContext,
     d: Arc<Dynamic>,
+    was_required: bool,
 ) {
     // A connected client whose credentials were valid must not be cut
     // because the pool is busy: wait for room (a reload of many clients
@@ -165,13 +132,13 @@ async fn recheck_off_shard(
             Some(v) => break v,
             None => runtime::sleep(std::time::Duration::from_millis(50)).await,
         }
-        if c.is_closing() || !Arc::ptr_eq(&shard.current(), &d) {
+        if c.conn.is_closing() || !Arc::ptr_eq(&shard.current(), &d) {
             return;
         }
     };
-    if c.is_closing() || !Arc::ptr_eq(&shard.current(), &d) {
+    if c.conn.is_closing() || !Arc::ptr_eq(&shard.current(), &d) {
         return;
     }
-    shard.apply_recheck(&c, verdict);
+    shard.apply_recheck(&c, was_required, Some(verdict));
     shard.flush_dirty();
 }

@@ -12,15 +12,17 @@ fn measure_rtt(shard: &Shard) {
     let clients: Vec<_> = shard.clients.borrow().values().cloned().collect();
     for c in clients {
         let m = &c.meta;
-        let is_library = m
-            .connect
+        let is_library = c
+            .state
             .borrow()
-            .as_ref()
+            .connect_options()
             .is_some_and(|o| o.lang.is_some());
         if is_library && m.rtt.get().is_none() && m.ping_sent.get().is_none() {
             m.ping_sent.set(Some(Instant::now()));
-            let res = c.queue(|b| b.extend_from_slice(shoal_core::proto::PING));
-            shard.mark_dirty(&c, res);
+            let res = c
+                .conn
+                .queue(|b| b.extend_from_slice(shoal_core::proto::PING));
+            shard.mark_dirty(&c.conn, res);
         }
     }
     shard.flush_dirty();
@@ -37,7 +39,8 @@ pub(crate) fn take(shard: &Shard, with_subs: bool) -> ShardSnapshot {
         .map(|c| {
             let m = &c.meta;
             let idle = now.0.saturating_duration_since(m.last_activity.get());
-            let connect = m.connect.borrow();
+            let state = c.state.borrow();
+            let connect = state.connect_options();
             let subs = c.subs.borrow();
             ConnSnapshot {
                 cid: c.id,
@@ -46,7 +49,7 @@ pub(crate) fn take(shard: &Shard, with_subs: bool) -> ShardSnapshot {
                 start: m.start,
                 last_activity: now.1.checked_sub(idle).unwrap_or(m.start),
                 rtt: m.rtt.get(),
-                pending_bytes: c.pending().1,
+                pending_bytes: c.conn.pending().1,
                 in_msgs: m.in_msgs.get(),
                 out_msgs: m.out_msgs.get(),
                 in_bytes: m.in_bytes.get(),
@@ -65,10 +68,10 @@ pub(crate) fn take(shard: &Shard, with_subs: bool) -> ShardSnapshot {
                 } else {
                     Vec::new()
                 },
-                name: c.name.borrow().clone(),
-                lang: connect.as_ref().and_then(|o| o.lang.clone()),
-                version: connect.as_ref().and_then(|o| o.version.clone()),
-                user: c.meta.auth_user.borrow().clone(),
+                name: state.name().map(str::to_owned),
+                lang: connect.and_then(|o| o.lang.clone()),
+                version: connect.and_then(|o| o.version.clone()),
+                user: state.auth_user().map(str::to_owned),
             }
         })
         .collect();

@@ -17,7 +17,7 @@
 
 use super::{refusal, Outgoing, RouteLink, Shard};
 use crate::bus::{Control, TraceTag};
-use crate::outbound::{Client, LocalSub};
+use crate::session::{Client, LocalSub};
 use bytes::Bytes;
 use shoal_core::auth::Via;
 use shoal_core::proto::Publish;
@@ -65,9 +65,9 @@ fn now() -> String {
 }
 
 fn account_name(c: &Client) -> String {
-    c.account
+    c.state
         .borrow()
-        .as_ref()
+        .account()
         .map_or_else(|| tr::DEFAULT_ACCOUNT.to_owned(), |a| a.name.clone())
 }
 
@@ -82,17 +82,12 @@ impl Shard {
     pub(crate) fn trace_begin_client(&self, from: &Rc<Client>, p: &Publish) -> Option<bool> {
         let req = TraceRequest::parse(p.headers.as_deref()?)?;
         let account = account_name(from);
-        let prefix = from
-            .account
-            .borrow()
-            .as_ref()
-            .map(|a| a.prefix.clone())
-            .unwrap_or_default();
+        let prefix = from.state.borrow().prefix().to_vec();
         let ingress = Entry::Ingress {
             ts: now(),
             kind: KIND_CLIENT,
             cid: from.id,
-            name: from.name.borrow().clone().unwrap_or_default(),
+            name: from.state.borrow().name().unwrap_or_default().to_owned(),
             acc: account.clone(),
             subj: String::from_utf8_lossy(&p.subject).into_owned(),
             error: None,
@@ -322,7 +317,7 @@ impl Shard {
             ts: now(),
             kind: KIND_CLIENT,
             cid: c.id,
-            name: c.name.borrow().clone().unwrap_or_default(),
+            name: c.state.borrow().name().unwrap_or_default().to_owned(),
             hop: None,
             acc: (acc != a.tag.account).then_some(acc),
             sub: Some(String::from_utf8_lossy(&s.subject[s.prefix_len..]).into_owned()),
