@@ -15,6 +15,7 @@
 //! keep-alive in the glue): a route link carries no permissions, account
 //! or subscriptions of a client.
 
+use crate::keepalive::{KeepAlive, Tick};
 use bytes::Bytes;
 use shoal_core::auth::{Account, Accounts, AuthError, ClientPermissions, ConnectContext, Session};
 use shoal_core::proto::{ClientOp, ConnectOptions, ProtoError};
@@ -253,7 +254,7 @@ pub struct ClientState {
     auth_user: Option<String>,
     /// The nonce its INFO carried, which its CONNECT signs.
     nonce: Option<String>,
-    pings_out: u32,
+    keepalive: KeepAlive,
 }
 
 impl ClientState {
@@ -274,7 +275,7 @@ impl ClientState {
             connect: None,
             auth_user: None,
             nonce,
-            pings_out: 0,
+            keepalive: KeepAlive::default(),
         }
     }
 
@@ -574,20 +575,19 @@ impl ClientState {
         if !self.authenticated && auth_required {
             return PingTick::Wait;
         }
-        if self.pings_out >= max {
-            return PingTick::Stale(Refusal::close(
+        match self.keepalive.tick(max) {
+            Tick::Ping => PingTick::Ping,
+            Tick::Stale => PingTick::Stale(Refusal::close(
                 "Stale Connection",
                 None,
                 CloseReason::StaleConnection,
-            ));
+            )),
         }
-        self.pings_out += 1;
-        PingTick::Ping
     }
 
     /// The client answered a PING.
     pub fn pong(&mut self) {
-        self.pings_out = 0;
+        self.keepalive.pong();
     }
 
     /// The auth timer fired: a client not authenticated by now is closed.
@@ -607,6 +607,16 @@ impl ClientState {
             "User Authentication Expired",
             Some(LogLine::info("User Authentication Expired".into())),
             CloseReason::AuthenticationExpired,
+        )
+    }
+
+    /// A client that answered a TLS-only server in plain text (the
+    /// handshake error itself is logged by the glue, which saw it).
+    pub fn tls_required() -> Refusal {
+        Refusal::close(
+            "Secure Connection - TLS Required",
+            None,
+            CloseReason::TlsError,
         )
     }
 

@@ -14,6 +14,8 @@
 //! - [`interest`]: a shard's index and the counts that decide what it
 //!   announces, with one entry point for other shards' and routes' deltas.
 //! - [`link`]: what a route link's peer announced, turned into deltas.
+//! - [`keepalive`]: the PING/PONG rule of client connections and route
+//!   links.
 //! - [`client`]: a client connection's protocol state and every decision on
 //!   what it sends (CONNECT, PUB, SUB, UNSUB, keep-alive, reload), with
 //!   nats-server's `-ERR` texts and log lines.
@@ -22,10 +24,12 @@ pub mod client;
 pub mod fanout;
 pub mod ids;
 pub mod interest;
+pub mod keepalive;
 pub mod link;
 
 pub use client::{Answer, ClientFlags, ClientState, CloseReason, Refusal, SubCheck};
 pub use fanout::{Fallback, Origin, Router, Sink, Want};
 pub use ids::{RouteId, ShardId, SubHandle, Target};
 pub use interest::{Broken, Interest, NodeInterest, Outbox, Peer, ShardEvent};
+pub use keepalive::{KeepAlive, Tick};
 pub use link::{Delta, Learned};

@@ -16,7 +16,7 @@ use shoal_core::route::InterestOp;
 pub const MAX_ROUTE_WEIGHT: u32 = 1 << 16;
 
 /// What one link's peer announced: (subject, queue) → weight.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Learned {
     map: AHashMap<(Bytes, Option<Bytes>), u32>,
 }
@@ -50,6 +50,15 @@ impl Learned {
             queue,
             delta,
         })
+    }
+
+    /// What the peer announces now for (subject, queue): 0 when nothing.
+    pub fn weight(&self, subject: &[u8], queue: Option<&[u8]>) -> u32 {
+        let key = (
+            Bytes::copy_from_slice(subject),
+            queue.map(Bytes::copy_from_slice),
+        );
+        self.map.get(&key).copied().unwrap_or(0)
     }
 
     /// Everything the peer announced, as removals, when the link goes.

@@ -14,7 +14,7 @@ use shoal_engine::client::{
     Answer, ClientState, CloseReason, Level, PingTick, PubCheck, Recheck, SubCheck, Unsub, Verdict,
 };
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 fn perms(pub_allow: Option<&[&str]>, sub_allow: Option<&[&str]>, sub_deny: &[&str]) -> Permissions {
     let list = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -199,6 +199,25 @@ fn allow_responses_grants_one_reply_per_request() {
 }
 
 #[test]
+fn an_allow_responses_grant_expires_on_the_virtual_clock() {
+    let t = t0();
+    let mut p = perms(Some(&[]), None, &[]);
+    p.allow_responses = Some(ResponsePermission {
+        max_msgs: 2,
+        expires: Some(Duration::from_secs(5)),
+    });
+    let mut c = logged_in(Some(p));
+    let allowed =
+        |c: &mut ClientState, at| matches!(c.check_publish(b"_INBOX.9", at), PubCheck::Allowed(_));
+    c.delivered_request(b"_INBOX.9", t);
+    assert!(allowed(&mut c, t + Duration::from_secs(4)));
+    assert!(
+        !allowed(&mut c, t + Duration::from_secs(6)),
+        "a grant used after its expiry"
+    );
+}
+
+#[test]
 fn subscribe_checks_in_nats_server_order() {
     let c = logged_in(Some(perms(None, Some(&["a.>"]), &["a.secret"])));
     assert_eq!(
@@ -312,6 +331,12 @@ fn timers_close_with_nats_server_texts() {
     assert_eq!(r.err, "Authentication Timeout");
     assert_eq!(r.close, Some(CloseReason::AuthenticationTimeout));
     assert!(logged_in(None).auth_timeout().is_none());
+    let r = ClientState::tls_required();
+    assert_eq!(r.err, "Secure Connection - TLS Required");
+    assert_eq!(r.close, Some(CloseReason::TlsError));
+    let r = ClientState::too_many_connections();
+    assert_eq!(r.err, "maximum connections exceeded");
+    assert_eq!(r.close, Some(CloseReason::MaxConnectionsExceeded));
     let r = ClientState::expired();
     assert_eq!(r.err, "User Authentication Expired");
     assert_eq!(r.log.unwrap().level, Level::Info);

@@ -515,6 +515,156 @@ impl World {
         Ok(())
     }
 
+    /// The distinct (pattern, queue) keys ever subscribed.
+    fn keys(&self) -> Vec<(Bytes, Option<Bytes>)> {
+        let mut keys: Vec<(Bytes, Option<Bytes>)> = self
+            .subs
+            .iter()
+            .map(|s| (s.pattern.clone(), s.queue.clone()))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// Live subscriptions of (p, q) that `on` selects, as a mirror counts
+    /// them: a plain subject once, every queue member.
+    fn held(&self, on: impl Fn(&SubSpec) -> bool, p: &Bytes, q: &Option<Bytes>) -> usize {
+        let members = self
+            .subs
+            .iter()
+            .filter(|s| s.live && on(s) && s.pattern == *p && s.queue == *q)
+            .count();
+        if q.is_none() {
+            members.min(1)
+        } else {
+            members
+        }
+    }
+
+    /// The mirrors are exact at every step, counting what is in flight:
+    /// - shard j's mirror of shard k, plus k's events still in j's
+    ///   control channel, is what k's clients hold;
+    /// - every shard's mirror of a route, plus the owner's deltas still in
+    ///   its control channel, is what the owner learned from the peer;
+    /// - what the owner learned, plus the announcements still on the link,
+    ///   is what the peer's owning shard holds as its node's interest (which
+    ///   `check_invariants` ties to that node's shards and their applied
+    ///   events).
+    ///
+    /// So nothing is ever announced that no client holds, except what is
+    /// on its way to being retracted.
+    fn check_mirrors_in_flight(&self) -> Result<(), String> {
+        let keys = self.keys();
+        for n in 0..self.nodes {
+            for j in 0..self.shards {
+                let i = &self.interest[n][j];
+                for (p, q) in &keys {
+                    for k in (0..self.shards).filter(|&k| k != j) {
+                        let pending: i64 = self.control[n][j]
+                            .iter()
+                            .filter(|c| c.from as usize == k)
+                            .map(|c| match &c.event {
+                                ShardEvent::Interest {
+                                    subject,
+                                    queue,
+                                    add,
+                                } if subject == p && queue == q => {
+                                    if *add {
+                                        1
+                                    } else {
+                                        -1
+                                    }
+                                }
+                                _ => 0,
+                            })
+                            .sum();
+                        let got = i.count_for(Peer::Shard(k as ShardId), p, q.as_deref()) as i64;
+                        let want = self.held(|s| s.node == n && s.shard == k, p, q) as i64;
+                        if got + pending != want {
+                            return Err(format!(
+                                "node {n} shard {j} mirrors shard {k} for {p:?} {q:?}: {got} entries and {pending} in flight, expected {want}"
+                            ));
+                        }
+                    }
+                    for peer in (0..self.nodes).filter(|&x| x != n) {
+                        let owner = link_owner(peer, self.shards);
+                        let route = RouteId {
+                            shard: owner as ShardId,
+                            slot: peer as u32,
+                        };
+                        let learned = &self.learned[&(n, peer)];
+                        let pending: i64 = if j == owner {
+                            0
+                        } else {
+                            self.control[n][j]
+                                .iter()
+                                .filter(|c| c.from as usize == owner)
+                                .map(|c| match &c.event {
+                                    ShardEvent::RouteDelta { route: r, delta }
+                                        if *r == route
+                                            && delta.subject == p
+                                            && delta.queue == *q =>
+                                    {
+                                        delta.delta as i64
+                                    }
+                                    ShardEvent::RouteDown { route: r, removals } if *r == route => {
+                                        removals
+                                            .iter()
+                                            .filter(|d| d.subject == p && d.queue == *q)
+                                            .map(|d| d.delta as i64)
+                                            .sum()
+                                    }
+                                    _ => 0,
+                                })
+                                .sum()
+                        };
+                        let got = i.count_for(Peer::Route(route), p, q.as_deref()) as i64;
+                        let want = learned.weight(p, q.as_deref()) as i64;
+                        if got + pending != want {
+                            return Err(format!(
+                                "node {n} shard {j} mirrors node {peer} for {p:?} {q:?}: {got} entries and {pending} in flight, its link's owner learned {want}"
+                            ));
+                        }
+                    }
+                }
+            }
+            // What each link's owner learned, with the link's contents
+            // applied, is what the peer's owning shard announces.
+            for peer in (0..self.nodes).filter(|&x| x != n) {
+                let mut learned = self.learned[&(n, peer)].clone();
+                let mut wire = self.links[&(peer, n)].bytes.clone();
+                while let Some(frame) = next_frame(&mut wire, 1 << 20).expect("a valid frame") {
+                    if frame.kind == FrameKind::Interest {
+                        for op in decode_interest(&frame.body).expect("decodes").ops {
+                            learned.apply(op);
+                        }
+                    }
+                }
+                let announced = self.interest[peer][link_owner(n, self.shards)].node_snapshot();
+                for (p, q) in &keys {
+                    let want = announced
+                        .iter()
+                        .find(|op| op.subject == p[..] && op.queue.as_deref() == q.as_deref())
+                        .map_or(0, |op| {
+                            if q.is_none() {
+                                op.weight.min(1)
+                            } else {
+                                op.weight
+                            }
+                        });
+                    let got = learned.weight(p, q.as_deref());
+                    if got != want {
+                        return Err(format!(
+                            "node {n} learned {got} from node {peer} for {p:?} {q:?} (link included), which announces {want}"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Every shard's mirror of every other shard and route is exact.
     fn check_mirrors(&self) -> Result<(), String> {
         let mut keys: Vec<(Bytes, Option<Bytes>)> = self
@@ -647,12 +797,17 @@ fn run(seed: u64) -> Result<(String, usize), String> {
             _ => w.subscribe(),
         }
         w.check_invariants().map_err(|e| describe(&w, e))?;
+        w.check_mirrors_in_flight().map_err(|e| describe(&w, e))?;
         for _ in 0..w.rng.usize(0..6) {
             w.step();
             w.check_invariants().map_err(|e| describe(&w, e))?;
+            w.check_mirrors_in_flight().map_err(|e| describe(&w, e))?;
         }
     }
-    w.quiesce().map_err(|e| describe(&w, e))?;
+    while w.step() {
+        w.check_invariants().map_err(|e| describe(&w, e))?;
+        w.check_mirrors_in_flight().map_err(|e| describe(&w, e))?;
+    }
     w.check_mirrors().map_err(|e| describe(&w, e))?;
 
     // Phase 2: messages.

@@ -329,11 +329,7 @@ async fn start_tls(shard: &Rc<Shard>, client: &Rc<Client>) -> Result<(), CloseRe
                 client.addr, client.id
             );
             if matches!(e, crate::tls::HandshakeError::Plaintext) {
-                let res = client
-                    .conn
-                    .queue(|b| proto::write_err(b, crate::tls::TLS_REQUIRED));
-                shard.mark_dirty(&client.conn, res);
-                client.conn.close_after_flush(CloseReason::TlsError);
+                refuse(shard, client, &ClientState::tls_required());
                 shard.flush_dirty();
             }
             Err(CloseReason::TlsError)

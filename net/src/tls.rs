@@ -22,9 +22,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// nats-server's error for a plain client on a TLS-only server.
-pub(crate) const TLS_REQUIRED: &str = "Secure Connection - TLS Required";
-
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

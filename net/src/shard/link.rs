@@ -15,7 +15,7 @@ use crate::route::{PeerMeta, RouteAttach, RouteEvent, RouteId, RouteStats, Route
 use crate::runtime::{self, TcpStream};
 use bytes::BytesMut;
 use shoal_core::route::{self as wire, Frame, FrameKind, InterestBatch, InterestOp};
-use shoal_engine::Learned;
+use shoal_engine::{KeepAlive, Learned, Tick};
 use std::cell::{Cell, RefCell};
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
@@ -38,7 +38,8 @@ pub(crate) struct RouteLink {
     /// into deltas).
     pub interest: RefCell<Learned>,
     pub stats: Arc<RouteStats>,
-    pings_out: Cell<u32>,
+    /// PINGs sent and not answered (the engine's rule).
+    keepalive: RefCell<KeepAlive>,
 }
 
 impl RouteLink {
@@ -108,7 +109,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, attach: RouteAttach) {
         conn,
         interest: RefCell::new(Learned::default()),
         stats: Arc::new(RouteStats::default()),
-        pings_out: Cell::new(0),
+        keepalive: RefCell::new(KeepAlive::default()),
     });
     info!(
         "{addr} - {id} - Route connection created ({} {})",
@@ -251,7 +252,7 @@ fn handle(
         }
         FrameKind::Pong => {
             wire::expect_empty(&frame)?;
-            link.pings_out.set(0);
+            link.keepalive.borrow_mut().pong();
         }
         FrameKind::Sync => {
             // Everything the peer sent before this was applied above (and
@@ -301,11 +302,11 @@ async fn ping_timer(shard: Rc<Shard>, link: std::rc::Weak<RouteLink>) {
         if link.conn.is_closing() {
             return;
         }
-        if link.pings_out.get() >= max {
+        let tick = link.keepalive.borrow_mut().tick(max);
+        if tick == Tick::Stale {
             link.conn.close(CloseReason::StaleConnection);
             return;
         }
-        link.pings_out.set(link.pings_out.get() + 1);
         let res = link.conn.queue(|b| wire::write_empty(b, FrameKind::Ping));
         shard.mark_dirty(&link.conn, res);
         shard.flush_dirty();
