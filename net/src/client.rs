@@ -37,11 +37,11 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     let mut budget = runtime::TurnBudget::new();
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            shard.stop_accepting.wait().await;
+            shard.life.stop_accepting.wait().await;
             None
         })
         .await;
-        if shard.stop_accepting.is_set() {
+        if shard.life.stop_accepting.is_set() {
             break;
         }
         budget.begin();

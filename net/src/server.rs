@@ -195,7 +195,7 @@ impl Server {
                 let shard = Rc::new(Shard::new(i as u16, shared, peers));
                 shard.start_inbox(inbox);
                 runtime::spawn_detached(client::accept_loop(shard.clone(), listener));
-                shard.stopped.wait().await;
+                shard.life.stopped.wait().await;
             });
             match handle {
                 Ok(h) => threads.push(h),

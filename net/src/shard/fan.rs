@@ -42,7 +42,7 @@ impl shoal_engine::Sink for Fan<'_> {
     }
 
     fn skipped_echo(&mut self, sub: &Rc<LocalSub>) {
-        if self.shard.tracing.get() {
+        if self.shard.tracer.on.get() {
             self.shard
                 .trace_local(sub, Some(shoal_core::trace::NOT_DELIVERED_NO_ECHO));
         }

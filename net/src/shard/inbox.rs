@@ -11,14 +11,35 @@ use shoal_engine::{Origin, Want};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 
+/// The receiving ends of a shard's inboxes, set once when its tasks start.
+#[derive(Default)]
+pub(super) struct Receivers {
+    /// The control inbox and its count of messages sent and not yet
+    /// applied, also drained synchronously by `apply_pending_control` on
+    /// the message path.
+    pub control: std::cell::OnceCell<(
+        flume::Receiver<Control>,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    )>,
+    /// The data inbox and its count of batches sent and not yet taken,
+    /// also drained synchronously by `deliver_pending_data` and at
+    /// shutdown.
+    pub data: std::cell::OnceCell<(
+        flume::Receiver<crate::bus::Batch>,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    )>,
+}
+
 impl Shard {
     /// Starts the tasks that apply what other shards send.
     pub(crate) fn start_inbox(self: &Rc<Self>, inbox: Inbox) {
         let _ = self
-            .control_rx
+            .inbox_rx
+            .control
             .set((inbox.control.clone(), inbox.pending.clone()));
         let _ = self
-            .data_rx
+            .inbox_rx
+            .data
             .set((inbox.data.clone(), inbox.data_pending.clone()));
         let me = self.clone();
         let control = inbox.control;
@@ -55,7 +76,7 @@ impl Shard {
             loop {
                 let batch =
                     futures_lite::future::or(async { data.recv_async().await.ok() }, async {
-                        me.stopped.wait().await;
+                        me.life.stopped.wait().await;
                         None
                     })
                     .await;
@@ -96,7 +117,7 @@ impl Shard {
     /// a message to every subscriber while it handles the PUB; nats.py's
     /// drain lost messages without this). One atomic load when nothing waits.
     pub(crate) fn deliver_pending_data(self: &Rc<Self>) {
-        let Some((rx, pending)) = self.data_rx.get() else {
+        let Some((rx, pending)) = self.inbox_rx.data.get() else {
             return;
         };
         if pending.load(std::sync::atomic::Ordering::Acquire) == 0 {
@@ -117,7 +138,7 @@ impl Shard {
     /// keeps the window in which a fresh subscription can miss a message as
     /// small as in a single-threaded server (the time to read the SUB).
     pub(crate) fn apply_pending_control(self: &Rc<Self>) {
-        let Some((rx, pending)) = self.control_rx.get() else {
+        let Some((rx, pending)) = self.inbox_rx.control.get() else {
             return;
         };
         if pending.load(std::sync::atomic::Ordering::Acquire) == 0 {
@@ -173,7 +194,7 @@ impl Shard {
     /// Delivers every batch already waiting in the data inbox (at shutdown,
     /// so messages other shards routed here before it are not dropped).
     pub(crate) fn drain_data(&self) {
-        let Some((rx, pending)) = self.data_rx.get() else {
+        let Some((rx, pending)) = self.inbox_rx.data.get() else {
             return;
         };
         let mut out = Outgoing::new(self.shards);

@@ -19,11 +19,22 @@ use tracing::info;
 /// can reconnect elsewhere, wait the grace period, then close the clients
 /// spread over the rest of `lame_duck_duration` (no thundering herd), then
 /// stop.
+/// Where a shard is in its life.
+#[derive(Default)]
+pub(crate) struct Life {
+    /// Set when the shard stops accepting (lame duck or shutdown).
+    pub stop_accepting: crate::runtime::LocalEvent,
+    /// Set when the shard must end.
+    pub stopped: crate::runtime::LocalEvent,
+    /// The shard's final wind-down (`finish`) has started.
+    pub finishing: std::cell::Cell<bool>,
+}
+
 pub(crate) fn enter_lame_duck(shard: Rc<Shard>) {
-    if shard.stop_accepting.is_set() {
+    if shard.life.stop_accepting.is_set() {
         return;
     }
-    shard.stop_accepting.set();
+    shard.life.stop_accepting.set();
     let clients: Vec<_> = shard.clients.borrow().values().cloned().collect();
     for c in &clients {
         let info = shard
@@ -41,7 +52,7 @@ pub(crate) fn enter_lame_duck(shard: Rc<Shard>) {
         let clients: Vec<_> = shard.clients.borrow().values().cloned().collect();
         let spread = cfg.lame_duck_duration.saturating_sub(grace);
         for c in &clients {
-            if shard.finishing.get() {
+            if shard.life.finishing.get() {
                 // A shutdown overtook lame duck and closes everyone now.
                 return;
             }
@@ -69,7 +80,7 @@ fn close_interval(spread: Duration, clients: usize) -> Duration {
 
 /// Shutdown: stop accepting, flush and close every client, stop.
 pub(crate) fn shutdown(shard: &Rc<Shard>) {
-    shard.stop_accepting.set();
+    shard.life.stop_accepting.set();
     shard.drain_data();
     let clients: Vec<_> = shard.clients.borrow().values().cloned().collect();
     for c in clients {
@@ -121,7 +132,7 @@ async fn wait_until(done: impl Fn() -> bool, deadline: std::time::Instant) {
 /// `budget` bounds each flush phase; what has not flushed by then (a peer
 /// or client that stopped reading) is cut.
 async fn finish(shard: Rc<Shard>, others_by: std::time::Instant, budget: Duration) {
-    if shard.finishing.replace(true) {
+    if shard.life.finishing.replace(true) {
         return;
     }
     let now = std::time::Instant::now;
@@ -152,7 +163,7 @@ async fn finish(shard: Rc<Shard>, others_by: std::time::Instant, budget: Duratio
         info!("Server Exiting..");
     }
     shard.stats.connections.store(0, Relaxed);
-    shard.stopped.set();
+    shard.life.stopped.set();
 }
 
 #[cfg(test)]

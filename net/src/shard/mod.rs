@@ -11,7 +11,6 @@ mod inbox;
 pub(crate) mod lifecycle;
 mod link;
 use fan::Fan;
-use sync::{BarrierWait, PendingSync};
 mod reload;
 mod snapshot;
 mod sync;
@@ -22,7 +21,7 @@ use link::RouteLink;
 use crate::bus::{Batch, Control, Fallback, PeerLink, Remote, ShardId};
 use crate::outbound::{Conn, QueueResult};
 use crate::route::RouteId;
-use crate::runtime::{self, LocalEvent};
+use crate::runtime;
 use crate::session::{Client, LocalSub};
 use crate::shared::{Dynamic, Shared};
 use crate::stats::ShardStats;
@@ -70,6 +69,17 @@ impl Outgoing {
     }
 }
 
+/// The connections a shard must flush, and a spare list so neither loses
+/// its capacity (no allocation per processed read buffer).
+#[derive(Default)]
+struct Flush {
+    dirty: RefCell<Vec<Rc<Conn>>>,
+    /// The other half of `dirty` while it is being flushed.
+    spare: RefCell<Vec<Rc<Conn>>>,
+    /// A `flush_soon` task is queued.
+    scheduled: Cell<bool>,
+}
+
 pub(crate) struct Shard {
     pub id: ShardId,
     pub shards: usize,
@@ -83,50 +93,25 @@ pub(crate) struct Shard {
     /// (reused; emptied by `carry_out` after each call).
     outbox: RefCell<Outbox>,
     peers: Vec<PeerLink>,
-    dirty: RefCell<Vec<Rc<Conn>>>,
-    /// The other half of `dirty` while it is being flushed.
-    flushing: RefCell<Vec<Rc<Conn>>>,
-    /// A `flush_soon` task is queued.
-    flush_scheduled: Cell<bool>,
+    /// Connections that got data since the last flush.
+    flush: Flush,
     pub clients: RefCell<AHashMap<u64, Rc<Client>>>,
     counters: LocalCounters,
-    /// Set when the shard stops accepting (lame duck or shutdown).
-    pub stop_accepting: LocalEvent,
-    /// Set when the shard must end.
-    pub stopped: LocalEvent,
-    /// The shard's final wind-down (`lifecycle::finish`) has started.
-    pub finishing: Cell<bool>,
-    /// Whether a traced message is being routed right now (`trace`): the
-    /// one check the untraced path makes per delivery.
-    tracing: Cell<bool>,
-    /// The traced message being routed, and what happened to it so far.
-    trace: RefCell<Option<trace::Active>>,
-    /// Trace events of messages that entered here, waiting for the other
-    /// shards' reports.
-    traces: RefCell<AHashMap<u64, trace::Pending>>,
-    next_trace: Cell<u64>,
+    /// Where the shard is in its life (`lifecycle`).
+    pub life: lifecycle::Life,
+    /// Message tracing (`trace`).
+    tracer: trace::Tracer,
     /// What delivering other shards' batches from a client's task passes
     /// on (`deliver_pending_data`); emptied by `pass_on` every batch.
     passed_on: RefCell<Outgoing>,
-    /// This shard's control inbox, also drained synchronously by
-    /// `apply_pending_control` on the message path.
-    control_rx: std::cell::OnceCell<(
-        flume::Receiver<Control>,
-        Arc<std::sync::atomic::AtomicUsize>,
-    )>,
-    /// This shard's data inbox, drained synchronously at shutdown.
-    /// This shard's data inbox and its count of batches sent and not yet
-    /// taken, also drained synchronously by `deliver_pending_data`.
-    data_rx: std::cell::OnceCell<(flume::Receiver<Batch>, Arc<std::sync::atomic::AtomicUsize>)>,
+    /// The receiving ends of this shard's inboxes (`inbox`).
+    inbox_rx: inbox::Receivers,
     /// Whether this node is part of a cluster (it has route links to tell).
     clustered: bool,
     /// The route links this shard owns, by slot.
     routes: RefCell<AHashMap<u32, Rc<RouteLink>>>,
-    /// Strict interest mode: syncs sent on this shard's links, by token.
-    syncs: RefCell<AHashMap<u64, PendingSync>>,
-    /// Strict interest mode: barriers clients of this shard wait for.
-    barriers: RefCell<AHashMap<u64, Rc<BarrierWait>>>,
-    next_token: Cell<u64>,
+    /// Strict interest mode's barriers and syncs (`sync`).
+    strict: sync::Strict,
     /// This shard's copy of the reloadable configuration.
     dynamic: RefCell<Arc<Dynamic>>,
 }
@@ -145,26 +130,16 @@ impl Shard {
             interest: RefCell::new(Interest::new(id, peers.len(), clustered)),
             outbox: RefCell::new(Outbox::default()),
             peers,
-            dirty: RefCell::new(Vec::new()),
-            flushing: RefCell::new(Vec::new()),
-            flush_scheduled: Cell::new(false),
+            flush: Flush::default(),
             clients: RefCell::new(AHashMap::new()),
             counters: LocalCounters::default(),
-            stop_accepting: LocalEvent::default(),
-            stopped: LocalEvent::default(),
-            finishing: Cell::new(false),
-            tracing: Cell::new(false),
-            trace: RefCell::new(None),
-            traces: RefCell::new(AHashMap::new()),
-            next_trace: Cell::new(0),
+            life: lifecycle::Life::default(),
+            tracer: trace::Tracer::default(),
             passed_on: RefCell::new(Outgoing::new(shards)),
-            control_rx: std::cell::OnceCell::new(),
-            data_rx: std::cell::OnceCell::new(),
+            inbox_rx: inbox::Receivers::default(),
             clustered,
             routes: RefCell::new(AHashMap::new()),
-            syncs: RefCell::new(AHashMap::new()),
-            barriers: RefCell::new(AHashMap::new()),
-            next_token: Cell::new(0),
+            strict: sync::Strict::default(),
             dynamic,
         }
     }
@@ -427,7 +402,7 @@ impl Shard {
 
     /// Writes a message on one of this shard's route links.
     fn send_to_route(&self, slot: u32, p: &Publish, plain: bool, queues: &[Bytes]) {
-        if self.tracing.get() {
+        if self.tracer.on.get() {
             // The next server needs the hop this egress is.
             let traced = self.trace_route(slot, p);
             return self.send_to_route_now(slot, &traced, plain, queues);
@@ -495,7 +470,7 @@ impl Shard {
             Relaxed,
         );
         if newly_dirty {
-            self.dirty.borrow_mut().push(link.conn.clone());
+            self.flush.dirty.borrow_mut().push(link.conn.clone());
         }
     }
 
@@ -528,7 +503,7 @@ impl Shard {
     /// Delivers to one local subscription. False if it could not take it.
     #[inline]
     fn deliver(&self, s: &Rc<LocalSub>, p: &Publish) -> bool {
-        if self.tracing.get() {
+        if self.tracer.on.get() {
             return self.deliver_traced(s, p);
         }
         self.deliver_now(s, p)
@@ -557,7 +532,7 @@ impl Shard {
             )
         });
         match res {
-            QueueResult::NewlyDirty => self.dirty.borrow_mut().push(c.conn.clone()),
+            QueueResult::NewlyDirty => self.flush.dirty.borrow_mut().push(c.conn.clone()),
             QueueResult::Queued => {}
             QueueResult::SlowConsumer | QueueResult::Closed => return false,
         }
@@ -587,16 +562,16 @@ impl Shard {
     /// responder gets one `send` for all of them instead of one each. With a
     /// single runnable task the flusher runs right after it.
     pub(crate) fn flush_soon(self: &Rc<Self>) {
-        if self.dirty.borrow().is_empty() {
+        if self.flush.dirty.borrow().is_empty() {
             self.publish_counters();
             return;
         }
-        if self.flush_scheduled.replace(true) {
+        if self.flush.scheduled.replace(true) {
             return;
         }
         let me = self.clone();
         runtime::spawn_detached(async move {
-            me.flush_scheduled.set(false);
+            me.flush.scheduled.set(false);
             me.flush_dirty();
         });
     }
@@ -606,9 +581,9 @@ impl Shard {
     pub(crate) fn flush_dirty(&self) {
         // Swap with a spare list so neither loses its capacity: no
         // allocation per processed read buffer.
-        let mut batch = std::mem::take(&mut *self.flushing.borrow_mut());
+        let mut batch = std::mem::take(&mut *self.flush.spare.borrow_mut());
         loop {
-            std::mem::swap(&mut batch, &mut *self.dirty.borrow_mut());
+            std::mem::swap(&mut batch, &mut *self.flush.dirty.borrow_mut());
             if batch.is_empty() {
                 break;
             }
@@ -616,7 +591,7 @@ impl Shard {
                 c.flush();
             }
         }
-        *self.flushing.borrow_mut() = batch;
+        *self.flush.spare.borrow_mut() = batch;
         self.publish_counters();
     }
 
@@ -659,7 +634,7 @@ impl Shard {
     /// delivery path: PONG, +OK, -ERR, INFO).
     pub(crate) fn mark_dirty(&self, c: &Rc<Conn>, res: QueueResult) {
         if res == QueueResult::NewlyDirty {
-            self.dirty.borrow_mut().push(c.clone());
+            self.flush.dirty.borrow_mut().push(c.clone());
         }
     }
 
@@ -705,7 +680,7 @@ impl Shard {
         self.check_interest();
         self.carry_out();
         let done: Vec<(ShardId, u64)> = {
-            let mut syncs = self.syncs.borrow_mut();
+            let mut syncs = self.strict.syncs.borrow_mut();
             let mut done = Vec::new();
             syncs.retain(|_, s| {
                 s.waiting.retain(|slot| *slot != route.slot);
@@ -876,7 +851,7 @@ async fn debug_report(shard: Rc<Shard>) {
             let (is_blocked, bytes) = c.conn.pending();
             (b + usize::from(is_blocked), q + bytes)
         });
-        let depth = shard.data_rx.get().map_or(0, |(r, _)| r.len());
+        let depth = shard.inbox_rx.data.get().map_or(0, |(r, _)| r.len());
         if now != last || blocked > 0 || queued > 0 || depth > 0 {
             tracing::debug!(
                 "shard {}: in {} out {} batches in {} out {}; data inbox depth {depth}, blocked writers {blocked}, queued bytes {queued}",

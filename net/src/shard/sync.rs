@@ -6,9 +6,20 @@ use super::Shard;
 use crate::bus::{Control, ShardId};
 use crate::route::RouteId;
 use crate::runtime::LocalEvent;
+use ahash::AHashMap;
 use shoal_core::route as wire;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+
+/// Strict interest mode's state on a shard.
+#[derive(Default)]
+pub(super) struct Strict {
+    /// Syncs sent on this shard's links, by token.
+    pub syncs: RefCell<AHashMap<u64, PendingSync>>,
+    /// Barriers clients of this shard wait for.
+    pub barriers: RefCell<AHashMap<u64, Rc<BarrierWait>>>,
+    pub next_token: Cell<u64>,
+}
 
 /// A `Sync` sent on every link of this shard for a barrier of shard `from`.
 pub(super) struct PendingSync {
@@ -26,8 +37,8 @@ pub(crate) struct BarrierWait {
 
 impl Shard {
     pub(super) fn token(&self) -> u64 {
-        let t = self.next_token.get() + 1;
-        self.next_token.set(t);
+        let t = self.strict.next_token.get() + 1;
+        self.strict.next_token.set(t);
         t
     }
 
@@ -40,7 +51,10 @@ impl Shard {
             remaining: Cell::new(self.shards),
             done: LocalEvent::default(),
         });
-        self.barriers.borrow_mut().insert(token, wait.clone());
+        self.strict
+            .barriers
+            .borrow_mut()
+            .insert(token, wait.clone());
         let from = self.id;
         self.broadcast(|| Control::Barrier { from, token });
         self.start_sync(from, token);
@@ -49,7 +63,7 @@ impl Shard {
 
     /// Forgets a barrier that timed out.
     pub(crate) fn cancel_barrier(&self, token: u64) {
-        self.barriers.borrow_mut().remove(&token);
+        self.strict.barriers.borrow_mut().remove(&token);
     }
 
     pub(super) fn start_sync(&self, from: ShardId, token: u64) {
@@ -65,7 +79,7 @@ impl Shard {
                 .queue(|b| wire::write_token(b, wire::FrameKind::Sync, local));
             self.mark_dirty(&link.conn, res);
         }
-        self.syncs.borrow_mut().insert(
+        self.strict.syncs.borrow_mut().insert(
             local,
             PendingSync {
                 from,
@@ -79,7 +93,7 @@ impl Shard {
     /// A link acknowledged a `Sync`.
     pub(crate) fn sync_acked(&self, route: RouteId, local: u64) {
         let done = {
-            let mut syncs = self.syncs.borrow_mut();
+            let mut syncs = self.strict.syncs.borrow_mut();
             let Some(s) = syncs.get_mut(&local) else {
                 return;
             };
@@ -104,7 +118,7 @@ impl Shard {
     }
 
     pub(super) fn barrier_done(&self, token: u64) {
-        let mut barriers = self.barriers.borrow_mut();
+        let mut barriers = self.strict.barriers.borrow_mut();
         let Some(w) = barriers.get(&token) else {
             return;
         };

@@ -18,6 +18,7 @@
 use super::{refusal, Outgoing, RouteLink, Shard};
 use crate::bus::{Control, TraceTag};
 use crate::session::{Client, LocalSub};
+use ahash::AHashMap;
 use bytes::Bytes;
 use shoal_core::auth::Via;
 use shoal_core::proto::Publish;
@@ -25,12 +26,27 @@ use shoal_core::route::RouteMsg;
 use shoal_core::trace::{
     self as tr, Entry, Event, Request, ServerInfo, TraceRequest, KIND_CLIENT, KIND_ROUTER,
 };
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 /// The traced message being routed by this shard right now.
+/// A shard's tracing state.
+#[derive(Default)]
+pub(super) struct Tracer {
+    /// Whether a traced message is being routed right now: the one check
+    /// the untraced path makes per delivery.
+    pub on: Cell<bool>,
+    /// The traced message being routed, and what happened to it so far.
+    pub active: RefCell<Option<Active>>,
+    /// Trace events of messages that entered here, waiting for the other
+    /// shards' reports.
+    pub pending: RefCell<AHashMap<u64, Pending>>,
+    pub next: Cell<u64>,
+}
+
 pub(crate) struct Active {
     tag: Arc<TraceTag>,
     entries: Vec<Entry>,
@@ -134,9 +150,9 @@ impl Shard {
         ingress: Entry,
         msgsize: usize,
     ) -> bool {
-        assert!(!self.tracing.get(), "trace events do not nest");
-        let id = self.next_trace.get();
-        self.next_trace.set(id + 1);
+        assert!(!self.tracer.on.get(), "trace events do not nest");
+        let id = self.tracer.next.get();
+        self.tracer.next.set(id + 1);
         let only = req.only;
         let tag = Arc::new(TraceTag {
             origin: self.id,
@@ -147,7 +163,7 @@ impl Shard {
             account,
         });
         let subject = Bytes::from([prefix, req.dest.as_bytes()].concat());
-        *self.trace.borrow_mut() = Some(Active {
+        *self.tracer.active.borrow_mut() = Some(Active {
             tag,
             entries: vec![ingress],
             forwarded: 0,
@@ -159,7 +175,7 @@ impl Shard {
                 },
             }),
         });
-        self.tracing.set(true);
+        self.tracer.on.set(true);
         only
     }
 
@@ -167,7 +183,7 @@ impl Shard {
     /// service import): nats-server's `se` and `si` entries. `to` is the
     /// subject in the other account's space (prefix included).
     pub(crate) fn trace_crossing(&self, via: &Via, from: &[u8], to: &[u8]) {
-        let mut active = self.trace.borrow_mut();
+        let mut active = self.tracer.active.borrow_mut();
         let Some(a) = active.as_mut() else { return };
         let unprefixed = |s: &[u8]| {
             // `$ACC:<name>.` comes off: events show subjects as clients do.
@@ -200,7 +216,7 @@ impl Shard {
     /// The publisher may not publish here: the event says so at ingress and
     /// goes out at once (nothing was routed).
     pub(crate) fn trace_refused(&self, error: String) {
-        if let Some(a) = self.trace.borrow_mut().as_mut() {
+        if let Some(a) = self.tracer.active.borrow_mut().as_mut() {
             if let Some(Entry::Ingress { error: e, .. }) = a.entries.first_mut() {
                 *e = Some(error);
             }
@@ -210,22 +226,26 @@ impl Shard {
 
     /// Whether the message being traced is only traced, not delivered.
     fn trace_only(&self) -> bool {
-        self.trace.borrow().as_ref().is_some_and(|a| a.tag.only)
+        self.tracer
+            .active
+            .borrow()
+            .as_ref()
+            .is_some_and(|a| a.tag.only)
     }
 
     /// The routing of a traced message that entered here is done: its event
     /// goes out now, or once the shards it was forwarded to have reported.
     pub(crate) fn trace_end(&self) {
-        self.tracing.set(false);
-        let Some(a) = self.trace.borrow_mut().take() else {
+        self.tracer.on.set(false);
+        let Some(a) = self.tracer.active.borrow_mut().take() else {
             return;
         };
         let head = a.head.expect("the origin shard holds the event head");
-        if a.forwarded == 0 || self.traces.borrow().len() >= MAX_PENDING {
+        if a.forwarded == 0 || self.tracer.pending.borrow().len() >= MAX_PENDING {
             self.trace_publish(&a.tag, head, a.entries);
             return;
         }
-        self.traces.borrow_mut().insert(
+        self.tracer.pending.borrow_mut().insert(
             a.tag.id,
             Pending {
                 tag: a.tag,
@@ -240,10 +260,10 @@ impl Shard {
     /// shard (None when nothing is traced): that shard will report back.
     #[inline]
     pub(super) fn trace_tag(&self) -> Option<Arc<TraceTag>> {
-        if !self.tracing.get() {
+        if !self.tracer.on.get() {
             return None;
         }
-        let mut active = self.trace.borrow_mut();
+        let mut active = self.tracer.active.borrow_mut();
         let a = active.as_mut()?;
         a.forwarded += 1;
         Some(a.tag.clone())
@@ -252,21 +272,21 @@ impl Shard {
     /// Another shard's traced message arrived here: record what this shard
     /// does with it.
     pub(super) fn trace_enter(&self, tag: &Arc<TraceTag>) {
-        assert!(!self.tracing.get(), "trace events do not nest");
-        *self.trace.borrow_mut() = Some(Active {
+        assert!(!self.tracer.on.get(), "trace events do not nest");
+        *self.tracer.active.borrow_mut() = Some(Active {
             tag: tag.clone(),
             entries: Vec::new(),
             forwarded: 0,
             head: None,
         });
-        self.tracing.set(true);
+        self.tracer.on.set(true);
     }
 
     /// Sends what this shard did with another shard's traced message to the
     /// origin shard.
     pub(super) fn trace_report(&self) {
-        self.tracing.set(false);
-        let Some(a) = self.trace.borrow_mut().take() else {
+        self.tracer.on.set(false);
+        let Some(a) = self.tracer.active.borrow_mut().take() else {
             return;
         };
         let (id, origin) = (a.tag.id, a.tag.origin);
@@ -286,7 +306,7 @@ impl Shard {
     /// One report for an event of this shard: published once none is due.
     pub(super) fn trace_reported(&self, id: u64, entries: Vec<Entry>, more: u32) {
         let done = {
-            let mut traces = self.traces.borrow_mut();
+            let mut traces = self.tracer.pending.borrow_mut();
             // Unknown: published early (`MAX_PENDING`).
             let Some(p) = traces.get_mut(&id) else { return };
             p.entries.extend(entries);
@@ -309,7 +329,7 @@ impl Shard {
     /// Records a local subscription's egress (`error`: why it did not get
     /// the message).
     pub(super) fn trace_local(&self, s: &LocalSub, error: Option<&'static str>) {
-        let mut active = self.trace.borrow_mut();
+        let mut active = self.tracer.active.borrow_mut();
         let Some(a) = active.as_mut() else { return };
         let c = &s.client;
         let acc = account_name(c);
@@ -351,7 +371,7 @@ impl Shard {
     /// traces without delivering).
     pub(super) fn trace_route(&self, slot: u32, p: &Publish) -> Publish {
         let routes = self.routes.borrow();
-        let mut active = self.trace.borrow_mut();
+        let mut active = self.tracer.active.borrow_mut();
         let (Some(link), Some(a)) = (routes.get(&slot), active.as_mut()) else {
             return p.clone();
         };
@@ -384,7 +404,7 @@ impl Shard {
     /// Publishes this server's event for a traced message, as the server
     /// (no client, nothing to echo-filter).
     fn trace_publish(&self, tag: &TraceTag, head: Head, entries: Vec<Entry>) {
-        debug_assert!(!self.tracing.get(), "a trace event is not itself traced");
+        debug_assert!(!self.tracer.on.get(), "a trace event is not itself traced");
         let shared = &self.shared;
         let event = Event {
             server: ServerInfo {
