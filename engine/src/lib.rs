@@ -14,6 +14,8 @@
 //! - [`interest`]: a shard's index and the counts that decide what it
 //!   announces, with one entry point for other shards' and routes' deltas.
 //! - [`link`]: what a route link's peer announced, turned into deltas.
+//! - [`sync`]: strict interest mode's barriers and syncs (what completes
+//!   when).
 //! - [`keepalive`]: the PING/PONG rule of client connections and route
 //!   links.
 //! - [`client`]: a client connection's protocol state and every decision on
@@ -26,6 +28,7 @@ pub mod ids;
 pub mod interest;
 pub mod keepalive;
 pub mod link;
+pub mod sync;
 
 pub use client::{Answer, ClientFlags, ClientState, CloseReason, Refusal, SubCheck};
 pub use fanout::{Fallback, Origin, Router, Sink, Want};

@@ -357,7 +357,7 @@ async fn pong_after_barrier(
     let (token, wait) = shard.barrier();
     let synced = futures_lite::future::or(
         async {
-            wait.done.wait().await;
+            wait.wait().await;
             true
         },
         async {
@@ -608,7 +608,7 @@ impl Connection {
             .client
             .state
             .borrow()
-            .admit(&op, self.shard.current().auth.required());
+            .admit(&op, || self.shard.current().auth.required());
         if let Err(r) = admitted {
             return self.refused(&r);
         }
@@ -760,7 +760,7 @@ impl Connection {
             .client
             .state
             .borrow_mut()
-            .check_publish(&p.subject, std::time::Instant::now());
+            .check_publish(&p.subject, std::time::Instant::now);
         if let PubCheck::Invalid(r) = &checked {
             return refuse(&self.shard, &self.client, r);
         }

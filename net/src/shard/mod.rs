@@ -516,11 +516,10 @@ impl Shard {
         }
         // A client that did not announce header support gets the payload
         // only, as from nats-server.
-        let headers = if c.state.borrow().flags().headers {
-            p.headers.as_deref()
-        } else {
-            None
-        };
+        let headers = p
+            .headers
+            .as_deref()
+            .filter(|_| c.state.borrow().flags().headers);
         let res = c.conn.queue(|buf| {
             write_msg(
                 buf,
@@ -544,9 +543,7 @@ impl Shard {
         c.meta.out_msgs.set(c.meta.out_msgs.get() + 1);
         c.meta.out_bytes.set(c.meta.out_bytes.get() + bytes);
         if let Some(reply) = &p.reply {
-            c.state
-                .borrow_mut()
-                .delivered_request(reply, Instant::now());
+            c.state.borrow_mut().delivered_request(reply, Instant::now);
         }
         let n = s.delivered.get() + 1;
         s.delivered.set(n);
@@ -679,20 +676,8 @@ impl Shard {
         }
         self.check_interest();
         self.carry_out();
-        let done: Vec<(ShardId, u64)> = {
-            let mut syncs = self.strict.syncs.borrow_mut();
-            let mut done = Vec::new();
-            syncs.retain(|_, s| {
-                s.waiting.retain(|slot| *slot != route.slot);
-                if s.waiting.is_empty() {
-                    done.push((s.from, s.token));
-                }
-                !s.waiting.is_empty()
-            });
-            done
-        };
-        for (from, token) in done {
-            self.sync_complete(from, token);
+        for done in self.strict.link_closed(route.slot) {
+            self.sync_complete(done);
         }
     }
 
@@ -797,11 +782,7 @@ fn refusal(s: &LocalSub, subject: &[u8]) -> Option<&'static str> {
         Some(NOT_DELIVERED_CLIENT_CLOSED)
     } else if s.max.get().is_some_and(|max| s.delivered.get() >= max) {
         Some(NOT_DELIVERED_AUTO_UNSUB)
-    } else if c
-        .state
-        .borrow()
-        .denies_delivery(subject, s.deny_filter.get())
-    {
+    } else if s.deny_filter.get() && c.state.borrow().denies_delivery(subject) {
         Some(NOT_DELIVERED_SUB_DENY)
     } else {
         None
