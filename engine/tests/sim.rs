@@ -29,15 +29,19 @@
 
 use bytes::{Bytes, BytesMut};
 use shoal_core::route::{
-    decode_interest, decode_msg, next_frame, write_interest, write_msg, FrameKind, InterestBatch,
-    InterestOp, MsgFrame,
+    decode_interest, decode_msg, next_frame, write_empty, write_interest, write_msg, FrameKind,
+    InterestBatch, InterestOp, MsgFrame,
 };
 use shoal_core::subject::pattern_matches;
 use shoal_engine::{
-    Fallback, Interest, Learned, Origin, Outbox, Peer, RouteId, Router, ShardEvent, ShardId, Sink,
-    SubHandle, Want,
+    Fallback, Interest, KeepAlive, Learned, Origin, Outbox, Peer, RouteId, Router, ShardEvent,
+    ShardId, Sink, SubHandle, Tick, Want,
 };
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// The virtual clock's keep-alive period (ms) and `ping_max`.
+const PING_INTERVAL_MS: u64 = 2_000;
+const PING_MAX: u32 = 2;
 
 /// A subscription in the simulated world.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +113,13 @@ struct World {
     rng: fastrand::Rng,
     prefer_local: bool,
     log: Vec<String>,
+    /// The virtual clock (ms): only keep-alive ticks advance it.
+    clock: u64,
+    /// Each link end's keep-alive (the engine's rule), by (node, peer).
+    keepalive: BTreeMap<(usize, usize), KeepAlive>,
+    /// Node pairs (lower first) whose link is partitioned: nothing moves
+    /// either way until keep-alive finds it stale and it reconnects.
+    cut: BTreeSet<(usize, usize)>,
 }
 
 /// The shard of a node that owns its link to node `peer`.
@@ -151,6 +162,9 @@ impl World {
             prefer_local: false,
             rng,
             log: Vec::new(),
+            clock: 0,
+            keepalive: BTreeMap::new(),
+            cut: BTreeSet::new(),
         };
         w.nodes = w.rng.usize(1..=3);
         w.shards = w.rng.usize(1..=3);
@@ -173,6 +187,7 @@ impl World {
             for b in (0..w.nodes).filter(|&b| b != a) {
                 w.links.insert((a, b), Link::default());
                 w.learned.insert((a, b), Learned::default());
+                w.keepalive.insert((a, b), KeepAlive::default());
             }
         }
         w
@@ -226,6 +241,71 @@ impl World {
             .expect("no impossible state");
         assert!(was, "it was in the index");
         self.carry_out(s.node, s.shard, out);
+    }
+
+    /// A connection closes: every subscription it still holds goes, in
+    /// one go (as the glue's cleanup unsubscribes them one after another).
+    fn close_connection(&mut self) {
+        let live: Vec<usize> = (0..self.subs.len())
+            .filter(|&i| self.subs[i].live)
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        let s = &self.subs[live[self.rng.usize(..live.len())]];
+        let (node, conn) = (s.node, s.conn);
+        self.log.push(format!("close conn {conn} on node {node}"));
+        for id in live {
+            let s = self.subs[id].clone();
+            if s.node != node || s.conn != conn {
+                continue;
+            }
+            self.subs[id].live = false;
+            let mut out = Outbox::default();
+            let was = self.interest[s.node][s.shard]
+                .unsubscribe(&s.pattern, s.queue.as_ref(), &Sub(id), &mut out)
+                .expect("no impossible state");
+            assert!(was, "it was in the index");
+            self.carry_out(s.node, s.shard, out);
+        }
+    }
+
+    /// The link between `a` and `b` stops carrying anything (a network
+    /// partition: no FIN, so only keep-alive can notice).
+    fn partition(&mut self, a: usize, b: usize) {
+        self.log.push(format!("partition {a}-{b}"));
+        self.cut.insert((a.min(b), a.max(b)));
+    }
+
+    fn is_cut(&self, a: usize, b: usize) -> bool {
+        self.cut.contains(&(a.min(b), a.max(b)))
+    }
+
+    /// The virtual clock moves one keep-alive period: every link end's
+    /// owner asks the engine's `KeepAlive`; a PING frame goes on the link,
+    /// or, with `PING_MAX` unanswered, the link is stale: it closes and
+    /// reconnects (`bounce_link`), which also ends its partition.
+    fn tick(&mut self) {
+        self.clock += PING_INTERVAL_MS;
+        let ends: Vec<(usize, usize)> = self.keepalive.keys().copied().collect();
+        for (n, p) in ends {
+            let Some(k) = self.keepalive.get_mut(&(n, p)) else {
+                continue;
+            };
+            match k.tick(PING_MAX) {
+                Tick::Ping => {
+                    let link = self.links.get_mut(&(n, p)).expect("a link");
+                    write_empty(&mut link.bytes, FrameKind::Ping);
+                    link.frames += 1;
+                }
+                Tick::Stale => {
+                    self.log
+                        .push(format!("t={} ms: link {n}-{p} stale", self.clock));
+                    self.cut.remove(&(n.min(p), n.max(p)));
+                    self.bounce_link(n, p);
+                }
+            }
+        }
     }
 
     /// `Shard::carry_out`: the links this shard owns, then the other
@@ -294,6 +374,7 @@ impl World {
     fn bounce_link(&mut self, a: usize, b: usize) {
         self.log.push(format!("bounce {a}-{b}"));
         for (n, p) in [(a, b), (b, a)] {
+            self.keepalive.insert((n, p), KeepAlive::default());
             *self.links.get_mut(&(p, n)).expect("a link") = Link::default();
             let owner = link_owner(p, self.shards);
             let route = RouteId {
@@ -418,7 +499,7 @@ impl World {
             }
         }
         for (&(a, b), link) in &self.links {
-            if link.frames > 0 {
+            if link.frames > 0 && !self.is_cut(a, b) {
                 ready.push(Ready::Link(a, b));
             }
         }
@@ -483,6 +564,14 @@ impl World {
                             self.apply_control(b, receiver, c);
                         }
                         self.route(b, receiver, &f, Origin::Route);
+                    }
+                    FrameKind::Ping => {
+                        let back = self.links.get_mut(&(b, a)).expect("a link");
+                        write_empty(&mut back.bytes, FrameKind::Pong);
+                        back.frames += 1;
+                    }
+                    FrameKind::Pong => {
+                        self.keepalive.get_mut(&(b, a)).expect("an end").pong();
                     }
                     other => panic!("unexpected frame {other:?}"),
                 }
@@ -786,13 +875,23 @@ fn run(seed: u64) -> Result<(String, usize), String> {
     };
     // Phase 1: interest comes and goes, links bounce.
     for _ in 0..w.rng.usize(2..=30) {
-        match w.rng.u8(0..10) {
-            0..=5 => w.subscribe(),
-            6..=8 => w.unsubscribe(),
-            _ if w.nodes > 1 => {
-                let a = w.rng.usize(..w.nodes);
-                let b = (a + 1 + w.rng.usize(..w.nodes - 1)) % w.nodes;
+        let pair = |w: &mut World| {
+            let a = w.rng.usize(..w.nodes);
+            let b = (a + 1 + w.rng.usize(..w.nodes - 1)) % w.nodes;
+            (a, b)
+        };
+        match w.rng.u8(0..16) {
+            0..=8 => w.subscribe(),
+            9..=10 => w.unsubscribe(),
+            11 => w.close_connection(),
+            12 | 13 => w.tick(),
+            14 if w.nodes > 1 => {
+                let (a, b) = pair(&mut w);
                 w.bounce_link(a, b);
+            }
+            15 if w.nodes > 1 => {
+                let (a, b) = pair(&mut w);
+                w.partition(a, b);
             }
             _ => w.subscribe(),
         }
@@ -804,9 +903,28 @@ fn run(seed: u64) -> Result<(String, usize), String> {
             w.check_mirrors_in_flight().map_err(|e| describe(&w, e))?;
         }
     }
-    while w.step() {
+    // Partitions end only when keep-alive finds the link stale: the
+    // clock runs until none is left, everything in flight moving
+    // meanwhile.
+    let mut ticks = 0;
+    loop {
+        while w.step() {
+            w.check_invariants().map_err(|e| describe(&w, e))?;
+            w.check_mirrors_in_flight().map_err(|e| describe(&w, e))?;
+        }
+        if w.cut.is_empty() {
+            break;
+        }
+        w.tick();
         w.check_invariants().map_err(|e| describe(&w, e))?;
         w.check_mirrors_in_flight().map_err(|e| describe(&w, e))?;
+        ticks += 1;
+        if ticks > u64::from(PING_MAX) + 2 {
+            return Err(describe(
+                &w,
+                format!("a partitioned link not found stale after {ticks} keep-alive periods"),
+            ));
+        }
     }
     w.check_mirrors().map_err(|e| describe(&w, e))?;
 
