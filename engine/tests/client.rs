@@ -62,6 +62,19 @@ fn t0() -> Instant {
     Instant::now()
 }
 
+/// Accounts enabled, with one account "A".
+fn accounts_with_a() -> Accounts {
+    Accounts::new(
+        &[AccountConfig {
+            name: "A".into(),
+            exports: vec![],
+            imports: vec![],
+        }],
+        b"k",
+    )
+    .unwrap()
+}
+
 fn new_sub(c: &ClientState, subject: &str, queue: Option<&str>) -> SubCheck {
     c.check_subscribe(
         subject.as_bytes(),
@@ -275,15 +288,7 @@ fn subscribe_checks_in_nats_server_order() {
 
 #[test]
 fn an_account_puts_its_prefix_before_every_subscription() {
-    let accounts = Accounts::new(
-        &[AccountConfig {
-            name: "A".into(),
-            exports: vec![],
-            imports: vec![],
-        }],
-        b"k",
-    )
-    .unwrap();
+    let accounts = accounts_with_a();
     let mut c = ClientState::new(accounts.get(None), None);
     let opts = ConnectOptions::from_json(b"{}").unwrap();
     assert!(matches!(
@@ -383,15 +388,7 @@ fn a_reload_rechecks_credentials_accounts_and_subscriptions() {
     assert_eq!(c.keeps_subscription(b"a.*"), Ok(true));
     assert_eq!(c.keeps_subscription(b"a.y"), Ok(false));
     // Moved into another account: closed so it reconnects there.
-    let with_a = Accounts::new(
-        &[AccountConfig {
-            name: "A".into(),
-            exports: vec![],
-            imports: vec![],
-        }],
-        b"k",
-    )
-    .unwrap();
+    let with_a = accounts_with_a();
     assert!(matches!(
         c.recheck(
             true,

@@ -232,8 +232,13 @@ impl World {
             return;
         }
         let id = live[self.rng.usize(..live.len())];
-        let s = self.subs[id].clone();
         self.log.push(format!("unsub {id}"));
+        self.end_subscription(id);
+    }
+
+    /// `Shard::unsubscribe`: subscription `id` leaves its shard's index.
+    fn end_subscription(&mut self, id: usize) {
+        let s = self.subs[id].clone();
         self.subs[id].live = false;
         let mut out = Outbox::default();
         let was = self.interest[s.node][s.shard]
@@ -256,17 +261,9 @@ impl World {
         let (node, conn) = (s.node, s.conn);
         self.log.push(format!("close conn {conn} on node {node}"));
         for id in live {
-            let s = self.subs[id].clone();
-            if s.node != node || s.conn != conn {
-                continue;
+            if self.subs[id].node == node && self.subs[id].conn == conn {
+                self.end_subscription(id);
             }
-            self.subs[id].live = false;
-            let mut out = Outbox::default();
-            let was = self.interest[s.node][s.shard]
-                .unsubscribe(&s.pattern, s.queue.as_ref(), &Sub(id), &mut out)
-                .expect("no impossible state");
-            assert!(was, "it was in the index");
-            self.carry_out(s.node, s.shard, out);
         }
     }
 
