@@ -751,28 +751,15 @@ impl World {
         Ok(())
     }
 
-    /// Every shard's mirror of every other shard and route is exact.
+    /// Every shard's mirror of every other shard and route is exact (at
+    /// quiescence: nothing in flight).
     fn check_mirrors(&self) -> Result<(), String> {
-        let mut keys: Vec<(Bytes, Option<Bytes>)> = self
-            .subs
-            .iter()
-            .map(|s| (s.pattern.clone(), s.queue.clone()))
-            .collect();
-        keys.sort();
-        keys.dedup();
-        let live = |f: &dyn Fn(&SubSpec) -> bool, p: &Bytes, q: &Option<Bytes>| {
-            self.subs
-                .iter()
-                .filter(|s| s.live && f(s) && s.pattern == p && s.queue == *q)
-                .count()
-        };
         for n in 0..self.nodes {
             for j in 0..self.shards {
                 let i = &self.interest[n][j];
-                for (p, q) in &keys {
+                for (p, q) in &self.keys() {
                     for k in (0..self.shards).filter(|&k| k != j) {
-                        let members = live(&|s: &SubSpec| s.node == n && s.shard == k, p, q);
-                        let want = if q.is_none() { members.min(1) } else { members };
+                        let want = self.held(|s| s.node == n && s.shard == k, p, q);
                         let got = i.count_for(Peer::Shard(k as ShardId), p, q.as_deref());
                         if got != want {
                             return Err(format!(
@@ -785,8 +772,7 @@ impl World {
                             shard: link_owner(peer, self.shards) as ShardId,
                             slot: peer as u32,
                         };
-                        let members = live(&|s: &SubSpec| s.node == peer, p, q);
-                        let want = if q.is_none() { members.min(1) } else { members };
+                        let want = self.held(|s| s.node == peer, p, q);
                         let got = i.count_for(Peer::Route(route), p, q.as_deref());
                         if got != want {
                             return Err(format!(
