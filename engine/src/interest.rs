@@ -505,12 +505,20 @@ impl NodeInterest {
     }
 
     /// Everything to announce to a new peer.
+    ///
+    /// Sorted, so what a link announces never depends on a hash map's
+    /// iteration order (which differs per process): the same calls give
+    /// the same frames, and a simulator seed replays exactly. Once per
+    /// link up, never on the message path.
     pub fn snapshot(&self) -> Vec<InterestOp> {
-        self.plain
+        let mut ops: Vec<InterestOp> = self
+            .plain
             .keys()
             .map(|s| op(s, None, 1))
             .chain(self.queues.iter().map(|((s, q), n)| op(s, Some(q), *n)))
-            .collect()
+            .collect();
+        ops.sort_unstable_by(|a, b| (&a.subject, &a.queue).cmp(&(&b.subject, &b.queue)));
+        ops
     }
 }
 

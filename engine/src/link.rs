@@ -62,15 +62,21 @@ impl Learned {
     }
 
     /// Everything the peer announced, as removals, when the link goes.
+    /// Sorted: the order every shard applies them in (and so the order of
+    /// its index's entries) never depends on a hash map's iteration order,
+    /// which differs per process. Once per link down.
     pub fn take(&mut self) -> Vec<Delta> {
-        self.map
+        let mut gone: Vec<Delta> = self
+            .map
             .drain()
             .map(|((subject, queue), w)| Delta {
                 subject,
                 queue,
                 delta: -(w as i32),
             })
-            .collect()
+            .collect();
+        gone.sort_unstable_by(|a, b| (&a.subject, &a.queue).cmp(&(&b.subject, &b.queue)));
+        gone
     }
 }
 

@@ -63,6 +63,12 @@ struct SubSpec {
     /// False: closing, `UNSUB` max reached or a deny filter (never takes).
     takes: bool,
     live: bool,
+    /// `UNSUB <sid> <max>`: it ends itself after this many deliveries
+    /// (the engine call happens during the fan-out, as in the glue).
+    max: Option<u64>,
+    delivered: u64,
+    /// Ended by reaching `max` (its deliveries before that count).
+    ended_at_max: bool,
 }
 
 /// An interest event on a shard's control channel, from shard `from`.
@@ -96,6 +102,10 @@ struct Link {
 }
 
 struct World {
+    seed: u64,
+    /// Record everything that moves (`moved`), for the replay test.
+    recording: bool,
+    moved: Vec<String>,
     nodes: usize,
     shards: usize,
     subs: Vec<SubSpec>,
@@ -149,6 +159,9 @@ impl World {
     fn new(seed: u64) -> World {
         let rng = fastrand::Rng::with_seed(seed);
         let mut w = World {
+            seed,
+            recording: false,
+            moved: Vec::new(),
             nodes: 0,
             shards: 0,
             subs: Vec::new(),
@@ -210,6 +223,9 @@ impl World {
             },
             takes: self.rng.u8(0..8) != 0,
             live: true,
+            max: (self.rng.u8(0..6) == 0).then(|| self.rng.u64(1..=3)),
+            delivered: 0,
+            ended_at_max: false,
         };
         let id = self.subs.len();
         self.log.push(format!(
@@ -338,6 +354,9 @@ impl World {
     }
 
     fn apply_control(&mut self, node: usize, shard: usize, c: Ctl) {
+        if self.recording {
+            self.moved.push(format!("{node}/{shard} applies {c:?}"));
+        }
         let mut out = Outbox::default();
         self.interest[node][shard]
             .apply_event(c.from, &c.event, &mut out)
@@ -529,6 +548,10 @@ impl World {
                     .expect("a valid frame")
                     .expect("a whole frame");
                 link.frames -= 1;
+                if self.recording {
+                    self.moved
+                        .push(format!("{a}->{b} {:?} {:?}", frame.kind, &frame.body[..]));
+                }
                 match frame.kind {
                     FrameKind::Interest => {
                         let batch = decode_interest(&frame.body).expect("decodes");
@@ -577,10 +600,24 @@ impl World {
         true
     }
 
+    /// Every checker that holds at every step: each shard's
+    /// `check_invariants`, and the mirrors counting what is in flight.
+    fn check_now(&self) -> Result<(), String> {
+        self.check_invariants()?;
+        self.check_mirrors_in_flight()
+    }
+
+    /// One step, then every checker.
+    fn checked_step(&mut self) -> Result<bool, String> {
+        let moved = self.step();
+        self.check_now()?;
+        Ok(moved)
+    }
+
+    /// Steps (each checked) until nothing moves.
     fn quiesce(&mut self) -> Result<(), String> {
         let mut steps = 0;
-        while self.step() {
-            self.check_invariants()?;
+        while self.checked_step()? {
             steps += 1;
             if steps > 1_000_000 {
                 return Err("no quiescence after 1,000,000 steps".into());
@@ -813,11 +850,23 @@ impl Sink for SimSink<'_> {
             return false;
         }
         self.world.got.push((self.msg, sub.0));
+        let s = &mut self.world.subs[sub.0];
+        s.delivered += 1;
+        if s.max == Some(s.delivered) {
+            // `Shard::deliver_now`: the index changes while the fan-out
+            // runs (on its snapshot of the matches).
+            s.ended_at_max = true;
+            self.world
+                .log
+                .push(format!("sub {} reached its max", sub.0));
+            self.world.end_subscription(sub.0);
+        }
         true
     }
 
     fn can_take(&self, sub: &Sub) -> bool {
-        self.world.subs[sub.0].takes
+        let s = &self.world.subs[sub.0];
+        s.takes && s.live
     }
 
     fn connection(&self, sub: &Sub) -> u64 {
@@ -849,7 +898,12 @@ struct Published {
 }
 
 fn run(seed: u64) -> Result<(String, usize), String> {
-    let mut w = World::new(seed);
+    run_world(&mut World::new(seed))
+}
+
+/// One seed's run on a fresh world: the phases and every check.
+fn run_world(w: &mut World) -> Result<(String, usize), String> {
+    let seed = w.seed;
     let describe = |w: &World, e: String| {
         format!(
             "seed {seed} ({} nodes × {} shards, prefer_local {}): {e}\nevents: {:#?}",
@@ -869,21 +923,18 @@ fn run(seed: u64) -> Result<(String, usize), String> {
             11 => w.close_connection(),
             12 | 13 => w.tick(),
             14 if w.nodes > 1 => {
-                let (a, b) = pair(&mut w);
+                let (a, b) = pair(w);
                 w.bounce_link(a, b);
             }
             15 if w.nodes > 1 => {
-                let (a, b) = pair(&mut w);
+                let (a, b) = pair(w);
                 w.partition(a, b);
             }
             _ => w.subscribe(),
         }
-        w.check_invariants().map_err(|e| describe(&w, e))?;
-        w.check_mirrors_in_flight().map_err(|e| describe(&w, e))?;
+        w.check_now().map_err(|e| describe(w, e))?;
         for _ in 0..w.rng.usize(0..6) {
-            w.step();
-            w.check_invariants().map_err(|e| describe(&w, e))?;
-            w.check_mirrors_in_flight().map_err(|e| describe(&w, e))?;
+            w.checked_step().map_err(|e| describe(w, e))?;
         }
     }
     // Partitions end only when keep-alive finds the link stale: the
@@ -891,25 +942,21 @@ fn run(seed: u64) -> Result<(String, usize), String> {
     // meanwhile.
     let mut ticks = 0;
     loop {
-        while w.step() {
-            w.check_invariants().map_err(|e| describe(&w, e))?;
-            w.check_mirrors_in_flight().map_err(|e| describe(&w, e))?;
-        }
+        w.quiesce().map_err(|e| describe(w, e))?;
         if w.cut.is_empty() {
             break;
         }
         w.tick();
-        w.check_invariants().map_err(|e| describe(&w, e))?;
-        w.check_mirrors_in_flight().map_err(|e| describe(&w, e))?;
+        w.check_now().map_err(|e| describe(w, e))?;
         ticks += 1;
         if ticks > u64::from(PING_MAX) + 2 {
             return Err(describe(
-                &w,
+                w,
                 format!("a partitioned link not found stale after {ticks} keep-alive periods"),
             ));
         }
     }
-    w.check_mirrors().map_err(|e| describe(&w, e))?;
+    w.check_mirrors().map_err(|e| describe(w, e))?;
 
     // Phase 2: messages.
     let mut published = Vec::new();
@@ -939,12 +986,15 @@ fn run(seed: u64) -> Result<(String, usize), String> {
             no_echo: no_echo.then_some(conn),
         };
         w.route(node, shard, &f, origin);
+        w.check_now().map_err(|e| describe(w, e))?;
         for _ in 0..w.rng.usize(0..4) {
-            w.step();
+            w.checked_step().map_err(|e| describe(w, e))?;
         }
     }
-    w.quiesce().map_err(|e| describe(&w, e))?;
-    check_deliveries(&w, &published).map_err(|e| describe(&w, e))?;
+    w.quiesce().map_err(|e| describe(w, e))?;
+    check_deliveries(w, &published).map_err(|e| describe(w, e))?;
+    // Subscriptions that reached their max are retracted everywhere.
+    w.check_mirrors().map_err(|e| describe(w, e))?;
     Ok((
         format!(
             "{} nodes × {} shards, {} subs, {} messages, {} deliveries",
@@ -956,6 +1006,15 @@ fn run(seed: u64) -> Result<(String, usize), String> {
         ),
         w.got.len(),
     ))
+}
+
+/// What a run did, to compare two runs of one seed: its event log, every
+/// control event and frame in the order they moved, every delivery.
+fn trace_of(seed: u64) -> (Vec<String>, Vec<String>, Vec<(u64, usize)>) {
+    let mut w = World::new(seed);
+    w.recording = true;
+    run_world(&mut w).unwrap_or_else(|e| panic!("{e}"));
+    (w.log, w.moved, w.got)
 }
 
 fn check_deliveries(w: &World, published: &[Published]) -> Result<(), String> {
@@ -970,7 +1029,8 @@ fn check_deliveries(w: &World, published: &[Published]) -> Result<(), String> {
             .filter(|(m, _)| *m == p.id)
             .map(|(_, s)| *s)
             .collect();
-        let matching = |s: &SubSpec| s.live && pattern_matches(&s.pattern, &p.subject);
+        let matching =
+            |s: &SubSpec| (s.live || s.ended_at_max) && pattern_matches(&s.pattern, &p.subject);
         let own = |s: &SubSpec| p.no_echo && s.conn == p.conn && s.node == p.node;
         for (i, s) in w.subs.iter().enumerate() {
             let n = got.iter().filter(|&&g| g == i).count();
@@ -978,6 +1038,17 @@ fn check_deliveries(w: &World, published: &[Published]) -> Result<(), String> {
                 if n != 0 {
                     return Err(format!(
                         "message {} on {:?} reached sub {i}, which does not match or has ended",
+                        p.id, p.subject
+                    ));
+                }
+                continue;
+            }
+            if s.max.is_some() {
+                // Once per message at most, never the publisher's own; its
+                // total is checked below.
+                if n > usize::from(!own(s)) {
+                    return Err(format!(
+                        "message {} on {:?}: sub {i} with a max got it {n} times",
                         p.id, p.subject
                     ));
                 }
@@ -1001,7 +1072,9 @@ fn check_deliveries(w: &World, published: &[Published]) -> Result<(), String> {
             // Stable: every member can take messages. (A member that cannot
             // may be picked across a route, where the one-hop rule lets the
             // message go no further: at most once then, as nats-server.)
-            let stable = members.iter().all(|&i| w.subs[i].takes);
+            let stable = members
+                .iter()
+                .all(|&i| w.subs[i].takes && w.subs[i].max.is_none());
             let able = members.iter().any(|&i| !own(&w.subs[i]));
             if n > 1 {
                 return Err(format!(
@@ -1017,6 +1090,21 @@ fn check_deliveries(w: &World, published: &[Published]) -> Result<(), String> {
             }
             if got.iter().any(|&g| members.contains(&g) && own(&w.subs[g])) {
                 return Err(format!("message {}: the no-echo publisher got it", p.id));
+            }
+        }
+    }
+    // A subscription with a max never gets more than its max.
+    for (i, s) in w.subs.iter().enumerate() {
+        let n = w.got.iter().filter(|(_, g)| *g == i).count() as u64;
+        if let Some(max) = s.max {
+            if n > max {
+                return Err(format!("sub {i} with max {max} got {n} messages"));
+            }
+            if s.ended_at_max != (n == max) {
+                return Err(format!(
+                    "sub {i} got {n} of its max {max}; ended at max: {}",
+                    s.ended_at_max
+                ));
             }
         }
     }
@@ -1041,6 +1129,30 @@ fn check_deliveries(w: &World, published: &[Published]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A seed replays exactly: the same events, steps and deliveries, although
+/// every hash map in the engine is seeded differently each time (ahash
+/// draws per map), so nothing the engine sends may depend on a map's
+/// iteration order.
+#[test]
+fn a_seed_replays_exactly() {
+    for seed in 0..300 {
+        let (first, second) = (trace_of(seed), trace_of(seed));
+        if first != second {
+            let at = first
+                .1
+                .iter()
+                .zip(&second.1)
+                .position(|(a, b)| a != b)
+                .unwrap_or(first.1.len().min(second.1.len()));
+            panic!(
+                "seed {seed} ran twice differently; the first difference, at move {at}:\n{:?}\n{:?}",
+                first.1.get(at),
+                second.1.get(at)
+            );
+        }
+    }
 }
 
 #[test]
