@@ -103,7 +103,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let total = shared.connections.fetch_add(1, Relaxed) + 1;
     if total > cfg.max_connections {
         shared.connections.fetch_sub(1, Relaxed);
-        refuse(&shard, &client, &ClientState::too_many_connections());
+        shard.refuse(&client, &ClientState::too_many_connections());
         shard.flush_dirty();
         return;
     }
@@ -166,13 +166,8 @@ async fn auth_timer(shard: Rc<Shard>, client: Rc<Client>, timeout: Duration) {
     }
     let refusal = client.state.borrow().auth_timeout();
     if let Some(refusal) = refusal {
-        refuse(&shard, &client, &refusal);
+        shard.refuse(&client, &refusal);
     }
-}
-
-/// Carries out a refusal the engine decided (`Shard::refuse`).
-fn refuse(shard: &Shard, client: &Client, r: &Refusal) {
-    shard.refuse(client, r);
 }
 
 /// Queues the INFO for this client (with its nonce, when it must sign one).
@@ -218,7 +213,7 @@ async fn expiry_timer(shard: Rc<Shard>, client: std::rc::Weak<Client>, at: i64) 
     if client.conn.is_closing() {
         return;
     }
-    refuse(&shard, &client, &ClientState::expired());
+    shard.refuse(&client, &ClientState::expired());
     shard.flush_dirty();
 }
 
@@ -257,7 +252,7 @@ async fn ping_timer(shard: Rc<Shard>, client: std::rc::Weak<Client>) {
             // Not logged in yet (its bcrypt check may be under way).
             PingTick::Wait => continue,
             PingTick::Stale(refusal) => {
-                refuse(&shard, &client, &refusal);
+                shard.refuse(&client, &refusal);
                 return;
             }
             PingTick::Ping => {}
@@ -329,7 +324,7 @@ async fn start_tls(shard: &Rc<Shard>, client: &Rc<Client>) -> Result<(), CloseRe
                 client.addr, client.id
             );
             if matches!(e, crate::tls::HandshakeError::Plaintext) {
-                refuse(shard, client, &ClientState::tls_required());
+                shard.refuse(client, &ClientState::tls_required());
                 shard.flush_dirty();
             }
             Err(CloseReason::TlsError)
@@ -516,7 +511,7 @@ impl Connection {
             let op = match self.parser.next(buf) {
                 Ok(Some(op)) => op,
                 Ok(None) => return Ok(()),
-                Err(e) => return Err(self.refuse(&ClientState::protocol_error(&e, buf))),
+                Err(e) => return self.refused(&ClientState::protocol_error(&e, buf)),
             };
             if matches!(op, ClientOp::Ping) && !self.out.is_empty() {
                 // Once the client has its PONG, everything it published
@@ -539,14 +534,8 @@ impl Connection {
     }
 
     /// Carries out a refusal; a fatal one ends the connection's loop.
-    fn refuse(&self, r: &Refusal) -> CloseReason {
-        refuse(&self.shard, &self.client, r);
-        r.close.unwrap_or(CloseReason::ClientClosed)
-    }
-
-    /// A refusal that may keep the connection.
     fn refused(&self, r: &Refusal) -> Step {
-        refuse(&self.shard, &self.client, r);
+        self.shard.refuse(&self.client, r);
         match r.close {
             Some(reason) => Err(reason),
             None => Ok(()),
@@ -762,7 +751,7 @@ impl Connection {
             .borrow_mut()
             .check_publish(&p.subject, std::time::Instant::now);
         if let PubCheck::Invalid(r) = &checked {
-            return refuse(&self.shard, &self.client, r);
+            return self.shard.refuse(&self.client, r);
         }
         // A message asking for a trace (nats-server 2.11 `Nats-Trace-Dest`):
         // `Some(only)` while its path is recorded (shard/trace.rs).
@@ -778,7 +767,7 @@ impl Connection {
                 if trace.is_some() {
                     self.shard.trace_refused(r.err.to_string());
                 }
-                refuse(&self.shard, &self.client, &r);
+                self.shard.refuse(&self.client, &r);
                 return;
             }
         }
@@ -861,7 +850,7 @@ impl Connection {
                 deny_filter,
             } => (subject, prefix_len, deny_filter),
             SubCheck::Duplicate => return self.ok(),
-            SubCheck::Refused(r) => return refuse(&self.shard, &self.client, &r),
+            SubCheck::Refused(r) => return self.shard.refuse(&self.client, &r),
         };
         let sub = Rc::new(LocalSub {
             client: self.client.clone(),
@@ -876,7 +865,9 @@ impl Connection {
         if self.shard.subscribe(sub).is_err() {
             // The index's rules and the engine's subject check agree; a
             // refusal here is reported as nats-server reports a bad subject.
-            return refuse(&self.shard, &self.client, &ClientState::invalid_subject());
+            return self
+                .shard
+                .refuse(&self.client, &ClientState::invalid_subject());
         }
         self.unsynced = true;
         self.ok();
