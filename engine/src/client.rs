@@ -98,7 +98,6 @@ impl Default for ClientFlags {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
     Error,
-    Warn,
     Info,
 }
 

@@ -616,7 +616,6 @@ impl Shard {
             let (addr, id, text) = (client.addr, client.id, &log.text);
             match log.level {
                 Level::Error => tracing::error!("{addr} - cid:{id} - {text}"),
-                Level::Warn => tracing::warn!("{addr} - cid:{id} - {text}"),
                 Level::Info => tracing::info!("{addr} - cid:{id} - {text}"),
             }
         }
